@@ -1,0 +1,37 @@
+"""The admin application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from admin.routes import setup_routes
+from httpkit.errors import error_middleware
+from httpkit.keys import POOL, SETTINGS
+from store.db import create_pool
+from store.settings import Settings
+from store.tokens import ensure_token
+
+# Generous for a 100 KB prompt and a full tool catalogue; a 50 MB upload is refused with 413.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+BOOTSTRAP_PRINCIPAL = "bootstrap"
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(settings.database_url)
+    if settings.bootstrap_token:
+        await ensure_token(pool, BOOTSTRAP_PRINCIPAL, "admin", settings.bootstrap_token)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The admin API, its Postgres pool opened and closed with the app."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_postgres)
+    setup_routes(app)
+    return app

@@ -1,0 +1,36 @@
+"""The admin API's URL map."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admin import openapi, views
+
+AGENT = "/v1/agents/{agent_id}"
+VERSION = AGENT + r"/versions/{n:\d+}"
+CHANNEL = "/v1/channels/{number}"
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/v1/agents", views.create_agent),
+            web.get("/v1/agents", views.list_agents),
+            web.get(AGENT, views.get_agent),
+            web.get(AGENT + "/draft", views.get_draft),
+            web.put(AGENT + "/draft", views.put_draft),
+            web.patch(AGENT + "/draft", views.patch_draft),
+            web.post(AGENT + "/versions", views.publish),
+            web.get(AGENT + "/versions", views.list_versions),
+            web.get(VERSION, views.get_version),
+            web.get(VERSION + "/diff", views.diff_version),
+            web.post(VERSION + "/restore", views.restore),
+            web.get("/v1/channels", views.list_channels),
+            web.put(CHANNEL, views.put_channel),
+            web.get(CHANNEL, views.get_channel),
+            web.delete(CHANNEL, views.delete_channel),
+            web.get("/v1/audit", views.list_audit),
+            web.post("/v1/tokens", views.create_token),
+            web.get("/openapi.json", openapi.serve),
+        ]
+    )

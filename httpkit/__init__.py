@@ -1,0 +1,1 @@
+"""aiohttp plumbing both services share: JSON bodies and errors, bearer-token auth."""

@@ -1,0 +1,62 @@
+"""Bearer-token authentication and role checks."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from httpkit.errors import ApiError
+from httpkit.keys import POOL, PRINCIPAL
+from store.tokens import ROLES, Principal, authenticate
+
+View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def principal_of(request: web.Request) -> Principal:
+    """The token's principal; ApiError 401 when the token is missing, malformed or unknown."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    principal = await authenticate(request.app[POOL], secret.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "the token is not valid")
+    return principal
+
+
+def allowed(principal: Principal, roles: tuple[str, ...]) -> bool:
+    """True when the principal holds one of `roles` or outranks the lowest of them.
+
+    `runtime` (the voice agent's token) sits outside the viewer-to-admin ladder: it passes
+    only where it is named.
+    """
+    ladder = [r for r in roles if r != "runtime"]
+    return principal.role in roles or (
+        bool(ladder)
+        and principal.role != "runtime"
+        and principal.has_role(min(ladder, key=ROLES.index))
+    )
+
+
+def requires(*roles: str) -> Callable[[View], View]:
+    """Let a view run only for tokens `allowed` for `roles`: 401 without one, 403 below."""
+    assert roles and all(r in ROLES for r in roles)
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            principal = await principal_of(request)
+            if not allowed(principal, roles):
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    f"this needs the {' or '.join(roles)} role; the token has {principal.role}",
+                )
+            request[PRINCIPAL] = principal
+            return await view(request)
+
+        return checked
+
+    return decorate

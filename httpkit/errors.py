@@ -1,0 +1,76 @@
+"""JSON errors `{"error": {"code", "message", "details"}}` and the middleware that makes them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from store import errors
+from store.pagination import InvalidCursor
+from store.tokens import InvalidRole
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Domain errors by the HTTP status they mean; the first matching class wins.
+STATUS_OF: list[tuple[type[errors.StoreError], int]] = [
+    (errors.NotFound, 404),
+    (errors.InvalidConfig, 422),
+    (errors.InvalidRouting, 422),
+    (InvalidRole, 422),
+    (errors.RevisionConflict, 412),
+    (errors.Conflict, 409),
+    (InvalidCursor, 400),
+]
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised by handlers for request-level problems."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.json_response(body, status=status)
+
+
+def _status_of(exc: errors.StoreError) -> int:
+    for cls, status in STATUS_OF:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON error; log unexpected ones once, with context."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except errors.StoreError as exc:
+        return error_response(_status_of(exc), exc.code, exc.message, exc.details)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        # A race the checks above the database could not see (e.g. a concurrent delete).
+        return error_response(
+            409,
+            "conflict",
+            "the change conflicts with the current state",
+            {"constraint": getattr(exc, "constraint_name", None)},
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, code, exc.reason, None)
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return error_response(500, "internal_error", "internal error", None)

@@ -1,0 +1,1 @@
+"""Persistence for agentver: schema, repository, config validation, cache and change feed."""

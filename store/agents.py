@@ -1,0 +1,284 @@
+"""Agents, their draft and their immutable numbered versions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from store import audit
+from store.config import config_hash, validate_config
+from store.errors import AgentNotFound, ConfigNotFound, RevisionConflict, VersionNotFound
+from store.pagination import decode_cursor, page
+
+INSERT_BLOB = """
+INSERT INTO config_blobs (hash, config) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING
+"""
+SELECT_BLOB = "SELECT config FROM config_blobs WHERE hash = $1"
+
+INSERT_AGENT = "INSERT INTO agents (id, created_by) VALUES ($1, $2) RETURNING created_at"
+INSERT_DRAFT = """
+INSERT INTO drafts (agent_id, revision, config_hash, updated_by) VALUES ($1, 1, $2, $3)
+"""
+
+SELECT_AGENT = """
+SELECT a.id, a.created_at, a.last_version,
+       d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
+FROM agents a
+JOIN drafts d ON d.agent_id = a.id
+JOIN config_blobs b ON b.hash = d.config_hash
+WHERE a.id = $1
+"""
+
+LIST_AGENTS = """
+SELECT a.id, a.created_at, a.last_version,
+       d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
+FROM agents a
+JOIN drafts d ON d.agent_id = a.id
+JOIN config_blobs b ON b.hash = d.config_hash
+WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
+ORDER BY a.created_at DESC, a.id DESC
+LIMIT $3
+"""
+
+LOCK_DRAFT = """
+SELECT d.revision, d.config_hash, b.config
+FROM drafts d JOIN config_blobs b ON b.hash = d.config_hash
+WHERE d.agent_id = $1
+FOR UPDATE OF d
+"""
+UPDATE_DRAFT = """
+UPDATE drafts SET revision = revision + 1, config_hash = $2, updated_at = now(), updated_by = $3
+WHERE agent_id = $1
+RETURNING revision, config_hash, updated_at, updated_by
+"""
+
+# The agent row is the version counter: taking its lock serialises publishes of one agent, so
+# numbers are gapless without a sequence (a sequence leaks numbers on rollback).
+NEXT_VERSION = """
+UPDATE agents SET last_version = last_version + 1 WHERE id = $1 RETURNING last_version
+"""
+SELECT_DRAFT_HASH = "SELECT config_hash FROM drafts WHERE agent_id = $1"
+INSERT_VERSION = """
+INSERT INTO versions (agent_id, version, name, description, author, config_hash)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING published_at
+"""
+
+SELECT_VERSION = """
+SELECT v.agent_id, v.version, v.name, v.description, v.author, v.published_at, v.config_hash,
+       b.config
+FROM versions v JOIN config_blobs b ON b.hash = v.config_hash
+WHERE v.agent_id = $1 AND v.version = $2
+"""
+LIST_VERSIONS = """
+SELECT agent_id, version, name, description, author, published_at, config_hash,
+       NULL::jsonb AS config
+FROM versions
+WHERE agent_id = $1 AND ($2::integer IS NULL OR version < $2)
+ORDER BY version DESC
+LIMIT $3
+"""
+
+ID_ALPHABET_BYTES = 8  # 64 random bits: collisions are not a practical concern
+
+
+@dataclass(frozen=True)
+class Draft:
+    agent_id: str
+    revision: int
+    config: dict[str, Any]
+    config_hash: str
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    created_at: datetime
+    latest_version: int | None
+    draft: Draft
+
+    @property
+    def name(self) -> str:
+        """An agent is named by its draft."""
+        return str(self.draft.config["name"])
+
+
+@dataclass(frozen=True)
+class Version:
+    agent_id: str
+    version: int
+    name: str
+    description: str
+    author: str
+    published_at: datetime
+    config_hash: str
+    config: dict[str, Any] | None  # None in history listings, which carry no snapshot
+
+
+def new_agent_id() -> str:
+    return "agt_" + secrets.token_hex(ID_ALPHABET_BYTES)
+
+
+def _agent(row: asyncpg.Record) -> Agent:
+    draft = Draft(
+        agent_id=row["id"],
+        revision=row["revision"],
+        config=row["config"],
+        config_hash=row["config_hash"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+    return Agent(
+        id=row["id"],
+        created_at=row["created_at"],
+        latest_version=row["last_version"] or None,
+        draft=draft,
+    )
+
+
+async def store_config(conn: asyncpg.Connection, raw: Any) -> tuple[dict[str, Any], str]:
+    """Validate a configuration and store its blob; returns (filled-in config, hash)."""
+    config = validate_config(raw)
+    digest = config_hash(config)
+    await conn.execute(INSERT_BLOB, digest, config)
+    return config, digest
+
+
+async def get_config(pool: asyncpg.Pool, digest: str) -> dict[str, Any]:
+    """An immutable config blob by its hash."""
+    config: dict[str, Any] | None = await pool.fetchval(SELECT_BLOB, digest)
+    if config is None:
+        raise ConfigNotFound(f"no config with hash {digest}")
+    return config
+
+
+async def create_agent(pool: asyncpg.Pool, raw_config: Any, actor: str) -> Agent:
+    """A new agent whose draft (revision 1) is `raw_config`."""
+    agent_id = new_agent_id()
+    async with pool.acquire() as conn, conn.transaction():
+        _, digest = await store_config(conn, raw_config)
+        await conn.execute(INSERT_AGENT, agent_id, actor)
+        await conn.execute(INSERT_DRAFT, agent_id, digest, actor)
+        await audit.record(
+            conn, actor, "agent.create", agent_id=agent_id, after={"config_hash": digest}
+        )
+        row = await conn.fetchrow(SELECT_AGENT, agent_id)
+    return _agent(row)
+
+
+async def get_agent(pool: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> Agent:
+    row = await pool.fetchrow(SELECT_AGENT, agent_id)
+    if row is None:
+        raise AgentNotFound(f"no agent {agent_id}")
+    return _agent(row)
+
+
+async def list_agents(
+    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None
+) -> tuple[list[Agent], str | None]:
+    """Newest first, paginated."""
+    after = decode_cursor(cursor, (str, str))
+    created = datetime.fromisoformat(after[0]) if after else None
+    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1)
+    return page([_agent(r) for r in rows], limit, lambda a: [a.created_at.isoformat(), a.id])
+
+
+async def update_draft(
+    pool: asyncpg.Pool,
+    agent_id: str,
+    change: Callable[[dict[str, Any]], Any],
+    actor: str,
+    *,
+    if_match: int | None = None,
+    action: str = "draft.update",
+    audit_note: dict[str, Any] | None = None,
+) -> Draft:
+    """Replace the draft with `change(current config)`, validated, as revision + 1.
+
+    The draft row is locked while `change` runs, so a merge patch applies to exactly the
+    revision it was checked against. `if_match` mismatching the revision raises RevisionConflict.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchrow(LOCK_DRAFT, agent_id)
+        if current is None:
+            raise AgentNotFound(f"no agent {agent_id}")
+        if if_match is not None and if_match != current["revision"]:
+            raise RevisionConflict(
+                f"draft is at revision {current['revision']}, not {if_match}",
+                {"current_revision": current["revision"]},
+            )
+        config, digest = await store_config(conn, change(current["config"]))
+        row = await conn.fetchrow(UPDATE_DRAFT, agent_id, digest, actor)
+        await audit.record(
+            conn,
+            actor,
+            action,
+            agent_id=agent_id,
+            before={"revision": current["revision"], "config_hash": current["config_hash"]},
+            after={"revision": row["revision"], "config_hash": digest, **(audit_note or {})},
+        )
+    return Draft(agent_id=agent_id, config=config, **dict(row))
+
+
+async def publish(
+    pool: asyncpg.Pool, agent_id: str, name: str, description: str, author: str
+) -> Version:
+    """Snapshot the current draft as the agent's next version; the draft is unchanged."""
+    async with pool.acquire() as conn, conn.transaction():
+        number = await conn.fetchval(NEXT_VERSION, agent_id)
+        if number is None:
+            raise AgentNotFound(f"no agent {agent_id}")
+        # Read after taking the counter lock: a draft edit committed before this publish is in.
+        digest = await conn.fetchval(SELECT_DRAFT_HASH, agent_id)
+        published_at = await conn.fetchval(
+            INSERT_VERSION, agent_id, number, name, description, author, digest
+        )
+        await audit.record(
+            conn,
+            author,
+            "version.publish",
+            agent_id=agent_id,
+            after={"version": number, "name": name, "config_hash": digest},
+        )
+        config = await conn.fetchval(SELECT_BLOB, digest)
+    return Version(agent_id, number, name, description, author, published_at, digest, config)
+
+
+async def get_version(pool: asyncpg.Pool, agent_id: str, number: int) -> Version:
+    """One full snapshot."""
+    row = await pool.fetchrow(SELECT_VERSION, agent_id, number)
+    if row is None:
+        await get_agent(pool, agent_id)
+        raise VersionNotFound(f"agent {agent_id} has no version {number}")
+    return Version(**dict(row))
+
+
+async def list_versions(
+    pool: asyncpg.Pool, agent_id: str, *, limit: int, cursor: str | None = None
+) -> tuple[list[Version], str | None]:
+    """Published versions newest first, without their snapshots."""
+    await get_agent(pool, agent_id)
+    after = decode_cursor(cursor, (int,))
+    rows = await pool.fetch(LIST_VERSIONS, agent_id, after[0] if after else None, limit + 1)
+    return page([Version(**dict(r)) for r in rows], limit, lambda v: [v.version])
+
+
+async def restore(pool: asyncpg.Pool, agent_id: str, number: int, actor: str) -> Draft:
+    """Overwrite the draft with version `number`'s config (revision + 1); no version is made."""
+    version = await get_version(pool, agent_id, number)
+    snapshot = version.config
+    return await update_draft(
+        pool,
+        agent_id,
+        lambda _current: snapshot,
+        actor,
+        action="version.restore",
+        audit_note={"restored_version": number},
+    )

@@ -1,0 +1,276 @@
+"""Channels (phone numbers) and their routing: weighted variants pinned to versions or drafts."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from store import audit
+from store.errors import ChannelNotFound, InvalidRouting
+from store.numbers import normalize_e164
+from store.pagination import decode_cursor, page
+
+MAX_VARIANTS = 20
+MAX_LABEL_CHARS = 64
+STICKY_MODES = ("caller", "call")
+SHORTHAND_LABEL = "default"
+SHORTHAND_WEIGHT = 100
+
+SELECT_CHANNEL = """
+SELECT number, salt, sticky, revision, updated_at, updated_by FROM channels WHERE number = $1
+"""
+LOCK_CHANNEL = SELECT_CHANNEL + " FOR UPDATE"
+SELECT_VARIANTS = """
+SELECT number, label, agent_id, version, weight
+FROM channel_variants WHERE number = ANY($1::text[]) ORDER BY number, position
+"""
+LIST_CHANNELS = """
+SELECT number, salt, sticky, revision, updated_at, updated_by
+FROM channels
+WHERE ($1::text IS NULL OR number > $1)
+  AND ($2::text IS NULL OR EXISTS (
+        SELECT 1 FROM channel_variants v WHERE v.number = channels.number AND v.agent_id = $2))
+ORDER BY number
+LIMIT $3
+"""
+UPSERT_CHANNEL = """
+INSERT INTO channels (number, salt, sticky, updated_by) VALUES ($1, $2, $3, $4)
+ON CONFLICT (number) DO UPDATE
+SET sticky = EXCLUDED.sticky, revision = channels.revision + 1, updated_at = now(),
+    updated_by = EXCLUDED.updated_by
+RETURNING number, salt, sticky, revision, updated_at, updated_by
+"""
+DELETE_VARIANTS = "DELETE FROM channel_variants WHERE number = $1"
+INSERT_VARIANTS = """
+INSERT INTO channel_variants (number, position, label, agent_id, version, weight)
+SELECT $1, v.position - 1, v.label, v.agent_id, v.version, v.weight
+FROM unnest($2::text[], $3::text[], $4::integer[], $5::integer[])
+     WITH ORDINALITY AS v(label, agent_id, version, weight, position)
+"""
+DELETE_CHANNEL = "DELETE FROM channels WHERE number = $1"
+MISSING_TARGETS = """
+SELECT t.i, t.agent_id, t.version,
+       NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id) AS no_agent
+FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS t(agent_id, version, i)
+WHERE NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id)
+   OR (t.version IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM versions v WHERE v.agent_id = t.agent_id AND v.version = t.version))
+ORDER BY t.i
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    agent_id: str
+    version: int | None  # None serves the agent's draft
+    weight: int
+
+
+@dataclass(frozen=True)
+class Routing:
+    number: str
+    salt: str
+    sticky: str
+    revision: int
+    variants: tuple[Variant, ...]
+    updated_at: datetime
+    updated_by: str
+
+    def public(self) -> dict[str, Any]:
+        """The channel resource as the admin API shows it (the salt stays internal)."""
+        return {
+            "number": self.number,
+            "sticky": self.sticky,
+            "revision": self.revision,
+            "variants": [asdict(v) for v in self.variants],
+            "updated_at": self.updated_at.isoformat(),
+            "updated_by": self.updated_by,
+        }
+
+
+def _fail(path: str, message: str) -> InvalidRouting:
+    return InvalidRouting("routing is invalid", [{"path": path, "message": message}])
+
+
+def parse_number(raw: str) -> str:
+    """A channel number in strict E.164; InvalidRouting otherwise."""
+    number = normalize_e164(raw)
+    if number is None or number != raw:
+        raise _fail("number", "must be an E.164 number such as +14155550100")
+    return number
+
+
+def _parse_variant(raw: Any, path: str) -> Variant:
+    if not isinstance(raw, dict):
+        raise _fail(path, "must be an object")
+    unknown = set(raw) - {"label", "agent_id", "version", "weight"}
+    if unknown:
+        raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
+    label, agent_id = raw.get("label"), raw.get("agent_id")
+    version, weight = raw.get("version"), raw.get("weight")
+    if (
+        not isinstance(label, str)
+        or not 0 < len(label) <= MAX_LABEL_CHARS
+        or not label.isprintable()
+    ):
+        raise _fail(f"{path}.label", f"must be 1 to {MAX_LABEL_CHARS} printable characters")
+    if not isinstance(agent_id, str) or not agent_id:
+        raise _fail(f"{path}.agent_id", "must be an agent id")
+    if version is not None and (type(version) is not int or version < 1):
+        raise _fail(f"{path}.version", "must be a version number (1 or more) or null for the draft")
+    if type(weight) is not int or weight < 0:
+        raise _fail(f"{path}.weight", "must be a non-negative integer")
+    return Variant(label, agent_id, version, weight)
+
+
+def parse_routing(body: Any) -> tuple[tuple[Variant, ...], str]:
+    """Variants and sticky mode from a channel PUT body.
+
+    Either the `{agent_id, version}` shorthand (one variant with all the weight) or
+    `{variants: [...], sticky: "caller" | "call"}`.
+    """
+    if not isinstance(body, dict):
+        raise _fail("$", "must be an object")
+    sticky = body.get("sticky", "caller")
+    if sticky not in STICKY_MODES:
+        raise _fail("sticky", "must be 'caller' or 'call'")
+    if "variants" not in body:
+        unknown = set(body) - {"agent_id", "version", "sticky"}
+        if unknown:
+            raise _fail(sorted(unknown)[0], "unknown field")
+        shorthand = {"label": SHORTHAND_LABEL, "weight": SHORTHAND_WEIGHT}
+        shorthand |= {k: body.get(k) for k in ("agent_id", "version")}
+        return (_parse_variant(shorthand, "$"),), sticky
+    unknown = set(body) - {"variants", "sticky"}
+    if unknown:
+        raise _fail(sorted(unknown)[0], "unknown field")
+    raw = body["variants"]
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_VARIANTS:
+        raise _fail("variants", f"must be a list of 1 to {MAX_VARIANTS} variants")
+    variants = tuple(_parse_variant(v, f"variants[{i}]") for i, v in enumerate(raw))
+    labels = [v.label for v in variants]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise _fail(f"variants[{i}].label", f"duplicate label {label!r}")
+    if sum(v.weight for v in variants) <= 0:
+        raise _fail("variants", "weights must add up to more than zero")
+    return variants, sticky
+
+
+def _routing(row: asyncpg.Record, variants: list[asyncpg.Record]) -> Routing:
+    return Routing(
+        number=row["number"],
+        salt=row["salt"],
+        sticky=row["sticky"],
+        revision=row["revision"],
+        variants=tuple(
+            Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants
+        ),
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+async def _with_variants(
+    conn: asyncpg.Pool | asyncpg.Connection, rows: list[asyncpg.Record]
+) -> list[Routing]:
+    variants = await conn.fetch(SELECT_VARIANTS, [r["number"] for r in rows])
+    by_number: dict[str, list[asyncpg.Record]] = {}
+    for v in variants:
+        by_number.setdefault(v["number"], []).append(v)
+    return [_routing(r, by_number.get(r["number"], [])) for r in rows]
+
+
+async def find_channel(conn: asyncpg.Pool | asyncpg.Connection, number: str) -> Routing | None:
+    """The routing of `number`, or None when it is not a channel."""
+    row = await conn.fetchrow(SELECT_CHANNEL, number)
+    return (await _with_variants(conn, [row]))[0] if row else None
+
+
+async def get_channel(pool: asyncpg.Pool, number: str) -> Routing:
+    routing = await find_channel(pool, number)
+    if routing is None:
+        raise ChannelNotFound(f"no channel {number}")
+    return routing
+
+
+async def list_channels(
+    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None, agent_id: str | None = None
+) -> tuple[list[Routing], str | None]:
+    """Channels by number, optionally only those routing to `agent_id`."""
+    after = decode_cursor(cursor, (str,))
+    rows = await pool.fetch(LIST_CHANNELS, after[0] if after else None, agent_id, limit + 1)
+    return page(await _with_variants(pool, rows), limit, lambda r: [r.number])
+
+
+async def _check_targets(conn: asyncpg.Connection, variants: tuple[Variant, ...]) -> None:
+    missing = await conn.fetch(
+        MISSING_TARGETS, [v.agent_id for v in variants], [v.version for v in variants]
+    )
+    if missing:
+        first = missing[0]
+        i = first["i"] - 1
+        if first["no_agent"]:
+            raise _fail(f"variants[{i}].agent_id", f"no agent {first['agent_id']}")
+        raise _fail(f"variants[{i}].version", f"agent has no version {first['version']}")
+
+
+def _audit_action(before: Routing | None, variants: tuple[Variant, ...]) -> str:
+    """`channel.pin` for a plain pin; `channel.weights` when only weights of a test moved."""
+    if before is not None and [(v.label, v.agent_id, v.version) for v in before.variants] == [
+        (v.label, v.agent_id, v.version) for v in variants
+    ]:
+        return "channel.weights"
+    return "channel.pin" if len(variants) == 1 else "channel.variants"
+
+
+async def set_channel(
+    pool: asyncpg.Pool,
+    number: str,
+    variants: tuple[Variant, ...],
+    sticky: str,
+    actor: str,
+    *,
+    action: str | None = None,
+    audit_note: dict[str, Any] | None = None,
+) -> Routing:
+    """Create or replace a channel's routing (revision + 1), audited and announced."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _check_targets(conn, variants)
+        before_row = await conn.fetchrow(LOCK_CHANNEL, number)
+        before = (await _with_variants(conn, [before_row]))[0] if before_row else None
+        row = await conn.fetchrow(UPSERT_CHANNEL, number, secrets.token_hex(8), sticky, actor)
+        await conn.execute(DELETE_VARIANTS, number)
+        await conn.execute(
+            INSERT_VARIANTS,
+            number,
+            [v.label for v in variants],
+            [v.agent_id for v in variants],
+            [v.version for v in variants],
+            [v.weight for v in variants],
+        )
+        routing = replace(_routing(row, []), variants=variants)
+        await audit.record(
+            conn,
+            actor,
+            action or _audit_action(before, variants),
+            channel=number,
+            before=before.public() if before else None,
+            after={**routing.public(), **(audit_note or {})},
+        )
+    return routing
+
+
+async def delete_channel(pool: asyncpg.Pool, number: str, actor: str) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        before_row = await conn.fetchrow(LOCK_CHANNEL, number)
+        if before_row is None:
+            raise ChannelNotFound(f"no channel {number}")
+        before = (await _with_variants(conn, [before_row]))[0]
+        await conn.execute(DELETE_CHANNEL, number)
+        await audit.record(conn, actor, "channel.delete", channel=number, before=before.public())

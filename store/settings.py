@@ -1,0 +1,58 @@
+"""Process settings, read once from the environment and passed explicitly everywhere."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentver"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a router or admin process needs to know about its surroundings."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # Every Redis key starts with this, so test runs and deployments never share keys.
+    redis_prefix: str = "agentver:"
+    router_port: int = 8080
+    admin_port: int = 8081
+    public_base_url: str = "http://127.0.0.1:8080"
+    media_stream_url: str = "wss://localhost/media"
+    twilio_auth_token: str | None = None
+    telnyx_public_key: str | None = None
+    generic_secret: str | None = None
+    telnyx_api_key: str | None = None
+    telnyx_api_base: str = "https://api.telnyx.com/v2"
+    bootstrap_token: str | None = None
+    fallback: str = "say:Sorry, this number cannot take your call right now. Goodbye."
+    spool_dir: Path = Path(".data/spool")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (DESIGN.md section 5)."""
+        e = dict(os.environ if env is None else env)
+
+        def opt(name: str) -> str | None:
+            return e.get(name) or None
+
+        return cls(
+            database_url=e.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=e.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_prefix=e.get("AGENTVER_REDIS_PREFIX") or cls.redis_prefix,
+            router_port=int(e.get("AGENTVER_ROUTER_PORT") or cls.router_port),
+            admin_port=int(e.get("AGENTVER_ADMIN_PORT") or cls.admin_port),
+            public_base_url=(e.get("AGENTVER_PUBLIC_BASE_URL") or cls.public_base_url).rstrip("/"),
+            media_stream_url=e.get("AGENTVER_MEDIA_STREAM_URL") or cls.media_stream_url,
+            twilio_auth_token=opt("TWILIO_AUTH_TOKEN"),
+            telnyx_public_key=opt("TELNYX_PUBLIC_KEY"),
+            generic_secret=opt("AGENTVER_GENERIC_SECRET"),
+            telnyx_api_key=opt("TELNYX_API_KEY"),
+            telnyx_api_base=(e.get("AGENTVER_TELNYX_API_BASE") or cls.telnyx_api_base).rstrip("/"),
+            bootstrap_token=opt("AGENTVER_BOOTSTRAP_TOKEN"),
+            fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
+            spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
+        )

@@ -1,0 +1,149 @@
+"""Fixtures: a fresh database per test run, clean tables per test, an admin API client with a
+token per role, and factories for agents, versions and channels."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin.app import create_app
+from store.db import create_pool
+from store.migrate import migrate
+from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
+from store.tokens import ROLES, create_token
+
+TABLES = (
+    "audit_log, api_tokens, calls, caller_assignments, channel_variants, channels, versions, "
+    "drafts, agents, config_blobs"
+)
+# Tests may wipe published versions: replica mode skips the immutability triggers, which only a
+# superuser can do and which the service never does.
+WIPE = f"SET session_replication_role = replica; TRUNCATE {TABLES}; RESET session_replication_role"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def minimal_config(**overrides: Any) -> dict[str, Any]:
+    """The smallest valid configuration, with `overrides` on top."""
+    config: dict[str, Any] = {
+        "name": "Support bot",
+        "system_prompt": "You are a helpful support agent.",
+        "llm": {"provider": "openai", "model": "gpt-4o-mini"},
+        "voice": {"tts_provider": "elevenlabs", "tts_voice": "rachel"},
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A database of its own for this test run, built from the migrations, dropped after."""
+    server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    name = f"agentver_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(with_database(server, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = with_database(server, name)
+        await migrate(url)
+        yield url
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        redis_prefix=f"agentver-test-{secrets.token_hex(6)}:",
+        twilio_auth_token="twilio-test-auth-token",
+        generic_secret="generic-test-secret",
+    )
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(pool: asyncpg.Pool) -> None:
+    await pool.execute(WIPE)
+
+
+class Api:
+    """An admin API client that sends a token of the chosen role."""
+
+    def __init__(self, client: TestClient[Any, Any], tokens: dict[str, str]) -> None:
+        self.client = client
+        self.tokens = tokens
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        role: str | None = "admin",
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> ClientResponse:
+        sent = dict(headers or {})
+        if role is not None:
+            sent.setdefault("Authorization", f"Bearer {self.tokens[role]}")
+        return await self.client.request(method, path, json=json, headers=sent, **kwargs)
+
+    async def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        """Call and assert the status; returns the JSON body (None for 204)."""
+        resp = await self.call(method, path, **kwargs)
+        body = await resp.json() if resp.status != 204 else None
+        assert resp.status == status, (resp.status, body)
+        return body
+
+
+@pytest.fixture
+async def api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Api]:
+    tokens = {role: await create_token(pool, f"{role}-user", role) for role in ROLES}
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    yield Api(client, tokens)
+    await client.close()
+
+
+AgentFactory = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def make_agent(api: Api) -> AgentFactory:
+    """Create an agent through the API, optionally publishing `versions` snapshots of it."""
+
+    async def make(versions: int = 0, **config: Any) -> dict[str, Any]:
+        agent: dict[str, Any] = await api.ok(
+            "POST", "/v1/agents", 201, json={"config": minimal_config(**config)}
+        )
+        for n in range(1, versions + 1):
+            await api.ok(
+                "PATCH",
+                f"/v1/agents/{agent['id']}/draft",
+                json={"config": {"system_prompt": f"Prompt of version {n}."}},
+            )
+            await api.ok(
+                "POST", f"/v1/agents/{agent['id']}/versions", 201, json={"name": f"v{n}"}
+            )
+        return agent
+
+    return make
