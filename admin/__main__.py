@@ -6,22 +6,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import asyncpg
 from aiohttp import web
 
 from admin.app import create_app
+from admin.seed import report, seed
 from store.db import create_pool
 from store.logs import configure_logging
+from store.migrate import migrate
 from store.settings import Settings
 from store.tokens import ROLES, create_token
 
+T = TypeVar("T")
 
-async def _create_token(settings: Settings, name: str, role: str) -> str:
+
+async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run one command's `work` on a small pool of its own."""
     pool = await create_pool(settings.database_url, min_size=1, max_size=1)
     try:
-        return await create_token(pool, name, role)
+        return await work(pool)
     finally:
         await pool.close()
+
+
+async def _seed(settings: Settings) -> str:
+    # The demo is often the first thing run against a new database.
+    await migrate(settings.database_url)
+    result = await _with_pool(settings, seed)
+    return report(result, f"http://127.0.0.1:{settings.admin_port}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     create = token.add_parser("create", help="create a token and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=ROLES)
+    sub.add_parser("seed", help="load the demo agent and print a demo admin token")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging()
     if args.command == "token":
-        print(asyncio.run(_create_token(settings, args.name, args.role)))
+        print(asyncio.run(_with_pool(settings, lambda p: create_token(p, args.name, args.role))))
+        return 0
+    if args.command == "seed":
+        print(asyncio.run(_seed(settings)))
         return 0
     web.run_app(create_app(settings), port=settings.admin_port, print=None)
     return 0

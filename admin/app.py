@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from admin.metrics import METRICS, AdminMetrics
 from admin.routes import setup_routes
 from httpkit.errors import error_middleware
+from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
 from store.db import create_pool
 from store.settings import Settings
@@ -30,8 +32,11 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The admin API, its Postgres pool opened and closed with the app."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, reject_nul_in_url], client_max_size=MAX_BODY_BYTES
+    )
     app[SETTINGS] = settings
+    app[METRICS] = AdminMetrics()
     app.cleanup_ctx.append(_postgres)
     setup_routes(app)
     return app

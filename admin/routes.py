@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import openapi, views
+from admin import analytics, calls, metrics, openapi, views, webconsole
 
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + r"/versions/{n:\d+}"
@@ -29,8 +29,18 @@ def setup_routes(app: web.Application) -> None:
             web.put(CHANNEL, views.put_channel),
             web.get(CHANNEL, views.get_channel),
             web.delete(CHANNEL, views.delete_channel),
+            web.get(CHANNEL + "/guardrails", analytics.get_guardrails),
+            web.put(CHANNEL + "/guardrails", analytics.put_guardrails),
+            web.get("/v1/calls", calls.list_calls),
+            web.get("/v1/calls/{call_id}", analytics.get_call),
+            web.post("/v1/calls/{call_id}/analysis", analytics.post_analysis),
+            web.get("/v1/analytics/versions", analytics.versions),
+            web.get("/v1/analytics/ab", analytics.ab),
+            web.get("/metrics", metrics.serve),
             web.get("/v1/audit", views.list_audit),
             web.post("/v1/tokens", views.create_token),
             web.get("/openapi.json", openapi.serve),
+            web.get("/v1/whoami", views.whoami),
         ]
     )
+    app.router.add_routes(webconsole.routes())

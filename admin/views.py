@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any
 
@@ -22,20 +23,33 @@ MAX_DESCRIPTION_CHARS = 10_000
 # --- request parsing -------------------------------------------------------------------------
 
 
+# Nine digits fit a Postgres integer (revisions, version numbers) whatever they are.
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def _decimal(raw: str) -> int | None:
+    """A plain ASCII decimal of at most nine digits, else None.
+
+    `str.isdigit` is not enough: it accepts `²` and other Unicode digits that `int` refuses.
+    """
+    return int(raw) if _NUMBER.fullmatch(raw) else None
+
+
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = _decimal(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, "invalid_query", f"limit must be 1 to {MAX_LIMIT}", {"path": "limit"})
-    return int(raw)
+    return limit
 
 
-def _int_param(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 9:
-        raise ApiError(404, "not_found", f"{name} must be a version number")
-    return int(raw)
+def _version_param(request: web.Request) -> int:
+    number = _decimal(request.match_info["n"])
+    if number is None:
+        raise ApiError(404, "version_not_found", "a version is named by its number")
+    return number
 
 
 def _if_match(request: web.Request) -> int | None:
@@ -43,9 +57,11 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    tag = raw.strip().removeprefix("W/").strip('"')
-    # An ETag we never issued cannot match the current revision.
-    return int(tag) if tag.isdigit() and len(tag) <= 9 else -1
+    revision = _decimal(raw.strip().removeprefix("W/").strip('"'))
+    if revision is None:
+        # An ETag we never issued cannot match the current revision.
+        raise ApiError(412, "revision_conflict", "If-Match names no draft revision")
+    return revision
 
 
 def _text(body: dict[str, Any], field: str, limit: int, *, required: bool) -> str:
@@ -121,9 +137,8 @@ async def create_agent(request: web.Request) -> web.Response:
             [{"path": "config", "message": "Field required"}],
         )
     config = body["config"]
-    if "name" in body:
-        if not isinstance(config, dict):
-            config = {}
+    # A config that is not an object is left for validation to name as such.
+    if "name" in body and isinstance(config, dict):
         config = {**config, "name": body["name"]}
     agent = await agents.create_agent(request.app[POOL], config, request[PRINCIPAL].name)
     return json_response(
@@ -210,19 +225,20 @@ async def publish(request: web.Request) -> web.Response:
 
 @requires("viewer")
 async def list_versions(request: web.Request) -> web.Response:
-    pool, agent_id = request.app[POOL], request.match_info["agent_id"]
-    items, cursor = await agents.list_versions(
-        pool, agent_id, limit=_limit(request), cursor=request.query.get("cursor")
+    history = await agents.history(
+        request.app[POOL],
+        request.match_info["agent_id"],
+        limit=_limit(request),
+        cursor=request.query.get("cursor"),
     )
-    draft = (await agents.get_agent(pool, agent_id)).draft
-    summary = {k: v for k, v in draft_json(draft).items() if k != "config"}
-    return _listing([version_json(v) for v in items], cursor, draft=summary)
+    summary = {k: v for k, v in draft_json(history.draft).items() if k != "config"}
+    return _listing([version_json(v) for v in history.versions], history.next_cursor, draft=summary)
 
 
 @requires("viewer")
 async def get_version(request: web.Request) -> web.Response:
     version = await agents.get_version(
-        request.app[POOL], request.match_info["agent_id"], _int_param(request, "n")
+        request.app[POOL], request.match_info["agent_id"], _version_param(request)
     )
     return json_response(version_json(version), headers={"ETag": f'"{version.config_hash}"'})
 
@@ -230,13 +246,13 @@ async def get_version(request: web.Request) -> web.Response:
 @requires("viewer")
 async def diff_version(request: web.Request) -> web.Response:
     pool, agent_id = request.app[POOL], request.match_info["agent_id"]
-    base = await agents.get_version(pool, agent_id, _int_param(request, "n"))
+    base = await agents.get_version(pool, agent_id, _version_param(request))
     against = request.query.get("against", "draft")
     if against == "draft":
         draft = (await agents.get_agent(pool, agent_id)).draft
         other, target = draft.config, {"draft": True, "revision": draft.revision}
-    elif against.isdigit() and len(against) <= 9:
-        version = await agents.get_version(pool, agent_id, int(against))
+    elif (number := _decimal(against)) is not None:
+        version = await agents.get_version(pool, agent_id, number)
         other, target = version.config or {}, {"version": version.version}
     else:
         raise ApiError(
@@ -257,7 +273,7 @@ async def restore(request: web.Request) -> web.Response:
     draft = await agents.restore(
         request.app[POOL],
         request.match_info["agent_id"],
-        _int_param(request, "n"),
+        _version_param(request),
         request[PRINCIPAL].name,
     )
     return _draft_response(draft)
@@ -333,3 +349,13 @@ async def create_token(request: web.Request) -> web.Response:
         )
     secret = await tokens.create_token(request.app[POOL], name, role)
     return json_response({"name": name, "role": role, "token": secret}, status=201)
+
+
+# --- the signed-in principal (the web console asks what its token may do) ---------------------
+
+
+@requires("viewer", "runtime")
+async def whoami(request: web.Request) -> web.Response:
+    """Any valid token: its principal's name and role."""
+    principal = request[PRINCIPAL]
+    return json_response({"name": principal.name, "role": principal.role})

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from httpkit.errors import ApiError
 from httpkit.keys import POOL, PRINCIPAL
-from store.tokens import ROLES, Principal, authenticate
+from store.tokens import ROLES, Principal, authenticate, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -18,9 +18,10 @@ async def principal_of(request: web.Request) -> Principal:
     """The token's principal; ApiError 401 when the token is missing, malformed or unknown."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not well_formed(secret):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    principal = await authenticate(request.app[POOL], secret.strip())
+    principal = await authenticate(request.app[POOL], secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "the token is not valid")
     return principal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -31,16 +32,50 @@ def json_response(
     )
 
 
+# Configurations nest a few levels (workflows perhaps a dozen); anything deeper is hostile and
+# would exhaust the recursion of validation, hashing and diffing further in.
+MAX_JSON_DEPTH = 64
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # `1e400` is valid JSON syntax but overflows to infinity, which no JSON output can carry.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _check_depth(document: Any) -> None:
+    """ValueError when objects and arrays nest more than MAX_JSON_DEPTH deep (no recursion)."""
+    containers = [document]
+    for _ in range(MAX_JSON_DEPTH + 1):
+        containers = [node for node in containers if isinstance(node, dict | list)]
+        if not containers:
+            return
+        containers = [c for n in containers for c in (n.values() if isinstance(n, dict) else n)]
+    raise ValueError(f"nesting deeper than {MAX_JSON_DEPTH} levels")
+
+
 def parse_json(raw: bytes) -> Any:
-    """Decode a JSON document strictly (no NaN/Infinity); ApiError 400 when malformed."""
+    """Decode a JSON document strictly; ApiError 400 when malformed.
+
+    Refused beyond plain syntax: NaN/Infinity, numbers too large for a double, lone UTF-16
+    surrogates (`"\\ud800"`: not text, so not storable or hashable) and excessive nesting.
+    """
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        document = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+        # Re-encoding is the one complete check for lone surrogates in keys and values alike.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+        _check_depth(document)
+    except (UnicodeError, ValueError, RecursionError) as exc:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from None
+    return document
 
 
 async def read_json(request: web.Request) -> Any:

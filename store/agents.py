@@ -13,7 +13,7 @@ import asyncpg
 from store import audit
 from store.config import config_hash, validate_config
 from store.errors import AgentNotFound, ConfigNotFound, RevisionConflict, VersionNotFound
-from store.pagination import decode_cursor, page
+from store.pagination import cursor_time, decode_cursor, page
 
 INSERT_BLOB = """
 INSERT INTO config_blobs (hash, config) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING
@@ -25,32 +25,28 @@ INSERT_DRAFT = """
 INSERT INTO drafts (agent_id, revision, config_hash, updated_by) VALUES ($1, 1, $2, $3)
 """
 
-SELECT_AGENT = """
+AGENT_ROWS = """
 SELECT a.id, a.created_at, a.last_version,
        d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
 FROM agents a
 JOIN drafts d ON d.agent_id = a.id
 JOIN config_blobs b ON b.hash = d.config_hash
-WHERE a.id = $1
 """
-
-LIST_AGENTS = """
-SELECT a.id, a.created_at, a.last_version,
-       d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
-FROM agents a
-JOIN drafts d ON d.agent_id = a.id
-JOIN config_blobs b ON b.hash = d.config_hash
+SELECT_AGENT = AGENT_ROWS + "WHERE a.id = $1"
+LIST_AGENTS = (
+    AGENT_ROWS
+    + """
 WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
 ORDER BY a.created_at DESC, a.id DESC
 LIMIT $3
 """
+)
+# The oldest agent of that name: names are not unique, the first one made is the stable answer.
+FIND_AGENT_NAMED = AGENT_ROWS + "WHERE b.config->>'name' = $1 ORDER BY a.created_at, a.id LIMIT 1"
 
-LOCK_DRAFT = """
-SELECT d.revision, d.config_hash, b.config
-FROM drafts d JOIN config_blobs b ON b.hash = d.config_hash
-WHERE d.agent_id = $1
-FOR UPDATE OF d
-"""
+# The draft row alone: with a join, a lock that waited for a concurrent edit rechecks the join
+# against the new row's hash and the old blob, finds no match, and the draft seems to vanish.
+LOCK_DRAFT = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1 FOR UPDATE"
 UPDATE_DRAFT = """
 UPDATE drafts SET revision = revision + 1, config_hash = $2, updated_at = now(), updated_by = $3
 WHERE agent_id = $1
@@ -62,7 +58,7 @@ RETURNING revision, config_hash, updated_at, updated_by
 NEXT_VERSION = """
 UPDATE agents SET last_version = last_version + 1 WHERE id = $1 RETURNING last_version
 """
-SELECT_DRAFT_HASH = "SELECT config_hash FROM drafts WHERE agent_id = $1"
+SELECT_DRAFT_STATE = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
 INSERT_VERSION = """
 INSERT INTO versions (agent_id, version, name, description, author, config_hash)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -79,7 +75,7 @@ LIST_VERSIONS = """
 SELECT agent_id, version, name, description, author, published_at, config_hash,
        NULL::jsonb AS config
 FROM versions
-WHERE agent_id = $1 AND ($2::integer IS NULL OR version < $2)
+WHERE agent_id = $1 AND ($2::bigint IS NULL OR version < $2)
 ORDER BY version DESC
 LIMIT $3
 """
@@ -174,10 +170,17 @@ async def create_agent(pool: asyncpg.Pool, raw_config: Any, actor: str) -> Agent
 
 
 async def get_agent(pool: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> Agent:
+    """The agent with its current draft; AgentNotFound when there is none."""
     row = await pool.fetchrow(SELECT_AGENT, agent_id)
     if row is None:
         raise AgentNotFound(f"no agent {agent_id}")
     return _agent(row)
+
+
+async def find_agent_named(pool: asyncpg.Pool, name: str) -> Agent | None:
+    """The oldest agent whose draft is named `name`, or None."""
+    row = await pool.fetchrow(FIND_AGENT_NAMED, name)
+    return _agent(row) if row else None
 
 
 async def list_agents(
@@ -185,7 +188,7 @@ async def list_agents(
 ) -> tuple[list[Agent], str | None]:
     """Newest first, paginated."""
     after = decode_cursor(cursor, (str, str))
-    created = datetime.fromisoformat(after[0]) if after else None
+    created = cursor_time(after[0]) if after else None
     rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1)
     return page([_agent(r) for r in rows], limit, lambda a: [a.created_at.isoformat(), a.id])
 
@@ -214,7 +217,8 @@ async def update_draft(
                 f"draft is at revision {current['revision']}, not {if_match}",
                 {"current_revision": current["revision"]},
             )
-        config, digest = await store_config(conn, change(current["config"]))
+        current_config = await conn.fetchval(SELECT_BLOB, current["config_hash"])
+        config, digest = await store_config(conn, change(current_config))
         row = await conn.fetchrow(UPDATE_DRAFT, agent_id, digest, actor)
         await audit.record(
             conn,
@@ -236,7 +240,8 @@ async def publish(
         if number is None:
             raise AgentNotFound(f"no agent {agent_id}")
         # Read after taking the counter lock: a draft edit committed before this publish is in.
-        digest = await conn.fetchval(SELECT_DRAFT_HASH, agent_id)
+        draft = await conn.fetchrow(SELECT_DRAFT_STATE, agent_id)
+        digest = draft["config_hash"]
         published_at = await conn.fetchval(
             INSERT_VERSION, agent_id, number, name, description, author, digest
         )
@@ -245,6 +250,7 @@ async def publish(
             author,
             "version.publish",
             agent_id=agent_id,
+            before={"latest_version": number - 1 or None, "draft_revision": draft["revision"]},
             after={"version": number, "name": name, "config_hash": digest},
         )
         config = await conn.fetchval(SELECT_BLOB, digest)
@@ -260,14 +266,23 @@ async def get_version(pool: asyncpg.Pool, agent_id: str, number: int) -> Version
     return Version(**dict(row))
 
 
-async def list_versions(
+@dataclass(frozen=True)
+class History:
+    draft: Draft
+    versions: list[Version]  # newest first, without their snapshots
+    next_cursor: str | None
+
+
+async def history(
     pool: asyncpg.Pool, agent_id: str, *, limit: int, cursor: str | None = None
-) -> tuple[list[Version], str | None]:
-    """Published versions newest first, without their snapshots."""
-    await get_agent(pool, agent_id)
+) -> History:
+    """The draft and a page of published versions, newest first, read as one snapshot."""
     after = decode_cursor(cursor, (int,))
-    rows = await pool.fetch(LIST_VERSIONS, agent_id, after[0] if after else None, limit + 1)
-    return page([Version(**dict(r)) for r in rows], limit, lambda v: [v.version])
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        draft = (await get_agent(conn, agent_id)).draft
+        rows = await conn.fetch(LIST_VERSIONS, agent_id, after[0] if after else None, limit + 1)
+    versions, next_cursor = page([Version(**dict(r)) for r in rows], limit, lambda v: [v.version])
+    return History(draft, versions, next_cursor)
 
 
 async def restore(pool: asyncpg.Pool, agent_id: str, number: int, actor: str) -> Draft:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import asyncpg
 
@@ -16,6 +16,12 @@ from store.pagination import decode_cursor, page
 
 MAX_VARIANTS = 20
 MAX_LABEL_CHARS = 64
+# Agent ids are `agt_` and 16 hex digits; anything far longer names no agent.
+MAX_AGENT_ID_CHARS = 64
+# Weights are relative: a million allows splits as fine as 0.0001% and keeps every sum exact.
+MAX_WEIGHT = 1_000_000
+# versions.version is a Postgres integer.
+MAX_VERSION = 2**31 - 1
 STICKY_MODES = ("caller", "call")
 SHORTHAND_LABEL = "default"
 SHORTHAND_WEIGHT = 100
@@ -105,26 +111,32 @@ def parse_number(raw: str) -> str:
     return number
 
 
+def _printable(value: Any, max_chars: int) -> TypeGuard[str]:
+    """A non-empty string of at most `max_chars` with no control characters."""
+    return isinstance(value, str) and 0 < len(value) <= max_chars and value.isprintable()
+
+
 def _parse_variant(raw: Any, path: str) -> Variant:
+    """One variant; `path` is where it sits in the body ("" for the shorthand, the body itself)."""
+
+    def at(field: str) -> str:
+        return f"{path}.{field}" if path else field
+
     if not isinstance(raw, dict):
         raise _fail(path, "must be an object")
     unknown = set(raw) - {"label", "agent_id", "version", "weight"}
     if unknown:
-        raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
+        raise _fail(at(sorted(unknown)[0]), "unknown field")
     label, agent_id = raw.get("label"), raw.get("agent_id")
     version, weight = raw.get("version"), raw.get("weight")
-    if (
-        not isinstance(label, str)
-        or not 0 < len(label) <= MAX_LABEL_CHARS
-        or not label.isprintable()
-    ):
-        raise _fail(f"{path}.label", f"must be 1 to {MAX_LABEL_CHARS} printable characters")
-    if not isinstance(agent_id, str) or not agent_id:
-        raise _fail(f"{path}.agent_id", "must be an agent id")
-    if version is not None and (type(version) is not int or version < 1):
-        raise _fail(f"{path}.version", "must be a version number (1 or more) or null for the draft")
-    if type(weight) is not int or weight < 0:
-        raise _fail(f"{path}.weight", "must be a non-negative integer")
+    if not _printable(label, MAX_LABEL_CHARS):
+        raise _fail(at("label"), f"must be 1 to {MAX_LABEL_CHARS} printable characters")
+    if not _printable(agent_id, MAX_AGENT_ID_CHARS):
+        raise _fail(at("agent_id"), "must be an agent id")
+    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
+        raise _fail(at("version"), "must be a version number (1 or more) or null for the draft")
+    if type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:
+        raise _fail(at("weight"), f"must be an integer from 0 to {MAX_WEIGHT}")
     return Variant(label, agent_id, version, weight)
 
 
@@ -145,7 +157,7 @@ def parse_routing(body: Any) -> tuple[tuple[Variant, ...], str]:
             raise _fail(sorted(unknown)[0], "unknown field")
         shorthand = {"label": SHORTHAND_LABEL, "weight": SHORTHAND_WEIGHT}
         shorthand |= {k: body.get(k) for k in ("agent_id", "version")}
-        return (_parse_variant(shorthand, "$"),), sticky
+        return (_parse_variant(shorthand, ""),), sticky
     unknown = set(body) - {"variants", "sticky"}
     if unknown:
         raise _fail(sorted(unknown)[0], "unknown field")
@@ -221,11 +233,12 @@ async def _check_targets(conn: asyncpg.Connection, variants: tuple[Variant, ...]
 
 
 def _audit_action(before: Routing | None, variants: tuple[Variant, ...]) -> str:
-    """`channel.pin` for a plain pin; `channel.weights` when only weights of a test moved."""
-    if before is not None and [(v.label, v.agent_id, v.version) for v in before.variants] == [
-        (v.label, v.agent_id, v.version) for v in variants
-    ]:
-        return "channel.weights"
+    """`channel.weights` when only the weights of the same variants moved; otherwise
+    `channel.pin` for a plain pin and `channel.variants` for a test."""
+    if before is not None and before.variants != variants:
+        unweighted = [replace(v, weight=0) for v in variants]
+        if [replace(v, weight=0) for v in before.variants] == unweighted:
+            return "channel.weights"
     return "channel.pin" if len(variants) == 1 else "channel.variants"
 
 

@@ -29,3 +29,8 @@ async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(database_url, **options)
     assert pool is not None
     return pool
+
+
+async def ping(pool: asyncpg.Pool, within_s: float) -> None:
+    """Raise unless Postgres answers within `within_s` seconds."""
+    await pool.fetchval("SELECT 1", timeout=within_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -21,7 +22,9 @@ SECTIONS: dict[str, str] = {
     "call_analysis": "analysis",
     "workflow": "workflow",
 }
-SECTION_ORDER = list(dict.fromkeys(SECTIONS.values()))
+# Top-level fields this module does not know (a newer schema's) still show, last.
+OTHER_SECTION = "other"
+SECTION_ORDER = [*dict.fromkeys(SECTIONS.values()), OTHER_SECTION]
 # Long values (prompts) are summarised by size rather than quoted whole.
 MAX_QUOTED_CHARS = 80
 
@@ -41,7 +44,8 @@ def _dotted(pointer: str) -> str:
     return ".".join(_unescape(p) for p in pointer.lstrip("/").split("/"))
 
 
-def _describe(op: dict[str, Any], before: dict[str, Any]) -> str:
+def _describe(op: dict[str, Any], document: Any) -> str:
+    """One line for `op`, about to be applied to `document`."""
     path = _dotted(op["path"])
     if op["op"] in ("move", "copy"):
         return f"{path} {op['op']}d from {_dotted(op['from'])}"
@@ -49,11 +53,19 @@ def _describe(op: dict[str, Any], before: dict[str, Any]) -> str:
         return f"{path} removed"
     if op["op"] == "add":
         return f"{path} added: {_show(op['value'])}"
-    old: Any = before
-    for segment in op["path"].lstrip("/").split("/"):
-        key = _unescape(segment)
-        old = old[int(key)] if isinstance(old, list) else old[key]
+    old = jsonpatch.JsonPointer(op["path"]).resolve(document)
     return f"{path}: {_show(old)} → {_show(op['value'])}"
+
+
+def _describe_all(ops: list[dict[str, Any]], before: dict[str, Any]) -> list[str]:
+    # Each op's path refers to the document as the ops before it left it (a removal shifts list
+    # indices), so the old value is read from a copy the ops are replayed on.
+    document = copy.deepcopy(before)
+    lines = []
+    for op in ops:
+        lines.append(_describe(op, document))
+        document = jsonpatch.apply_patch(document, [op], in_place=True)
+    return lines
 
 
 def diff_configs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -62,17 +74,20 @@ def diff_configs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     The patch is built section by section so that the summary groups cleanly; applied in
     order it still turns `before` into `after`.
     """
-    ops = [
-        op
-        for key in SECTIONS
-        for op in jsonpatch.make_patch({key: before.get(key)}, {key: after.get(key)}).patch
-    ]
-    grouped: dict[str, list[str]] = {}
-    for op in ops:
-        section = SECTIONS[_unescape(op["path"].lstrip("/").split("/")[0])]
-        grouped.setdefault(section, []).append(_describe(op, before))
-    summary = [{"section": s, "changes": grouped[s]} for s in SECTION_ORDER if s in grouped]
-    return {"patch": ops, "summary": summary}
+    keys_of: dict[str, list[str]] = {}
+    for key in sorted(before.keys() | after.keys()):
+        keys_of.setdefault(SECTIONS.get(key, OTHER_SECTION), []).append(key)
+    patch: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for section in SECTION_ORDER:
+        # Sections hold disjoint keys, so each one's ops apply independently of the others'.
+        old = {k: before[k] for k in keys_of.get(section, []) if k in before}
+        new = {k: after[k] for k in keys_of.get(section, []) if k in after}
+        ops: list[dict[str, Any]] = jsonpatch.make_patch(old, new).patch
+        if ops:
+            patch.extend(ops)
+            summary.append({"section": section, "changes": _describe_all(ops, old)})
+    return {"patch": patch, "summary": summary}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -38,6 +38,16 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(needed)
 
 
+def well_formed(secret: str) -> bool:
+    """True for a non-empty printable-ASCII secret without outer spaces: the only kind a token
+    can be, since headers are stripped.
+
+    Header bytes that are not ASCII reach a server as surrogate escapes, which cannot even be
+    hashed; refusing them up front also keeps the bootstrap token usable from any client.
+    """
+    return bool(secret) and secret.isascii() and secret.isprintable() and secret == secret.strip()
+
+
 def token_digest(secret: str) -> str:
     # Tokens are 256-bit random values, so a fast unsalted hash is enough: there is nothing
     # to brute-force. Lookup by digest also means no secret is ever compared byte by byte.
@@ -55,6 +65,8 @@ async def create_token(pool: asyncpg.Pool, name: str, role: str) -> str:
 
 async def ensure_token(pool: asyncpg.Pool, name: str, role: str, secret: str) -> None:
     """Make `secret` a valid token (for AGENTVER_BOOTSTRAP_TOKEN); a no-op when it is."""
+    if not well_formed(secret):
+        raise ValueError("a token must be printable ASCII without spaces at either end")
     await pool.execute(INSERT_TOKEN, name, role, token_digest(secret))
 
 

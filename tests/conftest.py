@@ -20,13 +20,22 @@ from store.migrate import migrate
 from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 from store.tokens import ROLES, create_token
 
-TABLES = (
-    "audit_log, api_tokens, calls, caller_assignments, channel_variants, channels, versions, "
-    "drafts, agents, config_blobs"
-)
-# Tests may wipe published versions: replica mode skips the immutability triggers, which only a
-# superuser can do and which the service never does.
-WIPE = f"SET session_replication_role = replica; TRUNCATE {TABLES}; RESET session_replication_role"
+pytest_plugins = ["tests.router_fixtures"]
+
+# Every table the migrations made (whoever wrote them), bar the migration ledger. Tests may wipe
+# published versions: replica mode skips the immutability and foreign-key triggers, which only a
+# superuser can do and which the service never does. DELETE, not TRUNCATE: on tables this small
+# it takes ~10 ms where TRUNCATE's file work takes ~350 ms, and it runs before every test.
+WIPE = """
+SET session_replication_role = replica;
+DO $$ DECLARE t text; BEGIN
+    FOR t IN SELECT tablename FROM pg_tables
+             WHERE schemaname = 'public' AND tablename <> 'schema_migrations' LOOP
+        EXECUTE format('DELETE FROM %I', t);
+    END LOOP;
+END $$;
+RESET session_replication_role
+"""
 
 
 def with_database(url: str, name: str) -> str:
@@ -141,9 +150,7 @@ def make_agent(api: Api) -> AgentFactory:
                 f"/v1/agents/{agent['id']}/draft",
                 json={"config": {"system_prompt": f"Prompt of version {n}."}},
             )
-            await api.ok(
-                "POST", f"/v1/agents/{agent['id']}/versions", 201, json={"name": f"v{n}"}
-            )
+            await api.ok("POST", f"/v1/agents/{agent['id']}/versions", 201, json={"name": f"v{n}"})
         return agent
 
     return make

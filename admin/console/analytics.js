@@ -1,0 +1,129 @@
+// Analytics: versions of one agent compared (automation with confidence intervals, duration,
+// sentiment, verdicts), and the per-variant results of an A/B test on one number.
+
+import { api, listAll, query } from './api.js';
+import { durationChart, legend, rateChart, sentimentChart } from './charts.js';
+import { field, fill, h, unavailable, versionLabel } from './dom.js';
+
+const VERDICT_CLASS = { better: 'good', winner: 'good', worse: 'bad', loser: 'bad' };
+
+function rowsOf(data) {
+  if (Array.isArray(data)) return data;
+  return data?.items ?? data?.versions ?? data?.variants ?? data?.rows ?? [];
+}
+
+function labelOf(row) {
+  const version = versionLabel(row.version);
+  return row.variant ? `${row.variant} (${version})` : version;
+}
+
+const percent = (v) => (v === null || v === undefined ? '—' : `${Math.round(v * 1000) / 10}%`);
+const seconds = (v) => (v === null || v === undefined ? '—' : `${Math.round(v)} s`);
+
+function verdictOf(row) {
+  const c = row.comparison;
+  if (!c) return null;
+  return typeof c === 'string' ? c : c.verdict ?? null;
+}
+
+function comparisonDetail(row) {
+  const c = row.comparison;
+  if (!c || typeof c !== 'object') return '';
+  return Object.entries(c).filter(([k]) => k !== 'verdict')
+    .map(([k, v]) => `${k} ${typeof v === 'number' ? Math.round(v * 10000) / 10000 : typeof v === 'object' ? JSON.stringify(v) : v}`)
+    .join(', ');
+}
+
+function verdictBadge(row) {
+  const verdict = verdictOf(row);
+  if (!verdict) return h('span', { class: 'muted' }, 'baseline');
+  const key = String(verdict).toLowerCase().split(/[\s_]/)[0];
+  return h('span', { class: `badge ${VERDICT_CLASS[key] ?? ''}` }, String(verdict).replaceAll('_', ' '));
+}
+
+/** Charts, verdicts and a data table for rows of per-version (or per-variant) metrics. */
+export function report(rows, subject) {
+  if (!rows.length) return h('p', { class: 'muted' }, `No calls yet for ${subject}.`);
+  const items = rows.map((r) => ({ row: r, label: labelOf(r) }));
+  const sentimentKeys = [['sent-positive', 'positive'], ['sent-neutral', 'neutral'], ['sent-negative', 'negative']];
+  return h('div', { class: 'report' },
+    h('div', { class: 'charts' },
+      h('figure', { class: 'card' },
+        h('figcaption', {}, 'Automation rate, with 95% confidence interval'),
+        rateChart(items.map(({ row, label }) => ({ label, rate: row.automation_rate, ci: row.automation_rate_ci })), {
+          title: `Automation rate by ${subject}`, description: 'Dot: observed rate. Whiskers: confidence interval.',
+        })),
+      h('figure', { class: 'card' },
+        h('figcaption', {}, 'Call duration: median to p90 (bar), mean (diamond)'),
+        durationChart(items.map(({ row, label }) => ({ label, ...(row.duration_s ?? {}) })), {
+          title: `Call duration by ${subject}`, description: 'Thin line up to the median, box from median to 90th percentile, diamond at the mean.',
+        })),
+      h('figure', { class: 'card' },
+        h('figcaption', {}, 'Sentiment'),
+        sentimentChart(items.map(({ row, label }) => ({ label, ...(row.sentiment ?? {}) })), {
+          title: `Sentiment by ${subject}`, description: 'Share of positive, neutral and negative calls.',
+        }),
+        legend(sentimentKeys.map(([cls, text]) => [cls, text])))),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'table verdicts' },
+      h('caption', {}, 'Verdicts and numbers'),
+      h('thead', {}, h('tr', {}, ['', 'Calls', 'Completed', 'Automation', '95% CI', 'Mean', 'p50', 'p90', 'Positive', 'Negative', 'Verdict', 'Test'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, items.map(({ row, label }) => {
+        const sent = row.sentiment ?? {};
+        const total = (sent.positive ?? 0) + (sent.neutral ?? 0) + (sent.negative ?? 0);
+        const share = (k) => (total ? percent((sent[k] ?? 0) / total) : '—');
+        return h('tr', {},
+          h('th', { scope: 'row' }, label),
+          h('td', { class: 'num' }, String(row.calls ?? '—')),
+          h('td', { class: 'num' }, String(row.completed ?? '—')),
+          h('td', { class: 'num' }, percent(row.automation_rate)),
+          h('td', { class: 'num' }, row.automation_rate_ci ? `${percent(row.automation_rate_ci[0])}–${percent(row.automation_rate_ci[1])}` : '—'),
+          h('td', { class: 'num' }, seconds(row.duration_s?.mean)),
+          h('td', { class: 'num' }, seconds(row.duration_s?.p50)),
+          h('td', { class: 'num' }, seconds(row.duration_s?.p90)),
+          h('td', { class: 'num' }, share('positive')),
+          h('td', { class: 'num' }, share('negative')),
+          h('td', {}, verdictBadge(row)),
+          h('td', { class: 'small-text' }, comparisonDetail(row)));
+      })))));
+}
+
+export async function render(main, _params, search) {
+  const agents = await listAll('/v1/agents');
+  const channels = await listAll('/v1/channels');
+  const agent = h('select', { id: 'analytics-agent' }, h('option', { value: '' }, '— choose an agent —'), agents.map((a) => h('option', { value: a.id }, a.name)));
+  agent.value = search.get('agent_id') ?? agents[0]?.id ?? '';
+  const channel = h('select', { id: 'analytics-channel' }, h('option', { value: '' }, '— choose a number —'),
+    channels.filter((c) => c.variants.length > 1).map((c) => h('option', { value: c.number }, `${c.number} (${c.variants.map((v) => v.label).join(' / ')})`)));
+  channel.value = search.get('channel') ?? '';
+  const versionsOut = h('div', { 'aria-live': 'polite' });
+  const abOut = h('div', { 'aria-live': 'polite' });
+  const go = () => {
+    window.location.hash = `#/analytics${query({ agent_id: agent.value, channel: channel.value })}`;
+  };
+  agent.addEventListener('change', go);
+  channel.addEventListener('change', go);
+  fill(main,
+    h('div', { class: 'page-head' }, h('h1', { tabindex: '-1' }, 'Analytics')),
+    h('section', { 'aria-labelledby': 'by-version' },
+      h('div', { class: 'section-head' }, h('h2', { id: 'by-version' }, 'Versions compared'), field('Agent', agent).row),
+      versionsOut),
+    h('section', { 'aria-labelledby': 'by-variant' },
+      h('div', { class: 'section-head' }, h('h2', { id: 'by-variant' }, 'A/B tests'), field('Number', channel).row),
+      abOut));
+  await Promise.all([
+    agent.value ? load(versionsOut, '/v1/analytics/versions' + query({ agent_id: agent.value }), 'version', 'Per-version analytics')
+      : fill(versionsOut, h('p', { class: 'muted' }, 'Choose an agent.')),
+    channel.value ? load(abOut, '/v1/analytics/ab' + query({ channel: channel.value }), 'variant', 'A/B analytics')
+      : fill(abOut, h('p', { class: 'muted' }, channel.options.length > 1 ? 'Choose a number with an A/B test.' : 'No number runs an A/B test.')),
+  ]);
+}
+
+async function load(out, path, subject, what) {
+  fill(out, h('p', { class: 'muted' }, 'Loading…'));
+  try {
+    const data = await api('GET', path);
+    fill(out, report(rowsOf(data), subject), data?.verdict ? h('p', { class: 'verdict' }, h('strong', {}, 'Verdict: '), String(data.verdict)) : null);
+  } catch (error) {
+    fill(out, error.unavailable ? unavailable(what) : h('p', { class: 'form-error' }, error.message));
+  }
+}

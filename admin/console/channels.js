@@ -1,0 +1,419 @@
+// Channels: which agent version each number serves, A/B tests, guardrails and a dry run.
+
+import { api, can, listAll, query, reasonFor } from './api.js';
+import {
+  announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, unavailable, versionLabel,
+} from './dom.js';
+import { guardedButton, parseVersionValue, versionSelect } from './widgets.js';
+
+const GUARDRAIL_METRICS = [
+  ['automation_rate', 'Automation rate (0–1)'],
+  ['negative_sentiment_rate', 'Negative sentiment rate (0–1)'],
+  ['duration_p90_s', 'Duration p90 (seconds)'],
+  ['duration_mean_s', 'Mean duration (seconds)'],
+];
+const GUARDRAIL_OPS = ['<', '<=', '>', '>='];
+
+/** The channel path; the number keeps its literal `+` (E.164), anything else is escaped. */
+export function channelPath(number) {
+  return `/v1/channels/${encodeURIComponent(number).replace(/^%2B/, '+')}`;
+}
+
+class Catalogue {
+  /** Agents and their published versions, loaded lazily for the dropdowns. */
+  constructor() {
+    this.agents = [];
+    this.versions = new Map();
+  }
+
+  async load() {
+    this.agents = await listAll('/v1/agents');
+  }
+
+  name(agentId) {
+    return this.agents.find((a) => a.id === agentId)?.name ?? agentId;
+  }
+
+  async versionsOf(agentId) {
+    if (!agentId) return [];
+    if (!this.versions.has(agentId)) {
+      this.versions.set(agentId, await listAll(`/v1/agents/${encodeURIComponent(agentId)}/versions`));
+    }
+    return this.versions.get(agentId);
+  }
+
+  agentSelect(current, { id, label } = {}) {
+    const select = h('select', { id, 'aria-label': label },
+      h('option', { value: '' }, '— choose an agent —'),
+      this.agents.map((a) => h('option', { value: a.id }, a.name)));
+    select.value = current ?? '';
+    return select;
+  }
+}
+
+/** An agent select and a version select that follows it. */
+async function agentVersionPair(catalogue, agentId, version, { idPrefix, labelPrefix = '' } = {}) {
+  const agent = catalogue.agentSelect(agentId, { id: `${idPrefix}-agent` });
+  const slot = h('span', { class: 'version-slot' });
+  const pair = { agent, version: null, slot };
+  const loadVersions = async (value) => {
+    const versions = await catalogue.versionsOf(agent.value);
+    pair.version = versionSelect(versions, value, { id: `${idPrefix}-version` });
+    pair.version.disabled = !agent.value;
+    fill(slot, pair.version);
+  };
+  agent.addEventListener('change', () => loadVersions(null));
+  await loadVersions(version);
+  pair.agentRow = h('div', { class: 'field' }, h('label', { for: agent.id }, `${labelPrefix}Agent`), agent);
+  pair.versionRow = h('div', { class: 'field' }, h('label', { for: `${idPrefix}-version` }, `${labelPrefix}Version`), slot);
+  return pair;
+}
+
+class ChannelsPage {
+  constructor(main) {
+    this.main = main;
+    this.catalogue = new Catalogue();
+  }
+
+  async render() {
+    await this.catalogue.load();
+    this.listSection = h('section', { class: 'card', 'aria-labelledby': 'channels-title' });
+    fill(this.main,
+      h('div', { class: 'page-head' }, h('h1', { tabindex: '-1' }, 'Channels')),
+      h('div', { class: 'columns' }, this.listSection,
+        h('div', { class: 'side' }, await this.pinForm(), this.dryRun())));
+    await this.renderList();
+  }
+
+  async renderList() {
+    const channels = await listAll('/v1/channels');
+    this.channels = channels;
+    const rows = await Promise.all(channels.map((c) => this.row(c)));
+    fill(this.listSection,
+      h('h2', { id: 'channels-title' }, 'Numbers'),
+      channels.length
+        ? h('table', { class: 'table channels' },
+          h('thead', {}, h('tr', {}, ['Number', 'Routing', 'Sticky', 'Changed', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('tbody', {}, rows))
+        : h('p', { class: 'muted' }, 'No numbers yet. Pin one with the form.'));
+  }
+
+  async row(channel) {
+    const number = channel.number;
+    const rowId = `ch-${number.replace('+', '')}`;
+    let routing;
+    if (channel.variants.length === 1) {
+      const v = channel.variants[0];
+      const versions = await this.catalogue.versionsOf(v.agent_id);
+      const select = versionSelect(versions, v.version, { id: `${rowId}-version`, label: `Version served on ${number}` });
+      select.disabled = !can('publisher');
+      const apply = guardedButton('Apply', {
+        needs: 'publisher', what: 'Pinning', kind: 'small', ariaLabel: `Apply the version for ${number}`,
+        onclick: () => this.pin(number, v.agent_id, parseVersionValue(select.value)),
+      });
+      routing = h('div', { class: 'pin' },
+        h('a', { href: `#/agents/${encodeURIComponent(v.agent_id)}` }, this.catalogue.name(v.agent_id)), ' ', select, ' ', apply);
+    } else {
+      const total = channel.variants.reduce((sum, v) => sum + v.weight, 0) || 1;
+      routing = h('div', {},
+        h('span', { class: 'badge' }, 'A/B test'),
+        h('ul', { class: 'variants' }, channel.variants.map((v) => h('li', {},
+          weightBar(v.weight / total),
+          h('strong', {}, `${Math.round((1000 * v.weight) / total) / 10}%`), ` ${v.label}: ${this.catalogue.name(v.agent_id)} ${versionLabel(v.version)}`))));
+    }
+    return h('tr', { id: rowId, dataset: { number } },
+      h('th', { scope: 'row' }, h('code', {}, number)),
+      h('td', {}, routing),
+      h('td', {}, channel.sticky === 'caller' ? 'by caller' : 'per call'),
+      h('td', {}, time(channel.updated_at), h('div', { class: 'muted' }, `rev ${channel.revision} · ${channel.updated_by}`)),
+      h('td', { class: 'row-actions' },
+        guardedButton(channel.variants.length > 1 ? 'Edit A/B test…' : 'Start A/B test…', {
+          needs: 'publisher', what: 'A/B tests', kind: 'small', ariaLabel: `A/B test on ${number}`,
+          onclick: () => this.openAb(channel),
+        }),
+        h('button', { type: 'button', class: 'small', onclick: () => this.openGuardrails(channel), 'aria-label': `Guardrails of ${number}` }, 'Guardrails…'),
+        guardedButton('Remove', {
+          needs: 'publisher', what: 'Removing numbers', kind: 'small danger-text', ariaLabel: `Remove ${number}`,
+          onclick: () => this.remove(number),
+        })));
+  }
+
+  async pin(number, agentId, version) {
+    try {
+      await api('PUT', channelPath(number), { body: { agent_id: agentId, version } });
+      await this.renderList();
+      announce(`${number} now serves ${this.catalogue.name(agentId)} ${versionLabel(version)}.`, 'success');
+    } catch (error) {
+      announce(`Could not pin ${number}: ${error.message}`, 'error');
+    }
+  }
+
+  async remove(number) {
+    const choice = await openDialog({
+      title: `Remove ${number}?`,
+      body: h('p', {}, 'Calls to this number will get the fallback answer until it is pinned again.'),
+      actions: [{ label: 'Cancel', value: null }, { label: 'Remove', value: 'remove', kind: 'danger' }],
+    });
+    if (choice !== 'remove') return;
+    await api('DELETE', channelPath(number));
+    await this.renderList();
+    announce(`${number} removed.`);
+  }
+
+  async pinForm() {
+    const number = field('Phone number (E.164)', h('input', { type: 'tel', id: 'pin-number', placeholder: '+14155550100', autocomplete: 'off' }));
+    const pair = await agentVersionPair(this.catalogue, '', null, { idPrefix: 'pin' });
+    const error = h('p', { class: 'form-error', role: 'alert' });
+    const form = h('form', { class: 'card', 'aria-labelledby': 'pin-title', novalidate: true },
+      h('h2', { id: 'pin-title' }, 'Pin a number'),
+      number.row, pair.agentRow, pair.versionRow, error,
+      h('div', { class: 'actions' }, guardedButton('Pin', { needs: 'publisher', what: 'Pinning', type: 'submit', kind: 'primary', id: 'pin-submit' })));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      clearFieldErrors(form);
+      error.textContent = '';
+      const target = number.input.value.trim();
+      if (!/^\+[1-9]\d{1,14}$/.test(target)) {
+        showFieldError(number.input, 'Use E.164: a + then the country code and number, digits only.');
+        number.input.focus();
+        return;
+      }
+      if (!pair.agent.value) {
+        showFieldError(pair.agent, 'Choose the agent this number serves.');
+        pair.agent.focus();
+        return;
+      }
+      try {
+        await api('PUT', channelPath(target), { body: { agent_id: pair.agent.value, version: parseVersionValue(pair.version.value) } });
+        number.input.value = '';
+        await this.renderList();
+        announce(`${target} now serves ${this.catalogue.name(pair.agent.value)} ${versionLabel(parseVersionValue(pair.version.value))}.`, 'success');
+      } catch (e) {
+        const byPath = { number: number.input, agent_id: pair.agent, version: pair.version, '$.agent_id': pair.agent, '$.version': pair.version };
+        e.problems.forEach((p) => byPath[p.path] && showFieldError(byPath[p.path], p.message));
+        error.textContent = e.message;
+      }
+    });
+    return form;
+  }
+
+  // --- A/B editor ---------------------------------------------------------------------------
+
+  async openAb(channel) {
+    const rows = [];
+    const list = h('tbody');
+    const total = h('output', { id: 'ab-total', 'aria-live': 'polite' });
+    const addRow = async (variant) => {
+      const index = nextId('var');
+      const label = h('input', { type: 'text', value: variant.label, 'aria-label': 'Label', class: 'short', maxlength: '64' });
+      const pair = await agentVersionPair(this.catalogue, variant.agent_id, variant.version, { idPrefix: index });
+      pair.agent.setAttribute('aria-label', 'Agent');
+      const weight = h('input', { type: 'number', min: '0', max: '100', step: '1', value: String(variant.weight), 'aria-label': 'Weight in percent', class: 'pct' });
+      weight.addEventListener('input', update);
+      const row = { label, pair, weight };
+      const remove = h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this variant', onclick: () => { rows.splice(rows.indexOf(row), 1); tr.remove(); update(); } }, 'Remove');
+      const tr = h('tr', {}, h('td', {}, label), h('td', {}, pair.agent), h('td', {}, pair.slot), h('td', {}, weight, ' %'), h('td', {}, remove));
+      rows.push(row);
+      list.append(tr);
+      update();
+    };
+    function update() {
+      const sum = rows.reduce((acc, r) => acc + (Number(r.weight.value) || 0), 0);
+      total.textContent = `Total ${sum}%`;
+      total.className = sum === 100 ? 'ok' : 'bad';
+    }
+    const current = channel.variants.map((v) => ({ ...v }));
+    const percents = toPercents(current.map((v) => v.weight));
+    for (const [i, v] of current.entries()) await addRow({ ...v, weight: percents[i] });
+    if (current.length === 1) {
+      // Starting a test from a plain pin: keep the pin as control, propose a challenger.
+      rows[0].label.value = current[0].label === 'default' ? 'control' : current[0].label;
+      rows[0].weight.value = '80';
+      const versions = await this.catalogue.versionsOf(current[0].agent_id);
+      const challenger = versions.find((v) => v.version !== current[0].version)?.version ?? null;
+      await addRow({ label: 'challenger', agent_id: current[0].agent_id, version: challenger, weight: 20 });
+    }
+    let saved = null;
+    const stickyName = nextId('sticky');
+    const sticky = h('fieldset', { class: 'radios' }, h('legend', {}, 'Sticky mode'),
+      [['caller', 'By caller: a caller keeps their variant on every call (recommended)'],
+        ['call', 'Per call: each call is drawn again by its call id']].map(([value, text]) => h('label', {},
+        h('input', { type: 'radio', name: stickyName, value, checked: channel.sticky === value }), ' ', text)));
+    const error = h('div', { class: 'form-error', role: 'alert' });
+    const body = h('div', {},
+      h('p', {}, `Split calls to ${channel.number} between variants. Weights are percentages and must add up to 100.`),
+      h('table', { class: 'table ab-editor' },
+        h('caption', { class: 'sr-only' }, 'Variants'),
+        h('thead', {}, h('tr', {}, ['Label', 'Agent', 'Version', 'Weight', ''].map((t) => h('th', { scope: 'col' }, t)))),
+        list),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', onclick: () => addRow({ label: `variant-${rows.length + 1}`, agent_id: current[0].agent_id, version: null, weight: 0 }) }, 'Add variant'),
+        total),
+      sticky,
+      h('p', { class: 'hint' }, 'Guardrails for this test are set with “Guardrails…” on the number’s row.'),
+      error);
+    await openDialog({
+      title: `A/B test on ${channel.number}`, wide: true, body,
+      actions: [{ label: 'Cancel', value: null }, { label: 'Save and start', value: 'save', kind: 'primary' }],
+      onAction: async () => {
+        clearFieldErrors(body);
+        error.replaceChildren();
+        const sum = rows.reduce((acc, r) => acc + (Number(r.weight.value) || 0), 0);
+        if (sum !== 100) {
+          error.textContent = `The weights add up to ${sum}%; make them add up to 100%.`;
+          rows[0]?.weight.focus();
+          return false;
+        }
+        const variants = rows.map((r) => ({
+          label: r.label.value.trim(), agent_id: r.pair.agent.value,
+          version: parseVersionValue(r.pair.version.value), weight: Number(r.weight.value),
+        }));
+        const mode = body.querySelector(`input[name="${stickyName}"]:checked`)?.value ?? 'caller';
+        try {
+          await api('PUT', channelPath(channel.number), { body: { variants, sticky: mode } });
+        } catch (e) {
+          for (const p of e.problems) {
+            const m = /^variants\[(\d+)\]\.(\w+)$/.exec(p.path);
+            const r = m && rows[Number(m[1])];
+            const input = r && { label: r.label, agent_id: r.pair.agent, version: r.pair.version, weight: r.weight }[m[2]];
+            if (input) showFieldError(input, p.message);
+          }
+          error.textContent = `Not saved: ${e.message}${e.problems.length ? ` — ${e.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}` : ''}`;
+          return false;
+        }
+        saved = variants;
+        return true;
+      },
+    });
+    if (saved) {
+      await this.renderList();
+      announce(`A/B test on ${channel.number}: ${saved.map((v) => `${v.label} ${v.weight}%`).join(', ')}.`, 'success');
+    }
+  }
+
+  // --- guardrails ---------------------------------------------------------------------------
+
+  async openGuardrails(channel) {
+    const path = `${channelPath(channel.number)}/guardrails`;
+    let rules = [];
+    let available = true;
+    try {
+      rules = (await api('GET', path)).rules ?? [];
+    } catch (e) {
+      if (e.unavailable) available = false;
+      else if (e.status !== 404) throw e;
+    }
+    if (!available) {
+      await openDialog({ title: `Guardrails of ${channel.number}`, body: unavailable('Guardrails'), actions: [{ label: 'Close', value: null }] });
+      return;
+    }
+    const list = h('tbody');
+    const rowsOf = [];
+    const addRule = (rule) => {
+      const metric = h('select', { 'aria-label': 'Metric' }, GUARDRAIL_METRICS.map(([v, t]) => h('option', { value: v }, t)));
+      if (rule.metric && !GUARDRAIL_METRICS.some(([v]) => v === rule.metric)) metric.append(h('option', { value: rule.metric }, rule.metric));
+      metric.value = rule.metric ?? GUARDRAIL_METRICS[0][0];
+      const op = h('select', { 'aria-label': 'Comparison' }, GUARDRAIL_OPS.map((o) => h('option', { value: o }, o)));
+      op.value = rule.op ?? '<';
+      const threshold = h('input', { type: 'number', step: 'any', value: String(rule.threshold ?? ''), 'aria-label': 'Threshold', class: 'short' });
+      const minCalls = h('input', { type: 'number', min: '1', step: '1', value: String(rule.min_calls ?? 100), 'aria-label': 'Minimum calls before the rule applies', class: 'short' });
+      const entry = { metric, op, threshold, minCalls };
+      const tr = h('tr', {}, h('td', {}, metric), h('td', {}, op), h('td', {}, threshold), h('td', {}, minCalls),
+        h('td', {}, h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this rule', onclick: () => { rowsOf.splice(rowsOf.indexOf(entry), 1); tr.remove(); } }, 'Remove')));
+      rowsOf.push(entry);
+      list.append(tr);
+    };
+    rules.forEach(addRule);
+    const error = h('p', { class: 'form-error', role: 'alert' });
+    const readOnly = reasonFor('publisher', 'Changing guardrails');
+    const body = h('div', {},
+      h('p', {}, 'A rule stops a variant that breaks it (once it has at least the minimum number of calls): e.g. automation rate < 0.5.'),
+      h('table', { class: 'table' }, h('caption', { class: 'sr-only' }, 'Guardrail rules'),
+        h('thead', {}, h('tr', {}, ['Metric', 'Op', 'Threshold', 'Min calls', ''].map((t) => h('th', { scope: 'col' }, t)))), list),
+      h('button', { type: 'button', onclick: () => addRule({}) }, 'Add rule'),
+      readOnly ? h('p', { class: 'notice' }, readOnly) : null,
+      error);
+    await openDialog({
+      title: `Guardrails of ${channel.number}`, wide: true, body,
+      actions: [{ label: 'Cancel', value: null }, { label: 'Save guardrails', value: 'save', kind: 'primary', disabled: Boolean(readOnly) }],
+      onAction: async () => {
+        clearFieldErrors(body);
+        const payload = rowsOf.map((r) => ({ metric: r.metric.value, op: r.op.value, threshold: Number(r.threshold.value), min_calls: Number(r.minCalls.value) }));
+        try {
+          await api('PUT', path, { body: { rules: payload } });
+          announce(`Guardrails of ${channel.number} saved.`, 'success');
+          return true;
+        } catch (e) {
+          error.textContent = e.unavailable ? 'Guardrails are not available yet on this server.'
+            : `Not saved: ${e.message}${e.problems.length ? ` — ${e.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}` : ''}`;
+          return false;
+        }
+      },
+    });
+  }
+
+  // --- dry run ------------------------------------------------------------------------------
+
+  dryRun() {
+    const to = field('Number called', h('input', { type: 'tel', id: 'dry-to', placeholder: '+14155550100', list: 'dry-to-list', autocomplete: 'off' }));
+    const from = field('Caller number', h('input', { type: 'tel', id: 'dry-from', placeholder: '+15551230000', autocomplete: 'off' }));
+    const options = h('datalist', { id: 'dry-to-list' });
+    const result = h('div', { class: 'dry-result', 'aria-live': 'polite', id: 'dry-result' });
+    const form = h('form', { class: 'card', 'aria-labelledby': 'dry-title', novalidate: true },
+      h('h2', { id: 'dry-title' }, 'Dry run'),
+      h('p', { class: 'muted' }, 'Which variant and version would this call get, and why? Nothing is recorded.'),
+      to.row, from.row, options,
+      h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Resolve')), result);
+    queueMicrotask(async () => {
+      const channels = this.channels ?? await listAll('/v1/channels').catch(() => []);
+      fill(options, ...channels.map((c) => h('option', { value: c.number })));
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      fill(result, h('p', { class: 'muted' }, 'Resolving…'));
+      try {
+        const answer = await api('GET', '/v1/resolve' + query({ to: to.input.value.trim(), from: from.input.value.trim() }));
+        fill(result, renderResolution(answer, this.catalogue));
+      } catch (e) {
+        fill(result, e.unavailable ? unavailable('The dry run') : h('p', { class: 'form-error' }, e.message));
+      }
+    });
+    return form;
+  }
+}
+
+/** A small horizontal bar for a share in [0, 1] (CSSOM width: allowed by the CSP). */
+function weightBar(share) {
+  const bar = h('span', { class: 'fill' });
+  bar.style.width = `${Math.round(share * 100)}%`;
+  return h('span', { class: 'weight-bar', 'aria-hidden': 'true' }, bar);
+}
+
+/** Integer percentages that add up to 100 for the given weights. */
+export function toPercents(weights) {
+  const total = weights.reduce((a, b) => a + b, 0) || 1;
+  const raw = weights.map((w) => (100 * w) / total);
+  const out = raw.map(Math.floor);
+  let left = 100 - out.reduce((a, b) => a + b, 0);
+  const order = raw.map((r, i) => [r - Math.floor(r), i]).sort((a, b) => b[0] - a[0]);
+  for (const [, i] of order) { if (left <= 0) break; out[i] += 1; left -= 1; }
+  return out;
+}
+
+function renderResolution(answer, catalogue) {
+  const variant = answer.variant?.label ?? answer.variant ?? '—';
+  const agentId = answer.agent_id ?? answer.variant?.agent_id;
+  const version = 'version' in answer ? answer.version : answer.variant?.version;
+  const why = answer.reason ?? answer.why ?? answer.explanation;
+  const known = new Set(['variant', 'agent_id', 'version', 'reason', 'why', 'explanation']);
+  const rest = Object.entries(answer).filter(([k]) => !known.has(k));
+  return h('div', {},
+    h('p', { class: 'resolution' }, 'Variant ', h('strong', {}, String(variant)), ' → ',
+      h('strong', {}, agentId ? catalogue.name(agentId) : '—'), ' ', h('strong', {}, versionLabel(version))),
+    why ? h('p', {}, h('span', { class: 'muted' }, 'Why: '), typeof why === 'string' ? why : JSON.stringify(why)) : null,
+    rest.length ? h('dl', { class: 'meta' }, rest.map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))])) : null);
+}
+
+export async function render(main) {
+  await new ChannelsPage(main).render();
+}

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the admin service, in a registry of each application's own."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from store.calls_analysis import Call
+from store.guardrails import Trip
+
+
+def version_label(version: int | None) -> str:
+    return "draft" if version is None else str(version)
+
+
+class AdminMetrics:
+    """Counters of call analyses (per agent and version) and of guardrail trips."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["agent_id", "version"]
+        self.analyses = Counter(
+            "agentver_call_analyses", "Call analyses received", labels, registry=self.registry
+        )
+        self.automated = Counter(
+            "agentver_calls_automated",
+            "Call analyses reporting the call fully automated (no human needed)",
+            labels,
+            registry=self.registry,
+        )
+        self.sentiment = Counter(
+            "agentver_call_sentiment",
+            "Call analyses by caller sentiment",
+            [*labels, "sentiment"],
+            registry=self.registry,
+        )
+        self.guardrail_trips = Counter(
+            "agentver_guardrail_trips",
+            "A/B variants set to weight 0 by a guardrail",
+            ["channel", "metric"],
+            registry=self.registry,
+        )
+
+    def count_analysis(self, call: Call) -> None:
+        """Count one posted analysis (a re-post counts again: these count analyses received)."""
+        version = version_label(call.version)
+        self.analyses.labels(call.agent_id, version).inc()
+        if call.automated:
+            self.automated.labels(call.agent_id, version).inc()
+        if call.sentiment is not None:
+            self.sentiment.labels(call.agent_id, version, call.sentiment).inc()
+
+    def count_trip(self, channel: str, trip: Trip) -> None:
+        self.guardrail_trips.labels(channel, trip.rule.metric).inc()
+
+
+METRICS = web.AppKey("metrics", AdminMetrics)
+
+
+async def serve(request: web.Request) -> web.Response:
+    """GET /metrics: the Prometheus text exposition of this app's registry."""
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,1 @@
+"""The call-routing worker: provider webhooks in, a variant and version out, every call tagged."""

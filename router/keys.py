@@ -1,0 +1,25 @@
+"""Typed keys for what the router keeps on its application (shared ones: httpkit/keys.py)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from router.metrics import RouterMetrics
+from router.providers import FallbackAction
+from router.recorder import CallWriter
+from router.resolve import Resolver
+from router.telnyx import TelnyxApi
+from store.feed import ChangeFeed
+from store.layered import LayeredCache
+
+METRICS = web.AppKey("metrics", RouterMetrics)
+FALLBACK = web.AppKey("fallback", FallbackAction)
+STREAM_URL = web.AppKey("stream_url", str)
+REDIS = web.AppKey("redis", aioredis.Redis)
+SNAPSHOTS = web.AppKey("snapshot_cache", LayeredCache)
+CONFIGS = web.AppKey("config_cache", LayeredCache)
+RESOLVER = web.AppKey("resolver", Resolver)
+FEED = web.AppKey("change_feed", ChangeFeed)
+WRITER = web.AppKey("call_writer", CallWriter)
+TELNYX = web.AppKey("telnyx", TelnyxApi)

@@ -1,0 +1,77 @@
+"""The router's Prometheus metrics, in a registry of its own per application."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Seconds: resolution runs from microseconds (L1 hits) to tens of milliseconds (a cold miss and
+# a group commit); the change feed lags milliseconds unless something is wrong.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class RouterMetrics:
+    """Every metric the router exports; `agent_id`/`version` ("draft" for drafts, "" when no
+    agent was resolved) label the per-call ones."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls = Counter(
+            "agentver_calls_routed_total",
+            "Provider calls answered, by outcome (routed, retry, fallback).",
+            ["provider", "variant", "outcome", "agent_id", "version"],
+            registry=r,
+        )
+        self.resolution = Histogram(
+            "agentver_resolution_seconds",
+            "Webhook arrival to answer, signature check excluded.",
+            ["provider", "agent_id", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "agentver_cache_lookups_total",
+            "Cache lookups by entry kind, tier (l1, redis, postgres) and result.",
+            ["kind", "tier", "result"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "agentver_webhooks_rejected_total",
+            "Webhooks refused before anything was recorded, by reason.",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "agentver_fallbacks_total",
+            "Calls answered with AGENTVER_FALLBACK, by reason.",
+            ["provider", "reason"],
+            registry=r,
+        )
+        self.feed_lag = Histogram(
+            "agentver_change_feed_lag_seconds",
+            "Commit of a change to its notification being applied here.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.feed_connected = Gauge(
+            "agentver_change_feed_connected",
+            "1 while the change feed listens and the mutable cache is trusted.",
+            registry=r,
+        )
+        self.provider_commands = Counter(
+            "agentver_provider_commands_total",
+            "Commands sent to provider APIs (Telnyx Call Control), by action and result.",
+            ["provider", "action", "result"],
+            registry=r,
+        )
+
+    def observe_cache(self, kind: str, tier: str, result: str) -> None:
+        self.cache.labels(kind, tier, result).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def version_label(version: int | None) -> str:
+    return "draft" if version is None else str(version)

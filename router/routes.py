@@ -1,0 +1,24 @@
+"""The router's URL map."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from router import views, webhooks
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(
+        [
+            web.post("/webhooks/twilio/voice", webhooks.twilio_voice),
+            web.post("/webhooks/twilio/status", webhooks.twilio_status),
+            web.post("/webhooks/telnyx", webhooks.telnyx_event),
+            web.post("/webhooks/generic/call", webhooks.generic_call),
+            web.get("/v1/calls/{call_id}/config", views.call_config),
+            web.get("/v1/configs/{config_hash}", views.config_blob),
+            web.get("/v1/resolve", views.resolve),
+            web.get("/metrics", views.metrics),
+            web.get("/healthz", views.healthz),
+            web.get("/readyz", views.readyz),
+        ]
+    )

@@ -1,0 +1,107 @@
+"""Runtime lookups for voice agents, and the operational endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from httpkit.auth import requires
+from httpkit.errors import ApiError
+from httpkit.json import json_response
+from httpkit.keys import POOL
+from router.keys import CONFIGS, METRICS, REDIS, RESOLVER
+from store import agents, cache, calls, db
+from store.errors import ConfigNotFound
+from store.layered import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
+
+CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
+# A config blob never changes: any cache may keep it for good.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# Seconds a readiness probe waits for each dependency.
+READY_TIMEOUT_S = 1.0
+
+
+async def _config(request: web.Request, digest: str) -> dict[str, Any]:
+    pool = request.app[POOL]
+    return await request.app[CONFIGS].get(
+        cache.CONFIG, digest, lambda: agents.get_config(pool, digest)
+    )
+
+
+@requires("runtime", "viewer")
+async def call_config(request: web.Request) -> web.Response:
+    """The exact configuration a call was served, whatever happened to the draft or routing."""
+    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    return json_response(
+        {
+            "call_id": call.call_id,
+            "agent_id": call.agent_id,
+            "version": call.version,
+            "draft_revision": call.draft_revision,
+            "config_hash": call.config_hash,
+            "config": await _config(request, call.config_hash),
+        }
+    )
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+@requires("runtime", "viewer")
+async def config_blob(request: web.Request) -> web.Response:
+    """An immutable config blob by hash, cacheable forever; If-None-Match → 304."""
+    digest = request.match_info["config_hash"]
+    if not CONFIG_HASH.match(digest):
+        raise ConfigNotFound(f"no config with hash {digest}")
+    headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL}
+    if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        return web.Response(status=304, headers=headers)
+    return json_response(await _config(request, digest), headers=headers)
+
+
+@requires("runtime", "viewer")
+async def resolve(request: web.Request) -> web.Response:
+    """Dry run: which variant and version a call would get now, and by which rule."""
+    to = request.query.get("to")
+    if not to:
+        raise ApiError(400, "invalid_query", "to is required", {"path": "to"})
+    explanation = await request.app[RESOLVER].explain(
+        to, request.query.get("from", ""), request.query.get("call_id")
+    )
+    return json_response(explanation)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Postgres and Redis both answer; 503 naming the degraded ones otherwise."""
+    app = request.app
+    checks = {
+        "postgres": (db.ping(app[POOL], READY_TIMEOUT_S), DATABASE_UNAVAILABLE),
+        "redis": (asyncio.wait_for(app[REDIS].ping(), READY_TIMEOUT_S), REDIS_UNAVAILABLE),
+    }
+    degraded = []
+    for name, (check, failures) in checks.items():
+        try:
+            await check
+        except (*failures, TimeoutError):
+            degraded.append(name)
+    if degraded:
+        return json_response({"status": "degraded", "degraded": degraded}, status=503)
+    return json_response({"status": "ready", "degraded": []})

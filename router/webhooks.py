@@ -1,0 +1,257 @@
+"""Provider webhooks: verify the signature on the raw body, then route or close the call."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from aiohttp import web
+
+from httpkit.errors import ApiError
+from httpkit.json import json_response, parse_json
+from httpkit.keys import POOL, SETTINGS
+from router import providers, signatures
+from router.keys import FALLBACK, METRICS, RESOLVER, STREAM_URL, TELNYX, WRITER
+from router.metrics import version_label
+from router.resolve import Plan, Unroutable
+from store import calls
+from store.calls import CallRecord, NewCall
+
+log = structlog.get_logger()
+
+TWIML = "application/xml"
+# Twilio's final call statuses: the call is over and CallDuration is set.
+TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+CALL_ID_BYTES = 12
+
+
+def _reject(request: web.Request, provider: str, reason: str | None) -> None:
+    if reason is None:
+        return
+    request.app[METRICS].rejected.labels(provider, reason).inc()
+    log.info("webhook_rejected", provider=provider, reason=reason)
+    raise ApiError(403, "forbidden", "the webhook signature is missing, invalid or stale")
+
+
+async def _twilio_params(request: web.Request) -> dict[str, str]:
+    """The form parameters of a Twilio webhook whose X-Twilio-Signature checks out."""
+    raw = await request.read()
+    try:
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        pairs = None
+    settings = request.app[SETTINGS]
+    url = settings.public_base_url + request.raw_path
+    signature = request.headers.get("X-Twilio-Signature")
+    reason = signatures.verify_twilio(settings.twilio_auth_token, url, pairs or [], signature)
+    _reject(request, "twilio", reason if pairs is not None else signatures.BAD)
+    return dict(pairs or [])
+
+
+def _fallback(request: web.Request, provider: str, reason: str) -> Unroutable:
+    metrics = request.app[METRICS]
+    metrics.fallbacks.labels(provider, reason).inc()
+    metrics.calls.labels(provider, "", "fallback", "", "").inc()
+    log.info("call_fallback", provider=provider, reason=reason)
+    return Unroutable(reason)
+
+
+async def _route(
+    request: web.Request, provider: str, to: str, raw_from: str, provider_call_id: str
+) -> CallRecord | Unroutable:
+    """Resolve and durably record one call; Unroutable (counted) when it gets the fallback."""
+    app = request.app
+    started = time.perf_counter()
+    call_id = "call_" + secrets.token_hex(CALL_ID_BYTES)
+    try:
+        plan = await app[RESOLVER].plan(to, raw_from, provider_call_id)
+        if isinstance(plan, Unroutable):
+            return _fallback(request, provider, plan.reason)
+        record = await app[WRITER].record(_new_call(plan, call_id, provider, provider_call_id))
+    # Whatever failed, the provider still gets a valid answer: the fallback.
+    except Exception:
+        log.exception("call_routing_failed", provider=provider)
+        return _fallback(request, provider, "error")
+    version = version_label(record.version)
+    outcome = "routed" if record.call_id == call_id else "retry"
+    app[METRICS].calls.labels(provider, record.variant, outcome, record.agent_id, version).inc()
+    app[METRICS].resolution.labels(provider, record.agent_id, version).observe(
+        time.perf_counter() - started
+    )
+    with structlog.contextvars.bound_contextvars(
+        call_id=record.call_id, agent_id=record.agent_id, version=version
+    ):
+        log.info("call_routed", provider=provider, variant=record.variant, outcome=outcome)
+    return record
+
+
+def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) -> NewCall:
+    return NewCall(
+        call_id=call_id,
+        provider=provider,
+        provider_call_id=provider_call_id,
+        channel=plan.routing.number,
+        from_number=plan.caller,
+        routing_revision=plan.routing.revision,
+        started_at=datetime.now(UTC),
+        drawn=plan.drawn.label,
+        remember=plan.remember,
+        candidates=plan.candidates,
+    )
+
+
+# --- Twilio ----------------------------------------------------------------------------------
+
+
+async def twilio_voice(request: web.Request) -> web.Response:
+    """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback)."""
+    params = await _twilio_params(request)
+    sid = params.get("CallSid")
+    result = (
+        await _route(request, "twilio", params.get("To", ""), params.get("From", ""), sid)
+        if sid
+        else _fallback(request, "twilio", "malformed")
+    )
+    if isinstance(result, Unroutable):
+        twiml = providers.twiml_fallback(request.app[FALLBACK])
+    else:
+        twiml = providers.twiml_stream(request.app[STREAM_URL], result)
+    return web.Response(text=twiml, content_type=TWIML)
+
+
+def _twilio_ended_at(params: dict[str, str]) -> datetime:
+    try:
+        return parsedate_to_datetime(params["Timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+async def twilio_status(request: web.Request) -> web.Response:
+    """A Twilio status callback: progress, or the end of the call with its duration."""
+    params = await _twilio_params(request)
+    sid, status = params.get("CallSid"), params.get("CallStatus", "")
+    if sid and status in TWILIO_FINAL:
+        await calls.end_call(
+            request.app[POOL],
+            "twilio",
+            sid,
+            status,
+            _twilio_ended_at(params),
+            _float(params.get("CallDuration")),
+        )
+    elif sid and status:
+        await calls.set_status(request.app[POOL], "twilio", sid, status)
+    return web.Response(status=204)
+
+
+# --- Telnyx ----------------------------------------------------------------------------------
+
+
+def _timestamp(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+async def telnyx_event(request: web.Request) -> web.Response:
+    """A Telnyx Call Control event. Answered 200 at once; commands follow in the background.
+    Redeliveries and out-of-order events are expected: records and commands are idempotent."""
+    raw = await request.read()
+    settings = request.app[SETTINGS]
+    _reject(
+        request,
+        "telnyx",
+        signatures.verify_telnyx(
+            settings.telnyx_public_key,
+            request.headers.get("telnyx-signature-ed25519"),
+            request.headers.get("telnyx-timestamp"),
+            raw,
+            time.time(),
+        ),
+    )
+    event = parse_json(raw)
+    data = event.get("data") if isinstance(event, dict) else None
+    payload = data.get("payload") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(payload, dict)
+        or not isinstance(payload.get("call_control_id"), str)
+    ):
+        raise ApiError(400, "malformed_event", "not a Telnyx call event")
+    kind, call_control_id = data.get("event_type"), payload["call_control_id"]
+    if kind == "call.initiated" and payload.get("direction") == "incoming":
+        await _telnyx_initiated(request, call_control_id, payload)
+    elif kind == "call.hangup":
+        await _telnyx_hangup(request, call_control_id, payload, data.get("occurred_at"))
+    return web.Response(status=200)
+
+
+async def _telnyx_initiated(
+    request: web.Request, call_control_id: str, payload: dict[str, Any]
+) -> None:
+    to, raw_from = payload.get("to"), payload.get("from")
+    result = await _route(
+        request,
+        "telnyx",
+        to if isinstance(to, str) else "",
+        raw_from if isinstance(raw_from, str) else "",
+        call_control_id,
+    )
+    telnyx = request.app[TELNYX]
+    if isinstance(result, Unroutable):
+        telnyx.command(
+            call_control_id, *providers.telnyx_fallback(request.app[FALLBACK], call_control_id)
+        )
+    elif result.ended_at is None:  # a hangup that overtook this event means nothing to answer
+        telnyx.command(
+            call_control_id, "answer", providers.telnyx_answer(request.app[STREAM_URL], result)
+        )
+
+
+async def _telnyx_hangup(
+    request: web.Request, call_control_id: str, payload: dict[str, Any], occurred_at: Any
+) -> None:
+    start, end = _timestamp(payload.get("start_time")), _timestamp(payload.get("end_time"))
+    ended_at = end or _timestamp(occurred_at) or datetime.now(UTC)
+    duration = max(0.0, (end - start).total_seconds()) if start and end else None
+    pool = request.app[POOL]
+    await calls.end_call(pool, "telnyx", call_control_id, "completed", ended_at, duration)
+
+
+# --- generic ---------------------------------------------------------------------------------
+
+
+async def generic_call(request: web.Request) -> web.Response:
+    """A provider-neutral call `{call_id, from, to}` → JSON answer (or the fallback)."""
+    raw = await request.read()
+    settings = request.app[SETTINGS]
+    _reject(
+        request,
+        "generic",
+        signatures.verify_generic(
+            settings.generic_secret, raw, request.headers.get("X-Agentver-Signature")
+        ),
+    )
+    body = parse_json(raw)
+    if not isinstance(body, dict) or not all(
+        isinstance(body.get(k), str) and body[k] for k in ("call_id", "from", "to")
+    ):
+        raise ApiError(400, "malformed_body", "send {call_id, from, to} as non-empty strings")
+    result = await _route(request, "generic", body["to"], body["from"], body["call_id"])
+    if isinstance(result, Unroutable):
+        return json_response(providers.generic_fallback(request.app[FALLBACK]))
+    config_url = f"{settings.public_base_url}/v1/calls/{result.call_id}/config"
+    return json_response(providers.generic_answer(request.app[STREAM_URL], config_url, result))

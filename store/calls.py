@@ -1,0 +1,265 @@
+"""Call records: written once per provider call (group-committed), ended, listed, looked up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from store.errors import CallNotFound
+from store.pagination import cursor_time, decode_cursor, page
+
+# One statement per call: remember the caller's variant (keep the old one while it is still
+# live, else take the fresh draw), then insert the call served from that variant. An ending that
+# arrived before the call is applied on the way in. A provider retry inserts nothing; its
+# existing row is read back by SELECT_CALL_BY_PROVIDER.
+RECORD_CALL = """
+WITH assigned AS (
+    INSERT INTO caller_assignments AS a (number, caller, label)
+    SELECT $4, $5, $8 WHERE $9
+    ON CONFLICT (number, caller) DO UPDATE
+    SET label = CASE WHEN a.label = ANY($10::text[]) THEN a.label ELSE EXCLUDED.label END,
+        updated_at = now()
+    RETURNING label
+), served AS (
+    SELECT c.label, c.agent_id, c.version, c.draft_revision, c.config_hash
+    FROM unnest($10::text[], $11::text[], $12::integer[], $13::integer[], $14::text[])
+         AS c(label, agent_id, version, draft_revision, config_hash)
+    WHERE c.label = coalesce((SELECT label FROM assigned), $8)
+)
+INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+                   draft_revision, config_hash, variant, routing_revision, started_at, status,
+                   ended_at, duration_s)
+SELECT $1, $2, $3, $4, $5, s.agent_id, s.version, s.draft_revision, s.config_hash, s.label, $6,
+       $7, coalesce(e.status, 'initiated'), e.ended_at,
+       coalesce(e.duration_s, CASE WHEN e.ended_at IS NOT NULL
+                                   THEN greatest(0, extract(epoch FROM e.ended_at - $7)) END)
+FROM served s
+LEFT JOIN call_endings e ON e.provider = $2 AND e.provider_call_id = $3
+ON CONFLICT (provider, provider_call_id) DO NOTHING
+RETURNING call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+          draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
+          duration_s, sentiment, automated
+"""
+SELECT_CALL = """
+SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+       draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
+       duration_s, sentiment, automated
+FROM calls
+WHERE call_id = $1
+"""
+SELECT_CALL_BY_PROVIDER = """
+SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+       draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
+       duration_s, sentiment, automated
+FROM calls
+WHERE provider = $1 AND provider_call_id = $2
+"""
+SELECT_ASSIGNMENT = "SELECT label FROM caller_assignments WHERE number = $1 AND caller = $2"
+
+# Once ended, a call is frozen: duplicate and late events change nothing.
+END_CALL = """
+UPDATE calls
+SET status = $3, ended_at = $4,
+    duration_s = coalesce($5, greatest(0, extract(epoch FROM $4 - started_at)))
+WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+RETURNING call_id
+"""
+KEEP_EARLY_ENDING = """
+INSERT INTO call_endings (provider, provider_call_id, status, ended_at, duration_s)
+SELECT $1, $2, $3, $4, $5
+WHERE NOT EXISTS (SELECT 1 FROM calls WHERE provider = $1 AND provider_call_id = $2)
+ON CONFLICT (provider, provider_call_id) DO NOTHING
+"""
+SET_STATUS = """
+UPDATE calls SET status = $3
+WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+"""
+
+LIST_CALLS = """
+SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+       draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
+       duration_s, sentiment, automated
+FROM calls
+WHERE ($1::text IS NULL OR agent_id = $1)
+  AND (NOT $2::boolean OR version IS NULL)
+  AND ($3::integer IS NULL OR version = $3)
+  AND ($4::text IS NULL OR variant = $4)
+  AND ($5::text IS NULL OR channel = $5)
+  AND ($6::timestamptz IS NULL OR started_at >= $6)
+  AND ($7::timestamptz IS NULL OR started_at < $7)
+  AND ($8::timestamptz IS NULL OR (started_at, call_id) < ($8, $9))
+ORDER BY started_at DESC, call_id DESC
+LIMIT $10
+"""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A live variant the call may be served from, with the snapshot it would get."""
+
+    label: str
+    agent_id: str
+    version: int | None
+    draft_revision: int | None
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class NewCall:
+    """A call to record. `drawn` is the fresh draw; with `remember`, the caller's remembered
+    variant wins while it is among `candidates` (which then hold every live variant)."""
+
+    call_id: str
+    provider: str
+    provider_call_id: str
+    channel: str
+    from_number: str
+    routing_revision: int
+    started_at: datetime
+    drawn: str
+    remember: bool
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    provider: str
+    provider_call_id: str
+    channel: str
+    from_number: str
+    agent_id: str
+    version: int | None
+    draft_revision: int | None
+    config_hash: str
+    variant: str
+    routing_revision: int
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    sentiment: str | None
+    automated: bool | None
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    agent_id: str | None = None
+    draft: bool = False  # only calls served a draft
+    version: int | None = None
+    variant: str | None = None
+    channel: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class CallNotRecorded(Exception):
+    """The call matched none of its candidates: a bug in the caller, never a provider error."""
+
+
+async def _record(conn: asyncpg.Connection, call: NewCall) -> CallRecord:
+    c = call.candidates
+    row = await conn.fetchrow(
+        RECORD_CALL,
+        call.call_id,
+        call.provider,
+        call.provider_call_id,
+        call.channel,
+        call.from_number,
+        call.routing_revision,
+        call.started_at,
+        call.drawn,
+        call.remember,
+        [x.label for x in c],
+        [x.agent_id for x in c],
+        [x.version for x in c],
+        [x.draft_revision for x in c],
+        [x.config_hash for x in c],
+    )
+    if row is None:
+        row = await conn.fetchrow(SELECT_CALL_BY_PROVIDER, call.provider, call.provider_call_id)
+    if row is None:
+        raise CallNotRecorded(f"call {call.provider_call_id} matched no candidate variant")
+    return CallRecord(**dict(row))
+
+
+async def record_calls(
+    pool: asyncpg.Pool, calls: Sequence[NewCall]
+) -> list[CallRecord | Exception]:
+    """Record `calls` in one transaction (one commit for the batch); each call gets its row,
+    the existing one for a provider retry, or the error that kept it out."""
+    results: list[CallRecord | Exception] = []
+    async with pool.acquire() as conn, conn.transaction():
+        for call in calls:
+            try:
+                # A savepoint per call: one bad call does not sink the others in the batch.
+                async with conn.transaction():
+                    results.append(await _record(conn, call))
+            except (asyncpg.PostgresError, CallNotRecorded) as exc:
+                results.append(exc)
+    return results
+
+
+async def end_call(
+    pool: asyncpg.Pool,
+    provider: str,
+    provider_call_id: str,
+    status: str,
+    ended_at: datetime,
+    duration_s: float | None,
+) -> bool:
+    """Close a call; an ending for a call not recorded yet is kept until it is. False when the
+    call was not open (unknown yet, or already ended)."""
+    args = (provider, provider_call_id, status, ended_at, duration_s)
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(END_CALL, *args) is not None:
+            return True
+        await conn.execute(KEEP_EARLY_ENDING, *args)
+        return False
+
+
+async def set_status(pool: asyncpg.Pool, provider: str, provider_call_id: str, status: str) -> None:
+    """A progress status (ringing, in-progress...) for a call that has not ended."""
+    await pool.execute(SET_STATUS, provider, provider_call_id, status)
+
+
+async def get_call(pool: asyncpg.Pool, call_id: str) -> CallRecord:
+    row = await pool.fetchrow(SELECT_CALL, call_id)
+    if row is None:
+        raise CallNotFound(f"no call {call_id}")
+    return CallRecord(**dict(row))
+
+
+async def find_assignment(pool: asyncpg.Pool, number: str, caller: str) -> str | None:
+    """The variant label remembered for `caller` on channel `number`."""
+    label: str | None = await pool.fetchval(SELECT_ASSIGNMENT, number, caller)
+    return label
+
+
+async def list_calls(
+    pool: asyncpg.Pool, where: CallFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[CallRecord], str | None]:
+    """Calls newest first, filtered, paginated."""
+    after = decode_cursor(cursor, (str, str))
+    after_started = cursor_time(after[0]) if after else None
+    rows = await pool.fetch(
+        LIST_CALLS,
+        where.agent_id,
+        where.draft,
+        where.version,
+        where.variant,
+        where.channel,
+        where.since,
+        where.until,
+        after_started,
+        after[1] if after else None,
+        limit + 1,
+    )
+    return page(
+        [CallRecord(**dict(r)) for r in rows],
+        limit,
+        lambda c: [c.started_at.isoformat(), c.call_id],
+    )

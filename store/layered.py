@@ -1,0 +1,197 @@
+"""A read-through cache in three tiers: in-process LRU (L1), Redis, then a loader (Postgres).
+
+Immutable entries (published versions, config blobs) are cached for good. Mutable ones (routing,
+drafts) are served from cache only while the cache is `trusted`, i.e. while the change feed is
+connected and has resynced since its last outage; otherwise they are read from the loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from store.cache import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
+
+T = TypeVar("T")
+
+Observe = Callable[[str, str, str], None]
+"""Told (kind, tier, result) on every lookup step: tier l1|redis|postgres, result hit|miss|..."""
+
+# Entries per process. Snapshot entries are a few hundred bytes; callers size the L1 of caches
+# holding bigger values (config blobs) down.
+DEFAULT_L1_SIZE = 10_000
+SCAN_BATCH = 500
+
+# Postgres is unreachable (rather than the query being wrong).
+DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+REDIS_UNAVAILABLE = (OSError, RedisError)
+
+_MISSING: Any = object()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class LayeredCache:
+    """L1 → Redis → loader, with one load per key at a time (single flight)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        observe: Observe,
+        l1_size: int = DEFAULT_L1_SIZE,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._observe = observe
+        self._l1_size = l1_size
+        self._l1: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Keys invalidated while their load was running: that load must not fill the cache.
+        self._invalidated: set[str] = set()
+        self.trusted = False
+
+    def key(self, codec: Codec[Any], key: str) -> str:
+        """The full Redis key of an entry."""
+        return self._prefix + codec.prefix + key
+
+    async def get(self, codec: Codec[T], key: str, load: Callable[[], Awaitable[T]]) -> T:
+        """The entry for `key`, from the first tier that has it; `load` fills the misses."""
+        full = self.key(codec, key)
+        cacheable = not codec.mutable or self.trusted
+        if cacheable:
+            entry = self._l1.get(full)
+            if entry is not None:
+                self._l1.move_to_end(full)
+                self._observe(codec.kind, "l1", "hit")
+                value: T = entry[1]
+                return value
+            self._observe(codec.kind, "l1", "miss")
+        flight = self._inflight.get(full)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fill(codec, full, load, cacheable))
+            self._inflight[full] = flight
+            flight.add_done_callback(lambda f: self._landed(full, f))
+        result: T = await asyncio.shield(flight)
+        return result
+
+    def _landed(self, full: str, flight: asyncio.Future[Any]) -> None:
+        if self._inflight.get(full) is flight:
+            del self._inflight[full]
+            self._invalidated.discard(full)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here so an unawaited failure is not reported twice
+
+    async def _fill(
+        self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
+    ) -> T:
+        if cacheable:
+            cached = await self._from_redis(codec, full)
+            if cached is not _MISSING:
+                self._to_l1(codec, full, cached)
+                return cached  # type: ignore[no-any-return]
+        try:
+            value = await load()
+        except DATABASE_UNAVAILABLE:
+            if cacheable:
+                raise
+            # Untrusted, but Postgres is down: a possibly stale entry beats no answer at all.
+            stale = await self._from_redis(codec, full)
+            if stale is _MISSING:
+                raise
+            return stale  # type: ignore[no-any-return]
+        self._observe(codec.kind, "postgres", "hit")
+        if full not in self._invalidated:
+            if cacheable:
+                self._to_l1(codec, full, value)
+            await self._to_redis(codec, full, value)
+            # Invalidated while the write was in flight: the delete may have run before it.
+            if full in self._invalidated:
+                await self._delete_redis(full)
+        return value
+
+    def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
+        if full in self._invalidated:
+            return
+        self._l1[full] = (codec.mutable, value)
+        self._l1.move_to_end(full)
+        while len(self._l1) > self._l1_size:
+            self._l1.popitem(last=False)
+
+    async def _from_redis(self, codec: Codec[T], full: str) -> Any:
+        try:
+            raw = await self._redis.get(full)
+        except REDIS_UNAVAILABLE:
+            self._observe(codec.kind, "redis", "error")
+            return _MISSING
+        if raw is None:
+            self._observe(codec.kind, "redis", "miss")
+            return _MISSING
+        try:
+            value = codec.decode(raw if isinstance(raw, bytes) else raw.encode())
+        except CacheDecodeError:
+            self._observe(codec.kind, "redis", "decode_error")
+            return _MISSING
+        self._observe(codec.kind, "redis", "hit")
+        return value
+
+    async def _to_redis(self, codec: Codec[T], full: str, value: T) -> None:
+        ttl = MUTABLE_TTL_S if codec.mutable else IMMUTABLE_TTL_S
+        try:
+            await self._redis.set(full, codec.encode(value), ex=ttl)
+        except REDIS_UNAVAILABLE:
+            self._observe(codec.kind, "redis", "error")
+
+    async def _delete_redis(self, *keys: str) -> None:
+        try:
+            await self._redis.unlink(*keys)
+        except REDIS_UNAVAILABLE:
+            self._observe("any", "redis", "error")
+
+    async def invalidate(self, codec: Codec[Any], key: str) -> None:
+        """Forget a mutable entry in every tier (a change notification arrived for it)."""
+        full = self.key(codec, key)
+        self._l1.pop(full, None)
+        if full in self._inflight:
+            self._invalidated.add(full)
+        await self._delete_redis(full)
+
+    def lose_trust(self) -> None:
+        """The change feed is down: stop serving mutable entries from any tier."""
+        self.trusted = False
+        self._drop_mutable()
+
+    async def resync(self) -> None:
+        """The change feed is listening again: clear every mutable entry, then trust the cache.
+
+        Raises when Redis cannot be cleared, leaving the cache untrusted.
+        """
+        self._drop_mutable()
+        for prefix in MUTABLE_KEYS:
+            pattern = _glob_escape(self._prefix + prefix) + "*"
+            batch: list[bytes] = []
+            async for found in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+                batch.append(found)
+                if len(batch) >= SCAN_BATCH:
+                    await self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self._redis.unlink(*batch)
+        self.trusted = True
+
+    def _drop_mutable(self) -> None:
+        for full in [k for k, (mutable, _) in self._l1.items() if mutable]:
+            del self._l1[full]
+        self._invalidated.update(self._inflight)
+
+    def mutable_l1_size(self) -> int:
+        """How many mutable entries L1 holds (for tests and diagnostics)."""
+        return sum(1 for mutable, _ in self._l1.values() if mutable)

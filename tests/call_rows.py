@@ -1,0 +1,74 @@
+"""A factory for call rows: analytics tests insert calls with SQL, as the router would record
+them, with the outcomes each test needs."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+DEFAULT_CHANNEL = "+14155550100"
+
+SERVED_VERSION = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
+SERVED_DRAFT = "SELECT config_hash, revision FROM drafts WHERE agent_id = $1"
+INSERT_CALLS = """
+INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+                   draft_revision, config_hash, variant, routing_revision, status, started_at,
+                   duration_s, sentiment, automated, analysis)
+SELECT c.call_id, 'test', c.call_id, $1, c.caller, $2, $3, $4, $5, $6, 1, c.status, $7,
+       c.duration_s, c.sentiment, c.automated,
+       CASE WHEN c.automated IS NULL THEN NULL ELSE '{"fields": {}}'::jsonb END
+FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[], $12::text[], $13::boolean[])
+     AS c(call_id, caller, status, duration_s, sentiment, automated)
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one call; automated None means not analysed yet."""
+
+    automated: bool | None = None
+    sentiment: str | None = None
+    duration_s: float | None = None
+    status: str = "completed"
+
+
+async def insert_calls(
+    pool: asyncpg.Pool,
+    agent_id: str,
+    version: int | None,
+    outcomes: Sequence[Outcome],
+    *,
+    channel: str = DEFAULT_CHANNEL,
+    variant: str = "default",
+    started_at: datetime | None = None,
+    draft_revision: int | None = None,
+) -> list[str]:
+    """One call per outcome, served `version` (None: the agent's current draft, recorded as
+    `draft_revision` when given); returns the call ids."""
+    if version is None:
+        row = await pool.fetchrow(SERVED_DRAFT, agent_id)
+        config_hash, revision = row["config_hash"], draft_revision or row["revision"]
+    else:
+        config_hash, revision = await pool.fetchval(SERVED_VERSION, agent_id, version), None
+    ids = [f"call-{secrets.token_hex(8)}" for _ in outcomes]
+    await pool.execute(
+        INSERT_CALLS,
+        channel,
+        agent_id,
+        version,
+        revision,
+        config_hash,
+        variant,
+        started_at or datetime.now(UTC) - timedelta(hours=1),
+        ids,
+        [f"+1415555{i:04d}" for i in range(len(outcomes))],
+        [o.status for o in outcomes],
+        [o.duration_s for o in outcomes],
+        [o.sentiment for o in outcomes],
+        [o.automated for o in outcomes],
+    )
+    return ids

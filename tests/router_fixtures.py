@@ -1,0 +1,229 @@
+"""Router fixtures: a router app (several when a test asks), signed webhook helpers for each
+provider, a tiny real aiohttp server standing in for the Telnyx Call Control API, and Redis
+cleaned of this run's keys around every router test."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from nacl.signing import SigningKey
+from twilio.request_validator import RequestValidator
+
+from router.app import create_app
+from router.keys import RESOLVER
+from store.settings import Settings
+from tests.conftest import Api
+
+TELNYX_API_KEY = "telnyx-test-api-key"
+CHANNEL = "+14155550100"
+CALLER = "+12125550123"
+
+
+@pytest.fixture(scope="session")
+def telnyx_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@dataclasses.dataclass
+class FakeTelnyx:
+    """Call Control commands received: (call_control_id, action, body, authorization)."""
+
+    base_url: str
+    commands: list[tuple[str, str, dict[str, Any], str]]
+
+
+@pytest.fixture
+async def telnyx_api() -> AsyncIterator[FakeTelnyx]:
+    fake = FakeTelnyx("", [])
+
+    async def command(request: web.Request) -> web.Response:
+        fake.commands.append(
+            (
+                request.match_info["call_control_id"],
+                request.match_info["action"],
+                await request.json(),
+                request.headers.get("Authorization", ""),
+            )
+        )
+        return web.json_response({"data": {"result": "ok"}})
+
+    app = web.Application()
+    app.router.add_post("/v2/calls/{call_control_id}/actions/{action}", command)
+    server = TestServer(app)
+    await server.start_server()
+    fake.base_url = str(server.make_url("/v2"))
+    yield fake
+    await server.close()
+
+
+@pytest.fixture
+def router_settings(settings: Settings, telnyx_key: SigningKey, telnyx_api: FakeTelnyx) -> Settings:
+    return dataclasses.replace(
+        settings,
+        public_base_url="https://router.example.com",
+        media_stream_url="wss://media.example.com/stream",
+        telnyx_public_key=base64.b64encode(bytes(telnyx_key.verify_key)).decode(),
+        telnyx_api_key=TELNYX_API_KEY,
+        telnyx_api_base=telnyx_api.base_url,
+    )
+
+
+@pytest.fixture
+async def clean_redis(settings: Settings) -> AsyncIterator[None]:
+    """Delete this run's keys (never anyone else's) before and after the test."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+
+    async def wipe() -> None:
+        keys = [k async for k in client.scan_iter(match=settings.redis_prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+
+    await wipe()
+    yield
+    await wipe()
+    await client.aclose()
+
+
+RouterClient = TestClient[web.Request, web.Application]
+RouterFactory = Callable[..., Awaitable[RouterClient]]
+
+
+@pytest.fixture
+async def start_router(
+    router_settings: Settings, clean_redis: None
+) -> AsyncIterator[RouterFactory]:
+    """Start a router app (as many as a test wants), all stopped after the test."""
+    clients: list[RouterClient] = []
+
+    async def start(**overrides: Any) -> RouterClient:
+        client: RouterClient = TestClient(
+            TestServer(create_app(dataclasses.replace(router_settings, **overrides)))
+        )
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def router(start_router: RouterFactory) -> RouterClient:
+    return await start_router()
+
+
+class Webhooks:
+    """Signed provider requests, made the way each provider makes them."""
+
+    def __init__(self, client: RouterClient, settings: Settings, key: SigningKey) -> None:
+        self.client = client
+        self.settings = settings
+        self.key = key
+
+    def twilio_signature(self, path: str, params: dict[str, str]) -> str:
+        assert self.settings.twilio_auth_token
+        validator = RequestValidator(self.settings.twilio_auth_token)
+        signature: str = validator.compute_signature(self.settings.public_base_url + path, params)
+        return signature
+
+    async def twilio(
+        self, path: str, params: dict[str, str], signature: str | None = None
+    ) -> ClientResponse:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers["X-Twilio-Signature"] = signature or self.twilio_signature(path, params)
+        return await self.client.post(path, data=urlencode(params), headers=headers)
+
+    async def twilio_call(
+        self, sid: str, to: str = CHANNEL, caller: str = CALLER
+    ) -> dict[str, str]:
+        """Place a Twilio call; returns the TwiML <Stream> parameters (url under "url")."""
+        params = {"CallSid": sid, "From": caller, "To": to, "CallStatus": "ringing"}
+        resp = await self.twilio("/webhooks/twilio/voice", params)
+        assert resp.status == 200, await resp.text()
+        return stream_parameters(await resp.text())
+
+    async def generic(self, body: dict[str, Any], signature: str | None = None) -> ClientResponse:
+        raw = json.dumps(body).encode()
+        assert self.settings.generic_secret
+        digest = hmac.new(self.settings.generic_secret.encode(), raw, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Agentver-Signature": signature or f"sha256={digest}",
+        }
+        return await self.client.post("/webhooks/generic/call", data=raw, headers=headers)
+
+    async def generic_call(self, call_id: str, caller: str = CALLER) -> dict[str, Any]:
+        resp = await self.generic({"call_id": call_id, "from": caller, "to": CHANNEL})
+        assert resp.status == 200, await resp.text()
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+    async def telnyx(self, event: dict[str, Any], sent_at: float | None = None) -> ClientResponse:
+        raw = json.dumps(event).encode()
+        timestamp = str(int(time.time() if sent_at is None else sent_at))
+        signature = self.key.sign(timestamp.encode() + b"|" + raw).signature
+        headers = {
+            "Content-Type": "application/json",
+            "telnyx-timestamp": timestamp,
+            "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
+        }
+        return await self.client.post("/webhooks/telnyx", data=raw, headers=headers)
+
+
+def stream_parameters(twiml: str) -> dict[str, str]:
+    """The <Stream> url and <Parameter>s of a TwiML answer."""
+    root = ET.fromstring(twiml)  # noqa: S314 (our own answer, in a test)
+    stream = root.find("./Connect/Stream")
+    assert stream is not None, twiml
+    params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+    return {"url": stream.attrib["url"], **params}
+
+
+@pytest.fixture
+def webhooks(router: RouterClient, router_settings: Settings, telnyx_key: SigningKey) -> Webhooks:
+    return Webhooks(router, router_settings, telnyx_key)
+
+
+async def pin(api: Api, body: dict[str, Any], number: str = CHANNEL) -> dict[str, Any]:
+    """Set a channel's routing through the admin API."""
+    routing: dict[str, Any] = await api.ok("PUT", f"/v1/channels/{number}", json=body)
+    return routing
+
+
+async def list_calls(api: Api, query: str = "") -> list[dict[str, Any]]:
+    body = await api.ok("GET", f"/v1/calls?limit=1000{query}")
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 2.0) -> None:
+    """Poll `check` until it holds; fail after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
+    """Wait until the router resolves with this routing revision."""
+
+    async def current() -> bool:
+        seen = await router.app[RESOLVER].routing(CHANNEL)
+        return seen is not None and seen.revision == routing["revision"]
+
+    await eventually(current, within_s=1.0)

@@ -1,0 +1,486 @@
+"""The web console, driven in headless Chromium against the real admin app.
+
+Each test tells one story a user walks through and saves a screenshot of its key moment under
+test-artifacts/ (gitignored) so a reviewer can see what the user saw.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from admin.app import create_app
+from store.settings import Settings
+from tests.conftest import AgentFactory, Api
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium, headless, with everything that would phone home switched off.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# A common laptop screen.
+VIEWPORT = {"width": 1366, "height": 820}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Milliseconds: local pages answer in well under a second; a stuck step should fail fast.
+STEP_TIMEOUT_MS = 10_000
+NUMBER = "+14155550100"
+
+
+# --- browser and server ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (CI runs as root)."""
+    if not CHROMIUM.exists():
+        apt = shutil.which("apt-get")
+        if apt is None or os.geteuid() != 0:
+            pytest.skip("chromium is missing; install it with: apt-get install -y chromium")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run([apt, "update"], check=True, env=env)  # noqa: S603 (fixed arguments)
+        subprocess.run(  # noqa: S603 (fixed arguments)
+            [apt, "install", "-y", "--no-install-recommends", "chromium"], check=True, env=env
+        )
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def console_url(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """The real admin app on a free port, serving the console and the API."""
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def page(browser: Browser, console_url: str) -> AsyncIterator[Page]:
+    """A fresh browser context (empty sessionStorage); fails the test on any script error."""
+    context = await browser.new_context(viewport=VIEWPORT, base_url=console_url)  # type: ignore[arg-type]
+    context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    # Chrome logs every 4xx fetch as "Failed to load resource"; the console expects those.
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console: {msg.text}")
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    yield page
+    await context.close()
+    assert errors == []
+
+
+async def screenshot(page: Page, request: pytest.FixtureRequest, suffix: str = "") -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{suffix}.png"))
+
+
+async def sign_in(page: Page, token: str, at: str = "/console/") -> None:
+    await page.goto(at)
+    await page.get_by_label("Admin API token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+
+async def open_agent(page: Page, api: Api, agent_id: str, role: str) -> None:
+    await sign_in(page, api.tokens[role], f"/console/#/agents/{agent_id}")
+    await expect(page.get_by_role("heading", name="History")).to_be_visible()
+
+
+async def insert_call(pool: asyncpg.Pool, agent_id: str, version: int, **fields: Any) -> str:
+    """A served call on `version` (tests may write SQL; the service never lets admins do this)."""
+    config_hash = await pool.fetchval(
+        "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2", agent_id, version
+    )
+    call_id = fields.pop("call_id", f"call-{uuid.uuid4().hex[:12]}")
+    started = fields.pop("started_at", datetime.now(UTC) - timedelta(minutes=10))
+    row: dict[str, Any] = {
+        "call_id": call_id,
+        "provider": "generic",
+        "provider_call_id": call_id,
+        "channel": NUMBER,
+        "from_number": "+15551230000",
+        "agent_id": agent_id,
+        "version": version,
+        "config_hash": config_hash,
+        "variant": "control",
+        "routing_revision": 1,
+        "status": "completed",
+        "started_at": started,
+        "ended_at": started + timedelta(seconds=fields.get("duration_s", 90)),
+        "duration_s": 90.0,
+        "sentiment": "positive",
+        "automated": True,
+    } | fields
+    columns = list(row)
+    await pool.execute(
+        f"INSERT INTO calls ({', '.join(columns)}) "  # noqa: S608 (column names are literals above)
+        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
+        *row.values(),
+    )
+    return call_id
+
+
+# --- the stories -----------------------------------------------------------------------------
+
+
+async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest) -> None:
+    await page.goto("/console/")
+    await page.get_by_label("Admin API token").fill("agv_not-a-real-token")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_text("This token is not valid")).to_be_visible()
+
+    await sign_in(page, api.tokens["editor"])
+    await expect(page.get_by_text("editor-user · editor")).to_be_visible()
+    form = page.get_by_role("form", name="New agent")
+    await form.get_by_role("button", name="Create agent").click()
+    await expect(form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    await expect(form.get_by_text("String should have at least 1 character")).to_be_visible()
+    await form.get_by_label("Name").fill("Billing bot")
+    await form.get_by_label("System prompt").fill("You help callers with their invoices.")
+    await form.get_by_role("button", name="Create agent").click()
+
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Billing bot")
+    agents = await api.ok("GET", "/v1/agents")
+    assert [a["name"] for a in agents["items"]] == ["Billing bot"]
+    assert page.url.endswith(f"#/agents/{agents['items'][0]['id']}")
+    await expect(page.get_by_text("never published")).to_be_visible()
+    # The token lives in this tab's sessionStorage only: no cookie, nothing in localStorage.
+    storage = await page.evaluate("[sessionStorage.length, localStorage.length, document.cookie]")
+    assert storage == [1, 0, ""]
+    await screenshot(page, request)
+
+
+async def test_edit_draft(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent()
+    await open_agent(page, api, agent["id"], "editor")
+    await page.get_by_label("System prompt").fill("Answer billing questions briefly.")
+    await page.get_by_label("Temperature").fill("0.3")
+    await expect(page.get_by_text("Unsaved changes")).to_be_visible()
+    await page.get_by_label("Everything else (JSON)").fill(
+        '{"tools": [{"name": "lookup_invoice", "type": "function"}]}'
+    )
+    await page.get_by_role("button", name="Save draft").click()
+    await expect(page.get_by_text("Draft saved (revision 2)")).to_be_visible()
+    draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
+    assert draft["config"]["system_prompt"] == "Answer billing questions briefly."
+    assert draft["config"]["llm"]["temperature"] == 0.3
+    assert [t["name"] for t in draft["config"]["tools"]] == ["lookup_invoice"]
+
+    # A server-side validation error is shown at the field it concerns.
+    temperature = page.get_by_label("Temperature")
+    await temperature.fill("5")
+    await page.get_by_role("button", name="Save draft").click()
+    await expect(temperature).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#draft-llm-temperature-error")).to_contain_text(
+        "less than or equal to 2"
+    )
+    await screenshot(page, request, "-field-error")
+
+    # Someone else saves meanwhile: the If-Match conflict is explained, then overwritten.
+    await temperature.fill("0.4")
+    await api.ok(
+        "PATCH",
+        f"/v1/agents/{agent['id']}/draft",
+        role="publisher",
+        json={"config": {"welcome_message": "Hello from a colleague"}},
+    )
+    await page.get_by_role("button", name="Save draft").click()
+    conflict = page.locator("#conflict-banner")
+    await expect(conflict).to_contain_text("Someone else changed this draft")
+    await expect(conflict).to_contain_text("publisher-user saved revision 3")
+    await conflict.get_by_role("button", name="Show their changes").click()
+    await expect(conflict).to_contain_text("Hello from a colleague")
+    await screenshot(page, request)
+    await conflict.get_by_role("button", name="Overwrite revision 3 with my edits").click()
+    await expect(page.get_by_text("Draft saved (revision 4)")).to_be_visible()
+    draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
+    assert draft["config"]["llm"]["temperature"] == 0.4
+
+
+async def test_publish_with_diff_preview(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=1)
+    await api.ok(
+        "PATCH",
+        f"/v1/agents/{agent['id']}/draft",
+        json={"config": {"system_prompt": "Be brief.", "llm": {"model": "gpt-4o"}}},
+    )
+    await open_agent(page, api, agent["id"], "publisher")
+    await expect(page.get_by_text("unpublished changes")).to_be_visible()
+    await page.get_by_role("button", name="Publish…").click()
+
+    dialog = page.get_by_role("dialog", name="Publish V2")
+    await expect(
+        dialog.get_by_role("heading", name="Changes from V1 to draft revision 3")
+    ).to_be_visible()
+    await expect(dialog).to_contain_text('system_prompt: "Prompt of version 1." → "Be brief."')
+    await expect(dialog).to_contain_text('llm.model: "gpt-4o-mini" → "gpt-4o"')
+    await expect(dialog.locator(".diff-add")).to_have_count(2)
+    await dialog.get_by_role("button", name="Publish V2").click()
+    await expect(dialog.get_by_text("Give the version a name.")).to_be_visible()
+    await dialog.get_by_label("Version name").fill("Shorter prompt")
+    await dialog.get_by_label("Description").fill("Cuts the prompt and moves to gpt-4o.")
+    await screenshot(page, request)
+    await dialog.get_by_role("button", name="Publish V2").click()
+
+    await expect(page.get_by_text("Published V2 “Shorter prompt”.")).to_be_visible()
+    history = page.get_by_role("list", name="Draft, then versions newest first")
+    await expect(history.locator(".history-title")).to_have_text(
+        ["Draftsame as V2", "V2 Shorter prompt", "V1 v1"]
+    )
+    versions = await api.ok("GET", f"/v1/agents/{agent['id']}/versions")
+    assert [(v["version"], v["name"], v["author"]) for v in versions["items"]] == [
+        (2, "Shorter prompt", "publisher-user"),
+        (1, "v1", "admin-user"),
+    ]
+    assert versions["items"][0]["description"] == "Cuts the prompt and moves to gpt-4o."
+
+
+async def test_pin_number_to_v1(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=2)
+    await sign_in(page, api.tokens["publisher"], "/console/#/channels")
+    form = page.get_by_role("form", name="Pin a number")
+    await form.get_by_label("Phone number (E.164)").fill("4155550100")
+    await form.get_by_role("button", name="Pin").click()
+    await expect(form.get_by_text("Use E.164")).to_be_visible()
+    await form.get_by_label("Phone number (E.164)").fill(NUMBER)
+    await form.get_by_label("Agent").select_option(agent["id"])
+    await form.get_by_label("Version").select_option("1")
+    await form.get_by_role("button", name="Pin").click()
+
+    row = page.locator(f"tr[data-number='{NUMBER}']")
+    await expect(row.get_by_label(f"Version served on {NUMBER}")).to_have_value("1")
+    channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
+    assert [(v["agent_id"], v["version"], v["weight"]) for v in channel["variants"]] == [
+        (agent["id"], 1, 100)
+    ]
+    # The row's dropdown moves the pin: Draft, then back to V1.
+    await row.get_by_label(f"Version served on {NUMBER}").select_option("draft")
+    await row.get_by_role("button", name=f"Apply the version for {NUMBER}").click()
+    await expect(page.get_by_text(f"{NUMBER} now serves Support bot Draft.")).to_be_visible()
+    await row.get_by_label(f"Version served on {NUMBER}").select_option("1")
+    await row.get_by_role("button", name=f"Apply the version for {NUMBER}").click()
+    await expect(page.get_by_text(f"{NUMBER} now serves Support bot V1.")).to_be_visible()
+    channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
+    assert (channel["variants"][0]["version"], channel["revision"]) == (1, 3)
+    await screenshot(page, request)
+
+
+async def test_start_80_20_test(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=2)
+    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
+    await sign_in(page, api.tokens["publisher"], "/console/#/channels")
+    await page.get_by_role("button", name=f"A/B test on {NUMBER}").click()
+
+    dialog = page.get_by_role("dialog", name=f"A/B test on {NUMBER}")
+    weights = dialog.get_by_label("Weight in percent")
+    await expect(weights).to_have_count(2)
+    await weights.nth(1).fill("30")
+    await expect(dialog.locator("#ab-total")).to_have_text("Total 110%")
+    await dialog.get_by_role("button", name="Save and start").click()
+    await expect(dialog.get_by_text("make them add up to 100%")).to_be_visible()
+    await weights.nth(1).fill("20")
+    await expect(dialog.locator("#ab-total")).to_have_text("Total 100%")
+    versions = dialog.locator("select[id$='-version']")
+    await expect(versions.nth(0)).to_have_value("1")
+    await expect(versions.nth(1)).to_have_value("2")
+    await dialog.get_by_label("By caller").check()
+    await screenshot(page, request, "-editor")
+    await dialog.get_by_role("button", name="Save and start").click()
+
+    await expect(page.get_by_text("control 80%, challenger 20%")).to_be_visible()
+    row = page.locator(f"tr[data-number='{NUMBER}']")
+    await expect(row).to_contain_text("80% control: Support bot V1")
+    await expect(row).to_contain_text("20% challenger: Support bot V2")
+    channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
+    assert channel["sticky"] == "caller"
+    assert [(v["label"], v["version"], v["weight"]) for v in channel["variants"]] == [
+        ("control", 1, 80),
+        ("challenger", 2, 20),
+    ]
+    await screenshot(page, request)
+
+
+async def test_view_call_filtered_by_version(
+    page: Page,
+    api: Api,
+    pool: asyncpg.Pool,
+    make_agent: AgentFactory,
+    request: pytest.FixtureRequest,
+) -> None:
+    agent = await make_agent(versions=2)
+    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
+    v1_call = await insert_call(pool, agent["id"], 1, call_id="call-on-v1", duration_s=42.0)
+    await insert_call(pool, agent["id"], 2, call_id="call-on-v2", variant="challenger")
+    await sign_in(page, api.tokens["viewer"], f"/console/#/calls?agent_id={agent['id']}")
+    calls = page.locator("table.calls tbody tr")
+    await expect(calls).to_have_count(2)
+
+    await page.get_by_label("Version").select_option("1")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(
+        page.get_by_role("heading", name="1 call — agent Support bot, version V1")
+    ).to_be_visible()
+    await expect(calls).to_have_count(1)
+    await expect(calls.first).to_contain_text("42 s")
+    assert "version=1" in page.url
+    await page.get_by_role("button", name=f"Details of call {v1_call}").click()
+    dialog = page.get_by_role("dialog", name=f"Call {v1_call}")
+    await expect(dialog).to_contain_text("Served V1 of Support bot as variant “control”.")
+    await screenshot(page, request)
+
+
+async def test_restore_v1(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=2)
+    await api.ok(
+        "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"welcome_message": "WIP"}}
+    )
+    await open_agent(page, api, agent["id"], "publisher")
+    await page.get_by_role("button", name="Restore V1 into the draft").click()
+
+    dialog = page.get_by_role("dialog", name="Restore V1 into the draft?")
+    await expect(dialog).to_contain_text("Unpublished draft changes will be lost.")
+    await expect(dialog).to_contain_text("differs from V2")
+    await expect(dialog.get_by_role("button", name="Publish the draft first…")).to_be_visible()
+    await screenshot(page, request, "-warning")
+    await dialog.get_by_role("button", name="Restore V1").click()
+
+    await expect(page.get_by_text("Restored V1 into the draft (revision 5).")).to_be_visible()
+    await expect(page.get_by_label("System prompt")).to_have_value("Prompt of version 1.")
+    await expect(page.get_by_label("Welcome message")).to_have_value("")
+    draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
+    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    assert (draft["revision"], draft["config_hash"]) == (5, v1["config_hash"])
+    await screenshot(page, request)
+
+
+async def test_compare_any_two_versions(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=3)
+    await open_agent(page, api, agent["id"], "viewer")
+    compare = page.get_by_role("button", name="Compare selected")
+    await expect(compare).to_be_disabled()
+    await page.get_by_label("Select V3 for comparison").check()
+    await page.get_by_label("Select V1 for comparison").check()
+    await compare.click()
+    dialog = page.get_by_role("dialog", name="Compare V1 → V3")
+    await expect(dialog).to_contain_text(
+        'system_prompt: "Prompt of version 1." → "Prompt of version 3."'
+    )
+    await expect(dialog.locator(".diff-del")).to_have_count(1)
+    await screenshot(page, request)
+    await dialog.get_by_role("button", name="Close").click()
+    await page.get_by_role("button", name="Open V2").click()
+    await expect(page.get_by_role("dialog", name="V2 — v2")).to_contain_text("Prompt of version 2.")
+
+
+async def test_viewer_sees_disabled_actions_with_reasons(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=1)
+    await open_agent(page, api, agent["id"], "viewer")
+    publish = page.get_by_role("button", name="Publish…")
+    await expect(publish).to_be_disabled()
+    await expect(publish).to_have_attribute(
+        "title", "Publishing needs the publisher role; you are signed in as viewer."
+    )
+    await expect(page.get_by_role("button", name="Save draft")).to_be_disabled()
+    await expect(page.get_by_role("button", name="Restore V1 into the draft")).to_be_disabled()
+    await expect(page.get_by_text("Needs publisher role").first).to_be_visible()
+    await expect(page.get_by_label("System prompt")).not_to_be_editable()
+    await screenshot(page, request)
+    await page.get_by_role("link", name="Channels").click()
+    await expect(page.get_by_role("button", name="Pin")).to_be_disabled()
+
+
+async def test_analytics_page(
+    page: Page,
+    api: Api,
+    pool: asyncpg.Pool,
+    make_agent: AgentFactory,
+    request: pytest.FixtureRequest,
+) -> None:
+    agent = await make_agent(versions=2)
+    for i in range(12):
+        await insert_call(pool, agent["id"], 1, automated=i % 2 == 0, duration_s=60.0 + 10 * i)
+        await insert_call(
+            pool,
+            agent["id"],
+            2,
+            automated=i % 4 != 0,
+            duration_s=40.0 + 5 * i,
+            sentiment="negative" if i % 5 == 0 else "neutral",
+        )
+    available = (await api.call("GET", f"/v1/analytics/versions?agent_id={agent['id']}")).status
+    await sign_in(page, api.tokens["viewer"], f"/console/#/analytics?agent_id={agent['id']}")
+    versions = page.get_by_role("region", name="Versions compared")
+    if available == 404:
+        await expect(versions).to_contain_text("not available yet")
+    else:
+        await expect(versions.get_by_role("img", name="Automation rate by version")).to_be_visible()
+        await expect(versions.locator("table.verdicts tbody tr")).to_have_count(2)
+    await screenshot(page, request)
+
+
+async def test_console_is_served_by_the_admin_service(console_url: str, api: Api) -> None:
+    """Every asset comes from the admin service, under a CSP that allows nothing else."""
+    index = await api.call("GET", "/console/", role=None)
+    assert index.status == 200
+    assert "default-src 'self'" in index.headers["Content-Security-Policy"]
+    html = await index.text()
+    assert "http://" not in html and "https://" not in html
+    script = await api.call("GET", "/console/app.js", role=None)
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    for bad in ("/console/../app.py", "/console/%2e%2e%2fapp.py", "/console/nope.js"):
+        assert (await api.call("GET", bad, role=None)).status == 404, bad
+    root = await api.call("GET", "/", role=None, allow_redirects=False)
+    assert (root.status, root.headers["Location"]) == (302, "/console/")
+    assert await api.ok("GET", "/v1/whoami", role="editor") == {
+        "name": "editor-user",
+        "role": "editor",
+    }

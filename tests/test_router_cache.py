@@ -1,0 +1,273 @@
+"""The layered cache and the change feed: shared invalidation, single flight, resync after a
+lost feed, and sticky A/B assignments that survive weight changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from router.draw import draw_point, pick
+from router.keys import FEED, METRICS, RESOLVER, SNAPSHOTS
+from store import cache
+from store.channels import Variant
+from store.feed import APPLICATION_NAME
+from store.settings import Settings
+from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import (
+    CHANNEL,
+    RouterClient,
+    RouterFactory,
+    Webhooks,
+    eventually,
+    list_calls,
+    pin,
+    sees,
+)
+
+TERMINATE_FEED = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE application_name = $1 AND datname = current_database()
+"""
+
+
+def _loads(router: RouterClient, kind: str) -> float:
+    labels = {"kind": kind, "tier": "postgres", "result": "hit"}
+    return (
+        router.app[METRICS].registry.get_sample_value("agentver_cache_lookups_total", labels) or 0.0
+    )
+
+
+async def test_two_routers_see_a_pin_change_through_the_feed(
+    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+) -> None:
+    agent = await make_agent(versions=2)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    routers = [await start_router(), await start_router()]
+    for r in routers:  # warm both caches
+        assert (await r.app[RESOLVER].routing(CHANNEL)) is not None
+
+    await pin(api, {"agent_id": agent["id"], "version": 2})
+
+    async def both_on_v2() -> bool:
+        routings = [await r.app[RESOLVER].routing(CHANNEL) for r in routers]
+        return all(x is not None and x.variants[0].version == 2 for x in routings)
+
+    await eventually(both_on_v2, within_s=1.0)
+
+
+async def test_cache_hits_read_no_database(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await webhooks.twilio_call("CA-warm")
+    loads = (_loads(router, "routing"), _loads(router, "version"))
+    for n in range(5):
+        await webhooks.twilio_call(f"CA-hot-{n}")
+    assert (_loads(router, "routing"), _loads(router, "version")) == loads == (1.0, 1.0)
+
+
+async def test_concurrent_misses_cause_one_load(
+    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    router = await start_router()
+    resolver = router.app[RESOLVER]
+    routings = await asyncio.gather(*(resolver.routing(CHANNEL) for _ in range(50)))
+    assert all(r == routings[0] for r in routings)
+    assert _loads(router, "routing") == 1
+
+
+async def test_undecodable_redis_entry_is_a_miss(
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    settings: Settings,
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    await redis.set(router.app[SNAPSHOTS].key(cache.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
+    await redis.aclose()
+
+    answer = await webhooks.twilio_call("CA-garbage")
+
+    assert answer["version"] == "1"
+    labels = {"kind": "version", "tier": "redis", "result": "decode_error"}
+    assert (
+        router.app[METRICS].registry.get_sample_value("agentver_cache_lookups_total", labels) == 1
+    )
+
+
+async def test_lost_feed_drops_mutable_entries_and_resyncs(
+    api: Api,
+    make_agent: AgentFactory,
+    router: RouterClient,
+    pool: asyncpg.Pool,
+    settings: Settings,
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    snapshots, resolver = router.app[SNAPSHOTS], router.app[RESOLVER]
+    await resolver.routing(CHANNEL)
+    assert snapshots.mutable_l1_size() == 1
+    # A mutable entry a worker may have written before an outage nobody saw.
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    stale_key = snapshots.key(cache.ROUTING, "+15550002222")
+    await redis.set(stale_key, cache.encode_routing(None))
+
+    await pool.execute(TERMINATE_FEED, APPLICATION_NAME)
+
+    async def dropped() -> bool:
+        return snapshots.mutable_l1_size() == 0
+
+    await eventually(dropped)
+
+    async def resynced() -> bool:
+        return router.app[FEED].connected.is_set() and snapshots.trusted
+
+    await eventually(resynced)
+    assert await redis.exists(stale_key) == 0
+    await redis.aclose()
+    # And the feed works again: a re-pin reaches this worker.
+    await resolver.routing(CHANNEL)
+    await pin(api, {"agent_id": agent["id"], "version": None})
+
+    async def on_draft() -> bool:
+        routing = await resolver.routing(CHANNEL)
+        return routing is not None and routing.variants[0].version is None
+
+    await eventually(on_draft, within_s=1.0)
+
+
+async def test_same_caller_keeps_their_variant_after_a_weight_change(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    a, b = await make_agent(versions=1), await make_agent(versions=1)
+
+    def ab(weight_a: int, weight_b: int) -> dict[str, Any]:
+        return {
+            "variants": [
+                {"label": "a", "agent_id": a["id"], "version": 1, "weight": weight_a},
+                {"label": "b", "agent_id": b["id"], "version": 1, "weight": weight_b},
+            ]
+        }
+
+    async def call_all(round_: str, callers: list[str]) -> dict[str, str]:
+        return {
+            c: (await webhooks.twilio_call(f"CA-{round_}-{c}", caller=c))["agent_id"]
+            for c in callers
+        }
+
+    routing = await pin(api, ab(50, 50))
+    assert routing["sticky"] == "caller"
+    callers = [f"+1212555{n:04d}" for n in range(40)]
+    first = await call_all("1", callers)
+    assert set(first.values()) == {a["id"], b["id"]}
+    assert await call_all("2", callers) == first
+
+    await sees(router, await pin(api, ab(10, 90)))  # the feed delivered the new weights
+    assert await call_all("3", callers) == first
+    # New callers follow the new weights (the channel keeps its salt across changes).
+    newcomers = [f"+1646555{n:04d}" for n in range(10)]
+    variants = [Variant("a", a["id"], 1, 10), Variant("b", b["id"], 1, 90)]
+    salt = await _salt(router)
+    assert await call_all("new", newcomers) == {
+        c: pick(variants, draw_point(salt, c)).agent_id for c in newcomers
+    }
+
+    await sees(router, await pin(api, ab(0, 100)))  # a loses all weight: redrawn to b...
+    assert set((await call_all("4", callers)).values()) == {b["id"]}
+    await sees(router, await pin(api, ab(50, 50)))  # ...and b is what they keep from then on
+    assert set((await call_all("5", callers)).values()) == {b["id"]}
+
+
+async def _salt(router: RouterClient) -> str:
+    routing = await router.app[RESOLVER].routing(CHANNEL)
+    assert routing is not None
+    return routing.salt
+
+
+async def test_split_of_real_calls_follows_the_pure_draw(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    variants = [
+        {"label": "control", "agent_id": agent["id"], "version": 1, "weight": 80},
+        {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 20},
+    ]
+    await pin(api, {"variants": variants})
+    salt = await _salt(router)
+    pure = [Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants]
+    callers = [f"+1718555{n:04d}" for n in range(1200)]
+    # Over many distinct callers the pure draw splits 80/20 (sd 1.2 points at n = 1200)...
+    split = Counter(pick(pure, draw_point(salt, c)).label for c in callers)
+    assert abs(split["control"] / len(callers) - 0.8) < 0.05
+    # ...and real webhook calls land exactly where the pure draw says.
+    for c in callers[:30]:
+        answer = await webhooks.generic_call(f"g-{c}", caller=c)
+        expected = pick(pure, draw_point(salt, c))
+        assert answer["version"] == ("draft" if expected.version is None else "1")
+    calls = await list_calls(api)
+    assert {c["variant"] for c in calls} <= {"control", "draft"}
+
+
+async def test_sticky_call_draws_per_provider_call_id(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    variants = [
+        {"label": "v1", "agent_id": agent["id"], "version": 1, "weight": 50},
+        {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 50},
+    ]
+    await pin(api, {"variants": variants, "sticky": "call"})
+    salt = await _salt(router)
+    pure = [Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants]
+    for n in range(10):
+        answer = await webhooks.generic_call(f"g-call-{n}")
+        expected = pick(pure, draw_point(salt, f"g-call-{n}"))
+        assert answer["version"] == ("draft" if expected.version is None else "1")
+
+
+async def test_resolve_dry_run_explains_and_records_nothing(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    body = {
+        "variants": [
+            {"label": "a", "agent_id": agent["id"], "version": 1, "weight": 50},
+            {"label": "b", "agent_id": agent["id"], "version": None, "weight": 50},
+        ]
+    }
+    await pin(api, body)
+    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    url = "/v1/resolve?to=%2B1%20415%20555%200100&from=%2B12125550123"
+
+    fresh = await (await router.get(url, headers=auth)).json()
+    assert await list_calls(api) == []
+    assert fresh["rule"] == "draw" and fresh["channel"] == CHANNEL
+    assert fresh["u"] == draw_point(await _salt(router), "+12125550123") / 2**64
+    assert fresh["variant"] == fresh["drawn"]
+
+    await webhooks.twilio_call("CA-remember")
+    body["variants"][0 if fresh["variant"] == "b" else 1]["weight"] = 100
+    body["variants"][1 if fresh["variant"] == "b" else 0]["weight"] = 1
+    await sees(router, await pin(api, body))
+    remembered = await (await router.get(url, headers=auth)).json()
+    assert (remembered["rule"], remembered["variant"]) == ("remembered", fresh["variant"])
+
+    unknown = await (await router.get("/v1/resolve?to=%2B15550009999", headers=auth)).json()
+    assert unknown == {
+        "to": "+15550009999",
+        "from": "",
+        "rule": "fallback",
+        "reason": "unknown_number",
+    }
+    assert (await router.get("/v1/resolve", headers=auth)).status == 400
+    assert (await router.get(url)).status == 401

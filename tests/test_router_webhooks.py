@@ -1,0 +1,392 @@
+"""The router end to end: signed webhooks in, native answers out, every call recorded once."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+from router.keys import METRICS, TELNYX
+from store.settings import Settings
+from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import (
+    CALLER,
+    CHANNEL,
+    TELNYX_API_KEY,
+    FakeTelnyx,
+    RouterClient,
+    RouterFactory,
+    Webhooks,
+    list_calls,
+    pin,
+    sees,
+)
+
+STREAM_URL = "wss://media.example.com/stream"
+
+
+def _metric(router: RouterClient, name: str, labels: dict[str, str]) -> float:
+    value = router.app[METRICS].registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_pinned_version_is_served_and_recorded(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+) -> None:
+    agent = await make_agent(versions=2)
+    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+
+    answer = await webhooks.twilio_call("CA-pinned")
+
+    call_id = answer["call_id"]
+    assert answer == {
+        "url": STREAM_URL,
+        "call_id": call_id,
+        "agent_id": agent["id"],
+        "version": "1",
+        "config_hash": v1["config_hash"],
+    }
+    [call] = await list_calls(api)
+    assert call == {
+        "call_id": call_id,
+        "provider": "twilio",
+        "provider_call_id": "CA-pinned",
+        "channel": CHANNEL,
+        "from": CALLER,
+        "agent_id": agent["id"],
+        "version": 1,
+        "draft_revision": None,
+        "config_hash": v1["config_hash"],
+        "variant": "default",
+        "status": "initiated",
+        "started_at": call["started_at"],
+        "ended_at": None,
+        "duration_s": None,
+        "sentiment": None,
+        "automated": None,
+    }
+
+
+async def test_twiml_stream_url_has_no_query_and_values_are_escaped(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    params = {"CallSid": 'CA<&">', "From": CALLER, "To": CHANNEL}
+    resp = await webhooks.twilio("/webhooks/twilio/voice", params)
+    text = await resp.text()
+    assert resp.content_type == "application/xml"
+    assert "?" not in text.split('url="')[1].split('"')[0]
+    [call] = await list_calls(api)
+    assert call["provider_call_id"] == 'CA<&">' and call["version"] is None
+
+
+async def test_retried_call_sid_gets_the_same_answer_and_one_record(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+
+    first = await webhooks.twilio_call("CA-retry")
+    again = await webhooks.twilio_call("CA-retry")
+    burst = await asyncio.gather(*(webhooks.twilio_call("CA-burst") for _ in range(8)))
+
+    assert again == first
+    assert all(b == burst[0] for b in burst)
+    calls = await list_calls(api)
+    assert sorted(c["provider_call_id"] for c in calls) == ["CA-burst", "CA-retry"]
+    labels = {"provider": "twilio", "variant": "default", "agent_id": agent["id"], "version": "1"}
+    assert _metric(router, "agentver_calls_routed_total", {**labels, "outcome": "retry"}) == 8
+
+
+async def test_bad_signatures_are_refused_and_record_nothing(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    params = {"CallSid": "CA-forged", "From": CALLER, "To": CHANNEL}
+    forged = webhooks.twilio_signature("/webhooks/twilio/voice", {**params, "To": "+15550000000"})
+    event = {"data": {"event_type": "call.initiated", "payload": {"call_control_id": "v3:x"}}}
+
+    responses = [
+        await webhooks.twilio("/webhooks/twilio/voice", params, signature=forged),
+        await router.post("/webhooks/twilio/voice", data=params),  # no signature at all
+        await webhooks.twilio("/webhooks/twilio/status", params, signature=forged),
+        await webhooks.generic(
+            {"call_id": "g-1", "from": CALLER, "to": CHANNEL}, signature="sha256=00"
+        ),
+        await webhooks.telnyx(event, sent_at=time.time() - 600),
+    ]
+
+    assert [r.status for r in responses] == [403] * 5
+    assert (await responses[0].json())["error"]["code"] == "forbidden"
+    assert await list_calls(api) == []
+    rejected = "agentver_webhooks_rejected_total"
+    assert _metric(router, rejected, {"provider": "twilio", "reason": "bad_signature"}) == 2
+    assert _metric(router, rejected, {"provider": "twilio", "reason": "missing_signature"}) == 1
+    assert _metric(router, rejected, {"provider": "generic", "reason": "bad_signature"}) == 1
+    assert _metric(router, rejected, {"provider": "telnyx", "reason": "stale_timestamp"}) == 1
+
+
+async def test_unknown_number_hears_the_fallback(
+    api: Api, webhooks: Webhooks, router: RouterClient, start_router: RouterFactory
+) -> None:
+    params = {"CallSid": "CA-lost", "From": CALLER, "To": "+15550001111"}
+    resp = await webhooks.twilio("/webhooks/twilio/voice", params)
+    assert resp.status == 200
+    assert await resp.text() == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Say>Sorry, this number cannot take '
+        "your call right now. Goodbye.</Say><Hangup /></Response>"
+    )
+    reasons = {"provider": "twilio", "reason": "unknown_number"}
+    assert _metric(router, "agentver_fallbacks_total", reasons) == 1
+    assert await list_calls(api) == []
+
+    dialing = Webhooks(
+        await start_router(fallback="dial:+1 415 555 0199"), webhooks.settings, webhooks.key
+    )
+    resp = await dialing.twilio("/webhooks/twilio/voice", params)
+    assert "<Dial>+14155550199</Dial>" in await resp.text()
+    generic = await dialing.generic({"call_id": "g-lost", "from": CALLER, "to": "+15550001111"})
+    assert await generic.json() == {"fallback": {"action": "dial", "number": "+14155550199"}}
+
+
+async def test_draft_pin_follows_an_edit_within_a_second(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    before = await webhooks.generic_call("g-0")
+    assert before["version"] == "draft"
+
+    draft = await api.ok(
+        "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"welcome_message": "Hi!"}}
+    )
+    edited_at = time.monotonic()
+    n = 0
+    while True:
+        n += 1
+        answer = await webhooks.generic_call(f"g-{n}")
+        if answer["config_hash"] == draft["config_hash"]:
+            break
+        assert time.monotonic() - edited_at < 1.0, "the edit did not reach the router in 1 s"
+        await asyncio.sleep(0.01)
+    calls = {c["call_id"]: c for c in await list_calls(api)}
+    assert calls[answer["call_id"]]["draft_revision"] == draft["revision"]
+    assert calls[before["call_id"]]["draft_revision"] == draft["revision"] - 1
+
+
+async def test_generic_answer(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router_settings: Settings
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    answer = await webhooks.generic_call("g-answer")
+    assert answer == {
+        "call_id": answer["call_id"],
+        "agent_id": agent["id"],
+        "version": "1",
+        "config_hash": answer["config_hash"],
+        "stream_url": STREAM_URL,
+        "config_url": f"https://router.example.com/v1/calls/{answer['call_id']}/config",
+    }
+    resp = await webhooks.generic({"call_id": "g-bad", "from": CALLER})
+    assert resp.status == 400
+
+
+async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=2)
+    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    answer = await webhooks.twilio_call("CA-lookup")
+    await pin(api, {"agent_id": agent["id"], "version": 2})
+    await api.ok("PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"name": "New"}})
+
+    token = api.tokens["runtime"]
+    resp = await router.get(
+        f"/v1/calls/{answer['call_id']}/config", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 200
+    assert await resp.json() == {
+        "call_id": answer["call_id"],
+        "agent_id": agent["id"],
+        "version": 1,
+        "draft_revision": None,
+        "config_hash": v1["config_hash"],
+        "config": v1["config"],
+    }
+    assert (await router.get(f"/v1/calls/{answer['call_id']}/config")).status == 401
+    missing = await router.get(
+        "/v1/calls/nope/config", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert missing.status == 404
+
+
+async def test_config_blobs_are_immutable_and_cacheable(
+    api: Api, make_agent: AgentFactory, router: RouterClient
+) -> None:
+    agent = await make_agent()
+    digest = agent["draft"]["config_hash"]
+    auth = {"Authorization": f"Bearer {api.tokens['viewer']}"}
+
+    resp = await router.get(f"/v1/configs/{digest}", headers=auth)
+    assert resp.status == 200
+    assert await resp.json() == agent["draft"]["config"]
+    assert resp.headers["ETag"] == f'"{digest}"'
+    assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+    cached = await router.get(
+        f"/v1/configs/{digest}", headers={**auth, "If-None-Match": f'"{digest}"'}
+    )
+    assert cached.status == 304 and cached.headers["ETag"] == f'"{digest}"'
+    assert (await router.get("/v1/configs/" + "0" * 64, headers=auth)).status == 404
+    assert (await router.get("/v1/configs/not-a-hash", headers=auth)).status == 404
+
+
+async def test_twilio_status_callback_closes_the_call(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    await webhooks.twilio_call("CA-status")
+    status = {
+        "CallSid": "CA-status",
+        "CallStatus": "completed",
+        "CallDuration": "42",
+        "Timestamp": "Thu, 26 Nov 2026 04:15:00 +0000",
+    }
+    resp = await webhooks.twilio("/webhooks/twilio/status", status)
+    assert resp.status == 204
+    again = await webhooks.twilio("/webhooks/twilio/status", {**status, "CallDuration": "99"})
+    assert again.status == 204
+    [call] = await list_calls(api)
+    assert (call["status"], call["duration_s"]) == ("completed", 42.0)
+    assert call["ended_at"].startswith("2026-11-26T04:15:00")
+
+
+def _telnyx_event(kind: str, ccid: str, **payload: Any) -> dict[str, Any]:
+    return {
+        "data": {
+            "record_type": "event",
+            "event_type": kind,
+            "occurred_at": "2026-11-26T04:16:10.000000Z",
+            "payload": {"call_control_id": ccid, "from": CALLER, "to": CHANNEL, **payload},
+        }
+    }
+
+
+async def test_telnyx_call_is_answered_with_the_stream_then_closed(
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    telnyx_api: FakeTelnyx,
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    initiated = _telnyx_event("call.initiated", "v3:abc", direction="incoming")
+
+    assert (await webhooks.telnyx(initiated)).status == 200
+    assert (await webhooks.telnyx(initiated)).status == 200  # redelivered
+    await router.app[TELNYX].drain()
+
+    [call] = await list_calls(api)
+    assert len(telnyx_api.commands) == 2
+    ccid, action, body, auth = telnyx_api.commands[0]
+    assert (ccid, action, auth) == ("v3:abc", "answer", f"Bearer {TELNYX_API_KEY}")
+    assert telnyx_api.commands[1][2] == body  # same command_id: Telnyx runs it once
+    assert body["stream_url"] == STREAM_URL and body["stream_track"] == "both_tracks"
+    assert json.loads(base64.b64decode(body["client_state"])) == {
+        "call_id": call["call_id"],
+        "agent_id": agent["id"],
+        "version": "1",
+        "config_hash": call["config_hash"],
+    }
+
+    hangup = _telnyx_event(
+        "call.hangup",
+        "v3:abc",
+        start_time="2026-11-26T04:15:00.000000Z",
+        end_time="2026-11-26T04:16:10.000000Z",
+    )
+    assert (await webhooks.telnyx(hangup)).status == 200
+    assert (await webhooks.telnyx(hangup)).status == 200
+    [call] = await list_calls(api)
+    assert (call["status"], call["duration_s"]) == ("completed", 70.0)
+
+
+async def test_telnyx_hangup_before_initiated_is_not_answered(
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    telnyx_api: FakeTelnyx,
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    hangup = _telnyx_event(
+        "call.hangup",
+        "v3:late",
+        start_time="2026-11-26T04:15:00.000000Z",
+        end_time="2026-11-26T04:15:05.000000Z",
+    )
+    await webhooks.telnyx(hangup)
+    await webhooks.telnyx(_telnyx_event("call.initiated", "v3:late", direction="incoming"))
+    await router.app[TELNYX].drain()
+
+    [call] = await list_calls(api)
+    assert (call["status"], call["duration_s"]) == ("completed", 5.0)
+    assert telnyx_api.commands == []
+
+
+async def test_call_list_filters_and_pages(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await webhooks.generic_call("g-v1")
+    await sees(router, await pin(api, {"agent_id": agent["id"], "version": None}))
+    await webhooks.generic_call("g-draft-1")
+    await webhooks.generic_call("g-draft-2")
+
+    assert [c["provider_call_id"] for c in await list_calls(api, "&version=1")] == ["g-v1"]
+    drafts = await list_calls(api, f"&version=draft&agent_id={agent['id']}")
+    assert [c["provider_call_id"] for c in drafts] == ["g-draft-2", "g-draft-1"]
+    assert await list_calls(api, "&variant=nope") == []
+    assert len(await list_calls(api, "&channel=%2B14155550100")) == 3
+    assert await list_calls(api, "&since=2999-01-01T00:00:00Z") == []
+    assert len(await list_calls(api, "&until=2999-01-01T00:00:00%2B00:00")) == 3
+
+    page = await api.ok("GET", "/v1/calls?limit=2")
+    rest = await api.ok("GET", f"/v1/calls?limit=2&cursor={page['next_cursor']}")
+    assert [c["provider_call_id"] for c in page["items"] + rest["items"]] == [
+        "g-draft-2",
+        "g-draft-1",
+        "g-v1",
+    ]
+    assert rest["next_cursor"] is None
+    assert (await api.call("GET", "/v1/calls?version=two")).status == 400
+    assert (await api.call("GET", "/v1/calls", role=None)).status == 401
+
+
+async def test_operations_endpoints(router: RouterClient) -> None:
+    assert (await router.get("/healthz")).status == 200
+    ready = await router.get("/readyz")
+    assert (ready.status, await ready.json()) == (200, {"status": "ready", "degraded": []})
+    metrics = await router.get("/metrics")
+    assert metrics.status == 200
+    assert "agentver_change_feed_connected 1.0" in await metrics.text()
+
+
+async def test_readyz_names_a_degraded_redis(start_router: RouterFactory) -> None:
+    router = await start_router(redis_url="redis://127.0.0.1:1/0")
+    ready = await router.get("/readyz")
+    assert (ready.status, await ready.json()) == (
+        503,
+        {"status": "degraded", "degraded": ["redis"]},
+    )
