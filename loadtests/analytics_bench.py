@@ -47,7 +47,8 @@ SELECT 'bench-' || g, 'bench', 'bench-' || g,
        CASE WHEN g % 4 < 2 THEN 'control' ELSE 'treatment' END, 1,
        CASE WHEN s.r < 0.95 THEN 'completed' ELSE 'failed' END,
        s.started, s.started + make_interval(secs => s.duration), s.duration,
-       CASE WHEN s.r < 0.75 THEN (ARRAY['positive', 'neutral', 'negative'])[1 + (s.r * 4000)::int % 3] END,
+       CASE WHEN s.r < 0.75
+            THEN (ARRAY['positive', 'neutral', 'negative'])[1 + (s.r * 4000)::int % 3] END,
        CASE WHEN s.r < 0.75 THEN random() < 0.5 + coalesce(s.version, 6) * 0.02 END
 FROM generate_series(1, $5) AS g,
      LATERAL (SELECT NULLIF(g % ($6 + 1), 0) AS version, random() AS r,
@@ -67,12 +68,14 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
+def _with_prompt(prompt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda config: {**config, "system_prompt": prompt}
+
+
 async def _seed(pool: asyncpg.Pool, calls: int) -> str:
     agent = await agents.create_agent(pool, MINIMAL_CONFIG, "bench")
     for n in range(1, VERSIONS + 1):
-        await agents.update_draft(
-            pool, agent.id, lambda c, n=n: {**c, "system_prompt": f"Prompt {n}."}, "bench"
-        )
+        await agents.update_draft(pool, agent.id, _with_prompt(f"Prompt {n}."), "bench")
         await agents.publish(pool, agent.id, f"v{n}", "", "bench")
     config_hash = (await agents.get_agent(pool, agent.id)).draft.config_hash
     now = datetime.now(UTC)
@@ -113,7 +116,9 @@ async def _measure(url: str, calls: int, runs: int) -> dict[str, Any]:
 
         store_versions, store_ab = await _time(runs, versions), await _time(runs, ab)
         token = await create_token(pool, "bench", "viewer")
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(Settings(database_url=url))))
+        client: TestClient[Any, Any] = TestClient(
+            TestServer(create_app(Settings(database_url=url)))
+        )
         await client.start_server()
         try:
             query = {"agent_id": agent_id, "since": since.isoformat(), "until": until.isoformat()}

@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from httpkit.errors import error_middleware
 from httpkit.keys import POOL, SETTINGS
@@ -18,9 +21,11 @@ from router.keys import (
     FALLBACK,
     FEED,
     METRICS,
+    PG_BREAKER,
     REDIS,
     RESOLVER,
     SNAPSHOTS,
+    SPOOL,
     STREAM_URL,
     TELNYX,
     WRITER,
@@ -30,12 +35,16 @@ from router.providers import check_stream_url, parse_fallback
 from router.recorder import CallWriter
 from router.resolve import Resolver
 from router.routes import setup_routes
+from router.spool import Spool
 from router.telnyx import TelnyxApi
 from store import cache
+from store.breaker import CircuitBreaker
 from store.db import create_pool
 from store.feed import Change, ChangeFeed
-from store.layered import LayeredCache
+from store.layered import DATABASE_UNAVAILABLE, LayeredCache
 from store.settings import Settings
+
+log = structlog.get_logger()
 
 # Webhook bodies are a few KB; anything near this is not a provider.
 MAX_BODY_BYTES = 256 * 1024
@@ -43,8 +52,16 @@ MAX_BODY_BYTES = 256 * 1024
 REDIS_TIMEOUT_S = 0.5
 # Config blobs reach hundreds of KB; a few hundred of them in L1 cover the configs in use.
 CONFIG_L1_SIZE = 256
+# Seconds a stopping worker lets in-flight webhooks run: a webhook takes milliseconds, or at
+# worst a Redis and a Postgres timeout, well under the providers' own 10-15 s.
+SHUTDOWN_TIMEOUT_S = 10.0
 # Seconds start-up waits for the change feed; without it the router still serves, uncached.
 FEED_STARTUP_WAIT_S = 5.0
+# Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
+# and an idle worker does one directory listing per second.
+SPOOL_REPLAY_INTERVAL_S = 1.0
+# Seconds shutdown spends replaying the spool; what is left is replayed by the next worker.
+SPOOL_SHUTDOWN_REPLAY_S = 10.0
 
 
 class CacheInvalidation:
@@ -87,13 +104,20 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
+        # No retries: a call never waits out a backoff; the breaker decides when to try again.
+        retry=Retry(NoBackoff(), 0),
     )
-    app[SNAPSHOTS] = snapshots = LayeredCache(client, settings.redis_prefix, metrics.observe_cache)
-    app[CONFIGS] = LayeredCache(
-        client, settings.redis_prefix, metrics.observe_cache, l1_size=CONFIG_L1_SIZE
+    breaker = CircuitBreaker()
+    metrics.dependency_up.labels("redis").set_function(lambda: float(breaker.available))
+    prefix, observe = settings.redis_prefix, metrics.observe_cache
+    app[SNAPSHOTS] = snapshots = LayeredCache(client, prefix, observe, breaker=breaker)
+    app[CONFIGS] = configs = LayeredCache(
+        client, prefix, observe, l1_size=CONFIG_L1_SIZE, breaker=breaker
     )
     app[RESOLVER] = Resolver(app[POOL], snapshots)
     yield
+    await snapshots.close()
+    await configs.close()
     await client.aclose()
 
 
@@ -107,11 +131,54 @@ async def _change_feed(app: web.Application) -> AsyncIterator[None]:
     await _background(task)
 
 
+async def _spool(app: web.Application) -> AsyncIterator[None]:
+    app[SPOOL] = spool = Spool(app[SETTINGS].spool_dir)
+    yield
+    spool.close()
+
+
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = writer = CallWriter(app[POOL])
+    breaker, metrics = CircuitBreaker(), app[METRICS]
+    metrics.dependency_up.labels("postgres").set_function(lambda: float(breaker.available))
+    app[PG_BREAKER] = breaker
+    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], breaker, metrics)
+    # A previous run's spooled calls: their provider retries get the answer they got then.
+    writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())
     yield
     await _background(task)
+
+
+async def _replay(app: web.Application) -> None:
+    """One attempt to move the spool into Postgres, unless Postgres is known to be down."""
+    breaker = app[PG_BREAKER]
+    if not breaker.allow():
+        return
+    try:
+        replayed = await app[WRITER].replay()
+    except DATABASE_UNAVAILABLE as exc:
+        breaker.failed()
+        log.warning("spool_replay_unavailable", error=type(exc).__name__)
+        return
+    breaker.succeeded()
+    if replayed:
+        log.info("spool_replayed", records=replayed)
+
+
+async def _replay_forever(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(SPOOL_REPLAY_INTERVAL_S)
+        if app[WRITER].spooled or app[SPOOL].pending_bytes():
+            await _replay(app)
+
+
+async def _spool_flusher(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_replay_forever(app))
+    yield
+    await _background(task)
+    # In-flight webhooks have finished: whatever they spooled goes to Postgres now if it can.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_replay(app), SPOOL_SHUTDOWN_REPLAY_S)
 
 
 async def _telnyx(app: web.Application) -> AsyncIterator[None]:
@@ -131,6 +198,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = RouterMetrics()
     app[FALLBACK] = parse_fallback(settings.fallback)
     app[STREAM_URL] = check_stream_url(settings.media_stream_url)
-    app.cleanup_ctx.extend([_postgres, _redis, _change_feed, _call_writer, _telnyx])
+    app.cleanup_ctx.extend(
+        [_postgres, _redis, _change_feed, _spool, _call_writer, _spool_flusher, _telnyx]
+    )
     setup_routes(app)
     return app

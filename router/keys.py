@@ -9,7 +9,9 @@ from router.metrics import RouterMetrics
 from router.providers import FallbackAction
 from router.recorder import CallWriter
 from router.resolve import Resolver
+from router.spool import Spool
 from router.telnyx import TelnyxApi
+from store.breaker import CircuitBreaker
 from store.feed import ChangeFeed
 from store.layered import LayeredCache
 
@@ -22,4 +24,6 @@ CONFIGS = web.AppKey("config_cache", LayeredCache)
 RESOLVER = web.AppKey("resolver", Resolver)
 FEED = web.AppKey("change_feed", ChangeFeed)
 WRITER = web.AppKey("call_writer", CallWriter)
+SPOOL = web.AppKey("spool", Spool)
+PG_BREAKER = web.AppKey("postgres_breaker", CircuitBreaker)
 TELNYX = web.AppKey("telnyx", TelnyxApi)

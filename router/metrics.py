@@ -66,6 +66,22 @@ class RouterMetrics:
             registry=r,
         )
 
+        self.spool = Counter(
+            "agentver_spool_records_total",
+            "Call records written to the local spool while Postgres was unavailable, replayed"
+            " into it later, or dropped (never recorded: must stay 0).",
+            ["event"],
+            registry=r,
+        )
+        for event in ("spooled", "replayed", "dropped"):
+            self.spool.labels(event)
+        self.dependency_up = Gauge(
+            "agentver_dependency_up",
+            "0 while a dependency's circuit breaker is open (calls skip it), else 1.",
+            ["dependency"],
+            registry=r,
+        )
+
     def observe_cache(self, kind: str, tier: str, result: str) -> None:
         self.cache.labels(kind, tier, result).inc()
 

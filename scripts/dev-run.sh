@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
-# `make run`: migrate, load the demo data, then serve admin (and the router, once it exists) until
-# Ctrl-C. Expects DATABASE_URL and REDIS_URL, which `python -m store services --` provides.
+# `make run`: migrate, load the demo data (which prints an admin token and a curl to try), then
+# serve admin, and the router once it exists, until Ctrl-C. Expects DATABASE_URL and REDIS_URL,
+# which `python -m store services --` provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
-
-# One dev admin token, kept across runs so scripts and shell history keep working.
-mkdir -p .data
-if [[ -z "${AGENTVER_BOOTSTRAP_TOKEN:-}" ]]; then
-  [[ -s .data/admin-token ]] ||
-    (umask 077 && "$py" -c 'import secrets; print(secrets.token_urlsafe(24))' >.data/admin-token)
-  AGENTVER_BOOTSTRAP_TOKEN=$(<.data/admin-token)
-  export AGENTVER_BOOTSTRAP_TOKEN
-fi
 
 "$py" -m store migrate
 "$py" -m admin seed
@@ -29,13 +21,7 @@ stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap stop EXIT
-
-cat <<MSG
-admin  http://127.0.0.1:${AGENTVER_ADMIN_PORT:-8081}   token: $AGENTVER_BOOTSTRAP_TOKEN
-router http://127.0.0.1:${AGENTVER_ROUTER_PORT:-8080}   (started only if router/ exists)
-try:   curl -H "Authorization: Bearer $AGENTVER_BOOTSTRAP_TOKEN" http://127.0.0.1:${AGENTVER_ADMIN_PORT:-8081}/v1/agents
-Ctrl-C stops everything.
-MSG
+echo "admin on :${AGENTVER_ADMIN_PORT:-8081}, router on :${AGENTVER_ROUTER_PORT:-8080}; Ctrl-C stops"
 
 # Serve until Ctrl-C, or until one server exits (a crash, a port in use): then stop the other.
 running() { for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done; }

@@ -28,6 +28,7 @@ DRAFT = "draft"
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
+NO_JIT = "SET LOCAL jit = off"
 # Outcome counts of a group of calls; every query below aggregates these under the same names.
 _COUNTS = """
     count(*) AS calls,
@@ -175,6 +176,15 @@ def _outcomes(row: asyncpg.Record) -> Outcomes:
     return Outcomes(**fields)
 
 
+async def _fetch_without_jit(pool: asyncpg.Pool, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Run an analytics aggregate with JIT off: compiling it takes ~0.2 s, more than it saves
+    on an index-only scan that answers in well under a second."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(NO_JIT)
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+        return rows
+
+
 async def version_outcomes(
     pool: asyncpg.Pool,
     agent_id: str,
@@ -185,7 +195,9 @@ async def version_outcomes(
     split_draft: bool = False,
 ) -> list[VersionOutcomes]:
     """Outcomes per version served in [since, until): versions ascending, then the draft."""
-    rows = await pool.fetch(VERSION_STATS, agent_id, since, until, channel, split_draft)
+    rows = await _fetch_without_jit(
+        pool, VERSION_STATS, agent_id, since, until, channel, split_draft
+    )
     return [VersionOutcomes(r["version"], r["draft_revision"], _outcomes(r)) for r in rows]
 
 
@@ -193,7 +205,7 @@ async def variant_outcomes(
     pool: asyncpg.Pool, channel: str, since: datetime, until: datetime
 ) -> list[VariantOutcomes]:
     """Outcomes per (variant label, agent, version) served on `channel` in [since, until)."""
-    rows = await pool.fetch(VARIANT_STATS, channel, since, until)
+    rows = await _fetch_without_jit(pool, VARIANT_STATS, channel, since, until)
     return [VariantOutcomes(r["variant"], r["agent_id"], r["version"], _outcomes(r)) for r in rows]
 
 

@@ -242,7 +242,7 @@ async def evaluate(pool: asyncpg.Pool, number: str) -> list[Trip]:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(LOCK_EVALUATION, EVALUATION_LOCK_CLASS, number)
         row = await conn.fetchrow(SELECT_GUARDRAILS, number)
-        routing = await channels.find_channel(conn, number)
+        routing = await channels.find_channel(conn, number) if row else None
         if row is None or routing is None:
             return []
         outcomes = await analytics.current_variant_counts(conn, number, routing.variants)

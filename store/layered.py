@@ -3,11 +3,19 @@
 Immutable entries (published versions, config blobs) are cached for good. Mutable ones (routing,
 drafts) are served from cache only while the cache is `trusted`, i.e. while the change feed is
 connected and has resynced since its last outage; otherwise they are read from the loader.
+
+Degraded modes: Redis sits behind a circuit breaker, so while it is down lookups go from L1
+straight to the loader without waiting on it. When the loader (Postgres) is unavailable, an
+untrusted mutable entry is served from what the cache last held (the L1 copy kept when trust
+was lost, else Redis): a possibly stale routing beats no answer to a phone call. A failed
+Redis delete leaves Redis `suspect` of stale mutable entries: they are not read until a wipe of
+every mutable key succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,6 +24,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from store.breaker import CircuitBreaker
 from store.cache import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
 
 T = TypeVar("T")
@@ -48,8 +57,10 @@ class LayeredCache:
         prefix: str,
         observe: Observe,
         l1_size: int = DEFAULT_L1_SIZE,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._redis = redis
+        self.breaker = breaker or CircuitBreaker()
         self._prefix = prefix
         self._observe = observe
         self._l1_size = l1_size
@@ -57,6 +68,10 @@ class LayeredCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         # Keys invalidated while their load was running: that load must not fill the cache.
         self._invalidated: set[str] = set()
+        # Mutable entries as last known while untrusted: served only when the loader fails.
+        self._stale: OrderedDict[str, Any] = OrderedDict()
+        self._redis_suspect = False
+        self._wipe: asyncio.Task[None] | None = None
         self.trusted = False
 
     def key(self, codec: Codec[Any], key: str) -> str:
@@ -67,6 +82,8 @@ class LayeredCache:
         """The entry for `key`, from the first tier that has it; `load` fills the misses."""
         full = self.key(codec, key)
         cacheable = not codec.mutable or self.trusted
+        if codec.mutable and self._redis_suspect:
+            self._start_wipe()
         if cacheable:
             entry = self._l1.get(full)
             if entry is not None:
@@ -93,7 +110,7 @@ class LayeredCache:
     async def _fill(
         self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
     ) -> T:
-        if cacheable:
+        if cacheable and self._redis_readable(codec):
             cached = await self._from_redis(codec, full)
             if cached is not _MISSING:
                 self._to_l1(codec, full, cached)
@@ -103,8 +120,7 @@ class LayeredCache:
         except DATABASE_UNAVAILABLE:
             if cacheable:
                 raise
-            # Untrusted, but Postgres is down: a possibly stale entry beats no answer at all.
-            stale = await self._from_redis(codec, full)
+            stale = await self._last_known(codec, full)
             if stale is _MISSING:
                 raise
             return stale  # type: ignore[no-any-return]
@@ -112,11 +128,29 @@ class LayeredCache:
         if full not in self._invalidated:
             if cacheable:
                 self._to_l1(codec, full, value)
+            else:
+                self._keep_stale(full, value)
             await self._to_redis(codec, full, value)
             # Invalidated while the write was in flight: the delete may have run before it.
             if full in self._invalidated:
                 await self._delete_redis(full)
         return value
+
+    async def _last_known(self, codec: Codec[Any], full: str) -> Any:
+        """An untrusted entry for when the loader is unavailable, or _MISSING."""
+        if full in self._stale:
+            self._observe(codec.kind, "l1", "stale")
+            return self._stale[full]
+        return await self._from_redis(codec, full) if self._redis_readable(codec) else _MISSING
+
+    def _keep_stale(self, full: str, value: Any) -> None:
+        self._stale[full] = value
+        self._stale.move_to_end(full)
+        while len(self._stale) > self._l1_size:
+            self._stale.popitem(last=False)
+
+    def _redis_readable(self, codec: Codec[Any]) -> bool:
+        return not (codec.mutable and self._redis_suspect)
 
     def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
         if full in self._invalidated:
@@ -126,11 +160,23 @@ class LayeredCache:
         while len(self._l1) > self._l1_size:
             self._l1.popitem(last=False)
 
-    async def _from_redis(self, codec: Codec[T], full: str) -> Any:
+    async def _call_redis(self, kind: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        """`op`'s result, or _MISSING when Redis failed or its breaker is open (no wait)."""
+        if not self.breaker.allow():
+            self._observe(kind, "redis", "skipped")
+            return _MISSING
         try:
-            raw = await self._redis.get(full)
+            result = await op()
         except REDIS_UNAVAILABLE:
-            self._observe(codec.kind, "redis", "error")
+            self.breaker.failed()
+            self._observe(kind, "redis", "error")
+            return _MISSING
+        self.breaker.succeeded()
+        return result
+
+    async def _from_redis(self, codec: Codec[T], full: str) -> Any:
+        raw = await self._call_redis(codec.kind, lambda: self._redis.get(full))
+        if raw is _MISSING:
             return _MISSING
         if raw is None:
             self._observe(codec.kind, "redis", "miss")
@@ -145,36 +191,66 @@ class LayeredCache:
 
     async def _to_redis(self, codec: Codec[T], full: str, value: T) -> None:
         ttl = MUTABLE_TTL_S if codec.mutable else IMMUTABLE_TTL_S
-        try:
-            await self._redis.set(full, codec.encode(value), ex=ttl)
-        except REDIS_UNAVAILABLE:
-            self._observe(codec.kind, "redis", "error")
+        await self._call_redis(
+            codec.kind, lambda: self._redis.set(full, codec.encode(value), ex=ttl)
+        )
 
     async def _delete_redis(self, *keys: str) -> None:
-        try:
-            await self._redis.unlink(*keys)
-        except REDIS_UNAVAILABLE:
-            self._observe("any", "redis", "error")
+        if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
+            # The entry may outlive its change in Redis: keep Redis out of mutable reads.
+            self._redis_suspect = True
 
     async def invalidate(self, codec: Codec[Any], key: str) -> None:
         """Forget a mutable entry in every tier (a change notification arrived for it)."""
         full = self.key(codec, key)
         self._l1.pop(full, None)
+        self._stale.pop(full, None)
         if full in self._inflight:
             self._invalidated.add(full)
         await self._delete_redis(full)
 
     def lose_trust(self) -> None:
-        """The change feed is down: stop serving mutable entries from any tier."""
+        """The change feed is down: stop serving mutable entries from any tier (but keep them
+        for when the loader is unavailable too)."""
         self.trusted = False
-        self._drop_mutable()
+        for full, (mutable, value) in list(self._l1.items()):
+            if mutable:
+                del self._l1[full]
+                self._keep_stale(full, value)
+        self._invalidated.update(self._inflight)
 
     async def resync(self) -> None:
         """The change feed is listening again: clear every mutable entry, then trust the cache.
 
-        Raises when Redis cannot be cleared, leaving the cache untrusted.
+        When Redis cannot be cleared now, it is left suspect (unread for mutable entries) until
+        a later wipe succeeds: the cache is trusted either way.
         """
-        self._drop_mutable()
+        self.lose_trust()
+        self._stale.clear()
+        self._redis_suspect = True
+        await self._wipe_redis()
+        self.trusted = True
+
+    def _start_wipe(self) -> None:
+        if self._wipe is None or self._wipe.done():
+            self._wipe = asyncio.ensure_future(self._wipe_redis())
+
+    async def _wipe_redis(self) -> None:
+        """Delete every mutable entry from Redis, then read mutable entries from it again."""
+        if not self.breaker.allow():
+            return
+        # Cleared first: a delete failing during the wipe must leave Redis suspect again.
+        self._redis_suspect = False
+        try:
+            await self._unlink_mutable()
+        except REDIS_UNAVAILABLE:
+            self.breaker.failed()
+            self._redis_suspect = True
+            self._observe("any", "redis", "error")
+            return
+        self.breaker.succeeded()
+
+    async def _unlink_mutable(self) -> None:
         for prefix in MUTABLE_KEYS:
             pattern = _glob_escape(self._prefix + prefix) + "*"
             batch: list[bytes] = []
@@ -185,12 +261,13 @@ class LayeredCache:
                     batch.clear()
             if batch:
                 await self._redis.unlink(*batch)
-        self.trusted = True
 
-    def _drop_mutable(self) -> None:
-        for full in [k for k, (mutable, _) in self._l1.items() if mutable]:
-            del self._l1[full]
-        self._invalidated.update(self._inflight)
+    async def close(self) -> None:
+        """Stop a wipe in progress (before the Redis client closes)."""
+        if self._wipe is not None:
+            self._wipe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wipe
 
     def mutable_l1_size(self) -> int:
         """How many mutable entries L1 holds (for tests and diagnostics)."""

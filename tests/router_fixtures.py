@@ -13,6 +13,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -71,9 +72,12 @@ async def telnyx_api() -> AsyncIterator[FakeTelnyx]:
 
 
 @pytest.fixture
-def router_settings(settings: Settings, telnyx_key: SigningKey, telnyx_api: FakeTelnyx) -> Settings:
+def router_settings(
+    settings: Settings, telnyx_key: SigningKey, telnyx_api: FakeTelnyx, tmp_path: Path
+) -> Settings:
     return dataclasses.replace(
         settings,
+        spool_dir=tmp_path / "spool",
         public_base_url="https://router.example.com",
         media_stream_url="wss://media.example.com/stream",
         telnyx_public_key=base64.b64encode(bytes(telnyx_key.verify_key)).decode(),

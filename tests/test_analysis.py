@@ -32,6 +32,12 @@ async def _served_calls(api: Api, pool: asyncpg.Pool, make_agent: AgentFactory) 
     return {"agent": agent, "v1": v1_call, "draft": draft_call}
 
 
+def sample(name: str, **labels: str) -> str:
+    """One line of the Prometheus text exposition: labels sorted, value 1."""
+    rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{rendered}}} 1.0"
+
+
 def _analysis(**fields: Any) -> dict[str, Any]:
     return {"sentiment": "positive", "automated": True, "fields": fields}
 
@@ -184,11 +190,18 @@ async def test_metrics_count_analyses_by_agent_and_version(
     text = await resp.text()
     assert resp.status == 200
     for line in (
-        f'agentver_call_analyses_total{{agent_id="{agent_id}",version="1"}} 1.0',
-        f'agentver_calls_automated_total{{agent_id="{agent_id}",version="1"}} 1.0',
-        f'agentver_call_sentiment_total{{agent_id="{agent_id}",sentiment="positive",version="1"}} 1.0',
-        f'agentver_call_analyses_total{{agent_id="{agent_id}",version="draft"}} 1.0',
-        f'agentver_call_sentiment_total{{agent_id="{agent_id}",sentiment="negative",version="draft"}} 1.0',
+        sample("agentver_call_analyses_total", agent_id=agent_id, version="1"),
+        sample("agentver_calls_automated_total", agent_id=agent_id, version="1"),
+        sample(
+            "agentver_call_sentiment_total", agent_id=agent_id, sentiment="positive", version="1"
+        ),
+        sample("agentver_call_analyses_total", agent_id=agent_id, version="draft"),
+        sample(
+            "agentver_call_sentiment_total",
+            agent_id=agent_id,
+            sentiment="negative",
+            version="draft",
+        ),
     ):
         assert line in text
-    assert f'agentver_calls_automated_total{{agent_id="{agent_id}",version="draft"}}' not in text
+    assert sample("agentver_calls_automated_total", agent_id=agent_id, version="draft") not in text

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from admin.app import create_app
 from store.settings import Settings
@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # A common laptop screen.
-VIEWPORT = {"width": 1366, "height": 820}
+VIEWPORT: ViewportSize = {"width": 1366, "height": 820}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Milliseconds: local pages answer in well under a second; a stuck step should fail fast.
 STEP_TIMEOUT_MS = 10_000
@@ -85,7 +85,7 @@ async def console_url(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[s
 @pytest.fixture
 async def page(browser: Browser, console_url: str) -> AsyncIterator[Page]:
     """A fresh browser context (empty sessionStorage); fails the test on any script error."""
-    context = await browser.new_context(viewport=VIEWPORT, base_url=console_url)  # type: ignore[arg-type]
+    context = await browser.new_context(viewport=VIEWPORT, base_url=console_url)
     context.set_default_timeout(STEP_TIMEOUT_MS)
     page = await context.new_page()
     errors: list[str] = []
@@ -126,7 +126,7 @@ async def insert_call(pool: asyncpg.Pool, agent_id: str, version: int, **fields:
     config_hash = await pool.fetchval(
         "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2", agent_id, version
     )
-    call_id = fields.pop("call_id", f"call-{uuid.uuid4().hex[:12]}")
+    call_id: str = fields.pop("call_id", f"call-{uuid.uuid4().hex[:12]}")
     started = fields.pop("started_at", datetime.now(UTC) - timedelta(minutes=10))
     row: dict[str, Any] = {
         "call_id": call_id,
@@ -164,8 +164,13 @@ async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_text("This token is not valid")).to_be_visible()
 
-    await sign_in(page, api.tokens["editor"])
+    # Keyboard only: the token field keeps focus after the error, Enter signs in.
+    token = page.get_by_label("Admin API token")
+    await expect(token).to_be_focused()
+    await token.fill(api.tokens["editor"])
+    await token.press("Enter")
     await expect(page.get_by_text("editor-user · editor")).to_be_visible()
+    await expect(page.get_by_role("link", name="Agents")).to_have_attribute("aria-current", "page")
     form = page.get_by_role("form", name="New agent")
     await form.get_by_role("button", name="Create agent").click()
     await expect(form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
@@ -327,6 +332,11 @@ async def test_start_80_20_test(
     await expect(versions.nth(0)).to_have_value("1")
     await expect(versions.nth(1)).to_have_value("2")
     await dialog.get_by_label("By caller").check()
+    await dialog.get_by_role("button", name="Add rule").click()
+    await dialog.get_by_label("Metric", exact=True).select_option("automation_rate")
+    await dialog.get_by_label("Breaks when the metric is").select_option("<")
+    await dialog.get_by_label("Threshold").fill("0.5")
+    await dialog.get_by_label("Minimum calls before the rule applies").fill("50")
     await screenshot(page, request, "-editor")
     await dialog.get_by_role("button", name="Save and start").click()
 
@@ -339,6 +349,10 @@ async def test_start_80_20_test(
     assert [(v["label"], v["version"], v["weight"]) for v in channel["variants"]] == [
         ("control", 1, 80),
         ("challenger", 2, 20),
+    ]
+    guardrails = await api.ok("GET", f"/v1/channels/{NUMBER}/guardrails")
+    assert guardrails["rules"] == [
+        {"metric": "automation_rate", "op": "<", "threshold": 0.5, "min_calls": 50}
     ]
     await screenshot(page, request)
 
@@ -392,6 +406,7 @@ async def test_restore_v1(
     await expect(page.get_by_text("Restored V1 into the draft (revision 5).")).to_be_visible()
     await expect(page.get_by_label("System prompt")).to_have_value("Prompt of version 1.")
     await expect(page.get_by_label("Welcome message")).to_have_value("")
+    await expect(page.locator(".draft-item .badge")).to_have_text("same as V1")
     draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
     v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
     assert (draft["revision"], draft["config_hash"]) == (5, v1["config_hash"])
@@ -414,7 +429,8 @@ async def test_compare_any_two_versions(
     )
     await expect(dialog.locator(".diff-del")).to_have_count(1)
     await screenshot(page, request)
-    await dialog.get_by_role("button", name="Close").click()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
     await page.get_by_role("button", name="Open V2").click()
     await expect(page.get_by_role("dialog", name="V2 — v2")).to_contain_text("Prompt of version 2.")
 
@@ -438,7 +454,7 @@ async def test_viewer_sees_disabled_actions_with_reasons(
     await expect(page.get_by_role("button", name="Pin")).to_be_disabled()
 
 
-async def test_analytics_page(
+async def test_analytics_compares_versions_and_variants(
     page: Page,
     api: Api,
     pool: asyncpg.Pool,
@@ -446,24 +462,57 @@ async def test_analytics_page(
     request: pytest.FixtureRequest,
 ) -> None:
     agent = await make_agent(versions=2)
-    for i in range(12):
-        await insert_call(pool, agent["id"], 1, automated=i % 2 == 0, duration_s=60.0 + 10 * i)
+    variants = [
+        {"label": "control", "agent_id": agent["id"], "version": 1, "weight": 80},
+        {"label": "challenger", "agent_id": agent["id"], "version": 2, "weight": 20},
+    ]
+    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"variants": variants})
+    for i in range(40):
+        await insert_call(pool, agent["id"], 1, automated=i % 2 == 0, duration_s=60.0 + 3 * i)
         await insert_call(
             pool,
             agent["id"],
             2,
-            automated=i % 4 != 0,
-            duration_s=40.0 + 5 * i,
+            variant="challenger",
+            automated=i % 10 != 0,
+            duration_s=40.0 + 2 * i,
             sentiment="negative" if i % 5 == 0 else "neutral",
         )
-    available = (await api.call("GET", f"/v1/analytics/versions?agent_id={agent['id']}")).status
-    await sign_in(page, api.tokens["viewer"], f"/console/#/analytics?agent_id={agent['id']}")
+    await sign_in(
+        page,
+        api.tokens["viewer"],
+        f"/console/#/analytics?agent_id={agent['id']}&channel=%2B{NUMBER[1:]}",
+    )
     versions = page.get_by_role("region", name="Versions compared")
-    if available == 404:
-        await expect(versions).to_contain_text("not available yet")
+    await expect(versions.get_by_role("img", name="Automation rate by version")).to_be_visible()
+    await expect(versions.get_by_role("img", name="Call duration by version")).to_be_visible()
+    await expect(versions.get_by_role("img", name="Sentiment by version")).to_be_visible()
+    rows = versions.locator("table.verdicts tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text("better")
+    await expect(rows.nth(1)).to_contain_text("vs V1: automation +40.0 pts")
+    ab = page.get_by_role("region", name="A/B tests")
+    await expect(ab.locator("table.verdicts tbody th")).to_have_text(
+        ["control (V1, 80%)", "challenger (V2, 20%)"]
+    )
+    await screenshot(page, request)
+
+
+async def test_dry_run(
+    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+) -> None:
+    agent = await make_agent(versions=1)
+    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
+    endpoint = await api.call("GET", f"/v1/resolve?to=%2B{NUMBER[1:]}&from=%2B15551230000")
+    await sign_in(page, api.tokens["viewer"], "/console/#/channels")
+    box = page.get_by_role("form", name="Dry run")
+    await box.get_by_label("Number called").fill(NUMBER)
+    await box.get_by_label("Caller number").fill("+15551230000")
+    await box.get_by_role("button", name="Resolve").click()
+    if endpoint.status == 404 and (await endpoint.json())["error"]["code"] == "not_found":
+        await expect(box).to_contain_text("The dry run is not available yet on this server.")
     else:
-        await expect(versions.get_by_role("img", name="Automation rate by version")).to_be_visible()
-        await expect(versions.locator("table.verdicts tbody tr")).to_have_count(2)
+        await expect(box.locator(".resolution")).to_contain_text("Support bot V1")
     await screenshot(page, request)
 
 

@@ -107,11 +107,13 @@ async def test_a_worse_looking_variant_keeps_its_weight_until_the_interval_clear
     await _analyse(api, pending[0], automated=True)
     assert await _weights(api) == {"control": 50, "treatment": 50}
     # More failures: the interval falls below 0.5 after the 11th further failure (16 of 46).
-    for n, call_id in enumerate(pending[1:], start=1):
+    failures = 0
+    for call_id in pending[1:]:
         await _analyse(api, call_id, automated=False)
+        failures += 1
         if (await _weights(api))["treatment"] == 0:
             break
-    assert n == 11
+    assert failures == 11
 
 
 async def test_the_last_weighted_variant_is_never_zeroed(
@@ -202,6 +204,7 @@ async def test_guardrails_config(api: Api, make_agent: AgentFactory) -> None:
     }
     assert await api.ok("GET", GUARDRAILS, role="viewer") == saved
     [entry, first] = (await api.ok("GET", "/v1/audit?action=channel.guardrails"))["items"]
+    assert (first["before"], first["after"]) == (None, [AUTOMATION])
     assert (entry["before"], entry["after"]) == ([AUTOMATION], saved["rules"])
     assert entry["actor"] == "publisher-user"
 

@@ -2,7 +2,7 @@
 
 import { api, can, query, reasonFor } from './api.js';
 import {
-  announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
+  announce, clearAnnouncement, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
 } from './dom.js';
 import { diffView, guardedButton, lineDiff, renderLineDiff, stableJson } from './widgets.js';
 
@@ -226,6 +226,7 @@ class AgentPage {
   }
 
   async save({ overwrite = false } = {}) {
+    clearAnnouncement();
     clearFieldErrors(this.form);
     this.banner.replaceChildren();
     let config;
@@ -373,6 +374,14 @@ class AgentPage {
 
   // --- history ------------------------------------------------------------------------------
 
+  /** How the draft relates to the versions: same as one of them, or unpublished. */
+  draftBadge() {
+    if (!this.latest) return h('span', { class: 'badge warn' }, 'never published');
+    const same = this.versions.find((v) => v.config_hash === this.draft.config_hash);
+    if (same) return h('span', { class: 'badge' }, `same as V${same.version}`);
+    return h('span', { class: 'badge warn' }, 'unpublished changes');
+  }
+
   renderHistory() {
     const compareButton = h('button', { type: 'button', id: 'compare-selected', disabled: this.selected.size !== 2, onclick: () => this.compareSelected() }, 'Compare selected');
     const selectHint = h('p', { class: 'hint', id: 'compare-hint' }, 'Tick any two entries to compare them.');
@@ -389,7 +398,7 @@ class AgentPage {
       pick('draft', 'the draft'),
       h('div', { class: 'history-main' },
         h('div', { class: 'history-title' }, h('strong', {}, 'Draft'),
-          this.unpublished ? h('span', { class: 'badge warn' }, this.latest ? 'unpublished changes' : 'never published') : h('span', { class: 'badge' }, `same as V${this.latest.version}`)),
+          this.draftBadge()),
         h('div', { class: 'muted' }, `revision ${this.draft.revision} · ${this.draft.updated_by} · `, time(this.draft.updated_at))));
     const items = this.versions.map((v) => h('li', { class: 'history-item', dataset: { version: String(v.version) } },
       pick(v.version, `V${v.version}`),

@@ -5,7 +5,7 @@ import { api, listAll, query } from './api.js';
 import { durationChart, legend, rateChart, sentimentChart } from './charts.js';
 import { field, fill, h, unavailable, versionLabel } from './dom.js';
 
-const VERDICT_CLASS = { better: 'good', winner: 'good', worse: 'bad', loser: 'bad' };
+const VERDICT_CLASS = { better: 'good', worse: 'bad', 'too few calls': 'warn' };
 
 function rowsOf(data) {
   if (Array.isArray(data)) return data;
@@ -13,12 +13,15 @@ function rowsOf(data) {
 }
 
 function labelOf(row) {
-  const version = versionLabel(row.version);
-  return row.variant ? `${row.variant} (${version})` : version;
+  const version = versionLabel(row.version) + (row.draft_revision ? ` r${row.draft_revision}` : '');
+  if (!row.variant) return version;
+  return `${row.variant} (${version}${row.weight !== null && row.weight !== undefined ? `, ${row.weight}%` : ''})`;
 }
 
 const percent = (v) => (v === null || v === undefined ? '—' : `${Math.round(v * 1000) / 10}%`);
 const seconds = (v) => (v === null || v === undefined ? '—' : `${Math.round(v)} s`);
+const signed = (v, digits = 1) => `${v > 0 ? '+' : v < 0 ? '−' : '±'}${Math.abs(v).toFixed(digits)}`;
+const pValue = (p) => (p === null || p === undefined ? '' : ` (p ${p < 0.001 ? '< 0.001' : `= ${p.toFixed(3)}`})`);
 
 function verdictOf(row) {
   const c = row.comparison;
@@ -26,19 +29,27 @@ function verdictOf(row) {
   return typeof c === 'string' ? c : c.verdict ?? null;
 }
 
+/** The comparison in words: "vs V1: automation +25.0 pts (p = 0.206); duration −47.5 s (p < 0.001)". */
 function comparisonDetail(row) {
   const c = row.comparison;
   if (!c || typeof c !== 'object') return '';
-  return Object.entries(c).filter(([k]) => k !== 'verdict')
-    .map(([k, v]) => `${k} ${typeof v === 'number' ? Math.round(v * 10000) / 10000 : typeof v === 'object' ? JSON.stringify(v) : v}`)
-    .join(', ');
+  const parts = [];
+  if (c.automation_rate_diff !== null && c.automation_rate_diff !== undefined) {
+    parts.push(`automation ${signed(c.automation_rate_diff * 100)} pts${pValue(c.automation_rate_p_value)}`);
+  }
+  if (c.mean_duration_diff_s !== null && c.mean_duration_diff_s !== undefined) {
+    parts.push(`mean duration ${signed(c.mean_duration_diff_s)} s${pValue(c.mean_duration_p_value)}`);
+  }
+  const against = c.baseline === undefined || c.baseline === null ? ''
+    : `vs ${typeof c.baseline === 'number' || c.baseline === 'draft' ? versionLabel(c.baseline) : c.baseline}: `;
+  const few = c.verdict === 'too few calls' && c.min_sample_size ? ` — a verdict needs ${c.min_sample_size} analysed calls on each side` : '';
+  return `${against}${parts.join('; ') || 'no comparable data'}${few}`;
 }
 
 function verdictBadge(row) {
   const verdict = verdictOf(row);
   if (!verdict) return h('span', { class: 'muted' }, 'baseline');
-  const key = String(verdict).toLowerCase().split(/[\s_]/)[0];
-  return h('span', { class: `badge ${VERDICT_CLASS[key] ?? ''}` }, String(verdict).replaceAll('_', ' '));
+  return h('span', { class: `badge ${VERDICT_CLASS[String(verdict).toLowerCase()] ?? ''}` }, String(verdict).replaceAll('_', ' '));
 }
 
 /** Charts, verdicts and a data table for rows of per-version (or per-variant) metrics. */
@@ -66,7 +77,7 @@ export function report(rows, subject) {
         legend(sentimentKeys.map(([cls, text]) => [cls, text])))),
     h('div', { class: 'table-wrap' }, h('table', { class: 'table verdicts' },
       h('caption', {}, 'Verdicts and numbers'),
-      h('thead', {}, h('tr', {}, ['', 'Calls', 'Completed', 'Automation', '95% CI', 'Mean', 'p50', 'p90', 'Positive', 'Negative', 'Verdict', 'Test'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['', 'Calls', 'Completed', 'Analysed', 'Automation', '95% CI', 'Mean', 'p50', 'p90', 'Positive', 'Negative', 'Verdict', 'Test'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, items.map(({ row, label }) => {
         const sent = row.sentiment ?? {};
         const total = (sent.positive ?? 0) + (sent.neutral ?? 0) + (sent.negative ?? 0);
@@ -75,6 +86,7 @@ export function report(rows, subject) {
           h('th', { scope: 'row' }, label),
           h('td', { class: 'num' }, String(row.calls ?? '—')),
           h('td', { class: 'num' }, String(row.completed ?? '—')),
+          h('td', { class: 'num' }, String(row.analysed ?? '—')),
           h('td', { class: 'num' }, percent(row.automation_rate)),
           h('td', { class: 'num' }, row.automation_rate_ci ? `${percent(row.automation_rate_ci[0])}–${percent(row.automation_rate_ci[1])}` : '—'),
           h('td', { class: 'num' }, seconds(row.duration_s?.mean)),

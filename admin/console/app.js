@@ -6,7 +6,7 @@ import * as analytics from './analytics.js';
 import { onUnauthorized, resume, session, signIn, signOut } from './api.js';
 import * as calls from './calls.js';
 import * as channels from './channels.js';
-import { announce, field, fill, h, showFieldError } from './dom.js';
+import { field, fill, h, showFieldError } from './dom.js';
 
 const ROUTES = [
   [/^\/agents\/?$/, agents.render, 'agents'],
@@ -88,9 +88,8 @@ function renderLogin(message) {
       return;
     }
     try {
-      const me = await signIn(secret);
+      await signIn(secret);
       showChrome(true);
-      announce(`Signed in as ${me.name} (${me.role}).`, 'success');
       await route();
     } catch (error) {
       showFieldError(token.input, error.status === 401 ? 'This token is not valid (unknown or revoked).' : error.message);

@@ -8,11 +8,87 @@ import { guardedButton, parseVersionValue, versionSelect } from './widgets.js';
 
 const GUARDRAIL_METRICS = [
   ['automation_rate', 'Automation rate (0–1)'],
-  ['negative_sentiment_rate', 'Negative sentiment rate (0–1)'],
-  ['duration_p90_s', 'Duration p90 (seconds)'],
-  ['duration_mean_s', 'Mean duration (seconds)'],
+  ['negative_sentiment_share', 'Negative sentiment share (0–1)'],
+  ['mean_duration_s', 'Mean duration (seconds)'],
 ];
-const GUARDRAIL_OPS = ['<', '<=', '>', '>='];
+const GUARDRAIL_OPS = [['<', 'below'], ['>', 'above']];
+// The server's default: as many calls as a version comparison needs before it gives a verdict.
+const DEFAULT_MIN_CALLS = 30;
+
+/**
+ * The guardrail rules of a channel as an editable table. `load()` resolves false when the
+ * server has no guardrails endpoint; `save()` PUTs the rules.
+ */
+class GuardrailsEditor {
+  constructor(number) {
+    this.path = `${channelPath(number)}/guardrails`;
+    this.rows = [];
+    this.list = h('tbody');
+    this.initial = '[]';
+  }
+
+  async load() {
+    try {
+      const rules = (await api('GET', this.path)).rules ?? [];
+      rules.forEach((rule) => this.add(rule));
+      this.initial = JSON.stringify(this.collect());
+      return true;
+    } catch (e) {
+      if (e.unavailable) return false;
+      throw e;
+    }
+  }
+
+  add(rule = {}) {
+    const metric = h('select', { 'aria-label': 'Metric' }, GUARDRAIL_METRICS.map(([v, t]) => h('option', { value: v }, t)));
+    if (rule.metric && !GUARDRAIL_METRICS.some(([v]) => v === rule.metric)) metric.append(h('option', { value: rule.metric }, rule.metric));
+    metric.value = rule.metric ?? GUARDRAIL_METRICS[0][0];
+    const op = h('select', { 'aria-label': 'Breaks when the metric is' }, GUARDRAIL_OPS.map(([v, t]) => h('option', { value: v }, `${t} (${v})`)));
+    op.value = rule.op ?? '<';
+    const threshold = h('input', { type: 'number', step: 'any', value: String(rule.threshold ?? ''), 'aria-label': 'Threshold', class: 'short' });
+    const minCalls = h('input', { type: 'number', min: '1', step: '1', value: String(rule.min_calls ?? DEFAULT_MIN_CALLS), 'aria-label': 'Minimum calls before the rule applies', class: 'short' });
+    const entry = { metric, op, threshold, minCalls };
+    const tr = h('tr', {}, h('td', {}, metric), h('td', {}, op), h('td', {}, threshold), h('td', {}, minCalls),
+      h('td', {}, h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this rule', onclick: () => { this.rows.splice(this.rows.indexOf(entry), 1); tr.remove(); } }, 'Remove')));
+    this.rows.push(entry);
+    this.list.append(tr);
+  }
+
+  collect() {
+    return this.rows.map((r) => ({
+      metric: r.metric.value, op: r.op.value,
+      threshold: r.threshold.value === '' ? null : Number(r.threshold.value),
+      min_calls: Number(r.minCalls.value),
+    }));
+  }
+
+  get changed() {
+    return JSON.stringify(this.collect()) !== this.initial;
+  }
+
+  async save() {
+    await api('PUT', this.path, { body: { rules: this.collect() } });
+    this.initial = JSON.stringify(this.collect());
+  }
+
+  /** Put the server's `rules[i].field` problems at their inputs. */
+  showProblems(error) {
+    for (const p of error.problems) {
+      const m = /^rules\[(\d+)\]\.(\w+)$/.exec(p.path);
+      const r = m && this.rows[Number(m[1])];
+      const input = r && { metric: r.metric, op: r.op, threshold: r.threshold, min_calls: r.minCalls }[m[2]];
+      if (input) showFieldError(input, p.message);
+    }
+  }
+
+  element({ readOnly } = {}) {
+    return h('fieldset', { class: 'guardrails' }, h('legend', {}, 'Guardrails'),
+      h('p', { class: 'hint' }, 'A variant that confidently breaks a rule (e.g. automation rate below 0.5, once it has the minimum number of calls) loses its weight, so its callers move to the other variants.'),
+      h('table', { class: 'table' }, h('caption', { class: 'sr-only' }, 'Guardrail rules'),
+        h('thead', {}, h('tr', {}, ['Metric', 'Breaks when', 'Threshold', 'Min calls', ''].map((t) => h('th', { scope: 'col' }, t)))), this.list),
+      h('button', { type: 'button', onclick: () => this.add(), disabled: readOnly }, 'Add rule'));
+  }
+}
 
 /** The channel path; the number keeps its literal `+` (E.164), anything else is escaped. */
 export function channelPath(number) {
@@ -126,7 +202,7 @@ class ChannelsPage {
       h('td', {}, routing),
       h('td', {}, channel.sticky === 'caller' ? 'by caller' : 'per call'),
       h('td', {}, time(channel.updated_at), h('div', { class: 'muted' }, `rev ${channel.revision} · ${channel.updated_by}`)),
-      h('td', { class: 'row-actions' },
+      h('td', { class: 'row-actions' }, h('div', {},
         guardedButton(channel.variants.length > 1 ? 'Edit A/B test…' : 'Start A/B test…', {
           needs: 'publisher', what: 'A/B tests', kind: 'small', ariaLabel: `A/B test on ${number}`,
           onclick: () => this.openAb(channel),
@@ -135,7 +211,7 @@ class ChannelsPage {
         guardedButton('Remove', {
           needs: 'publisher', what: 'Removing numbers', kind: 'small danger-text', ariaLabel: `Remove ${number}`,
           onclick: () => this.remove(number),
-        })));
+        }))));
   }
 
   async pin(number, agentId, version) {
@@ -203,6 +279,7 @@ class ChannelsPage {
     const rows = [];
     const list = h('tbody');
     const total = h('output', { id: 'ab-total', 'aria-live': 'polite' });
+    const error = h('div', { class: 'form-error', role: 'alert' });
     const addRow = async (variant) => {
       const index = nextId('var');
       const label = h('input', { type: 'text', value: variant.label, 'aria-label': 'Label', class: 'short', maxlength: '64' });
@@ -221,6 +298,7 @@ class ChannelsPage {
       const sum = rows.reduce((acc, r) => acc + (Number(r.weight.value) || 0), 0);
       total.textContent = `Total ${sum}%`;
       total.className = sum === 100 ? 'ok' : 'bad';
+      if (sum === 100) error.replaceChildren();
     }
     const current = channel.variants.map((v) => ({ ...v }));
     const percents = toPercents(current.map((v) => v.weight));
@@ -234,12 +312,13 @@ class ChannelsPage {
       await addRow({ label: 'challenger', agent_id: current[0].agent_id, version: challenger, weight: 20 });
     }
     let saved = null;
+    const guardrails = new GuardrailsEditor(channel.number);
+    const guardrailsAvailable = await guardrails.load();
     const stickyName = nextId('sticky');
     const sticky = h('fieldset', { class: 'radios' }, h('legend', {}, 'Sticky mode'),
       [['caller', 'By caller: a caller keeps their variant on every call (recommended)'],
         ['call', 'Per call: each call is drawn again by its call id']].map(([value, text]) => h('label', {},
         h('input', { type: 'radio', name: stickyName, value, checked: channel.sticky === value }), ' ', text)));
-    const error = h('div', { class: 'form-error', role: 'alert' });
     const body = h('div', {},
       h('p', {}, `Split calls to ${channel.number} between variants. Weights are percentages and must add up to 100.`),
       h('table', { class: 'table ab-editor' },
@@ -250,7 +329,7 @@ class ChannelsPage {
         h('button', { type: 'button', onclick: () => addRow({ label: `variant-${rows.length + 1}`, agent_id: current[0].agent_id, version: null, weight: 0 }) }, 'Add variant'),
         total),
       sticky,
-      h('p', { class: 'hint' }, 'Guardrails for this test are set with “Guardrails…” on the number’s row.'),
+      guardrailsAvailable ? guardrails.element() : unavailable('Guardrails'),
       error);
     await openDialog({
       title: `A/B test on ${channel.number}`, wide: true, body,
@@ -282,6 +361,15 @@ class ChannelsPage {
           return false;
         }
         saved = variants;
+        if (guardrailsAvailable && guardrails.changed) {
+          try {
+            await guardrails.save();
+          } catch (e) {
+            guardrails.showProblems(e);
+            error.textContent = `The variants are saved, but the guardrails are not: ${e.message}`;
+            return false;
+          }
+        }
         return true;
       },
     });
@@ -294,62 +382,30 @@ class ChannelsPage {
   // --- guardrails ---------------------------------------------------------------------------
 
   async openGuardrails(channel) {
-    const path = `${channelPath(channel.number)}/guardrails`;
-    let rules = [];
-    let available = true;
-    try {
-      rules = (await api('GET', path)).rules ?? [];
-    } catch (e) {
-      if (e.unavailable) available = false;
-      else if (e.status !== 404) throw e;
-    }
-    if (!available) {
+    const editor = new GuardrailsEditor(channel.number);
+    if (!(await editor.load())) {
       await openDialog({ title: `Guardrails of ${channel.number}`, body: unavailable('Guardrails'), actions: [{ label: 'Close', value: null }] });
       return;
     }
-    const list = h('tbody');
-    const rowsOf = [];
-    const addRule = (rule) => {
-      const metric = h('select', { 'aria-label': 'Metric' }, GUARDRAIL_METRICS.map(([v, t]) => h('option', { value: v }, t)));
-      if (rule.metric && !GUARDRAIL_METRICS.some(([v]) => v === rule.metric)) metric.append(h('option', { value: rule.metric }, rule.metric));
-      metric.value = rule.metric ?? GUARDRAIL_METRICS[0][0];
-      const op = h('select', { 'aria-label': 'Comparison' }, GUARDRAIL_OPS.map((o) => h('option', { value: o }, o)));
-      op.value = rule.op ?? '<';
-      const threshold = h('input', { type: 'number', step: 'any', value: String(rule.threshold ?? ''), 'aria-label': 'Threshold', class: 'short' });
-      const minCalls = h('input', { type: 'number', min: '1', step: '1', value: String(rule.min_calls ?? 100), 'aria-label': 'Minimum calls before the rule applies', class: 'short' });
-      const entry = { metric, op, threshold, minCalls };
-      const tr = h('tr', {}, h('td', {}, metric), h('td', {}, op), h('td', {}, threshold), h('td', {}, minCalls),
-        h('td', {}, h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this rule', onclick: () => { rowsOf.splice(rowsOf.indexOf(entry), 1); tr.remove(); } }, 'Remove')));
-      rowsOf.push(entry);
-      list.append(tr);
-    };
-    rules.forEach(addRule);
     const error = h('p', { class: 'form-error', role: 'alert' });
     const readOnly = reasonFor('publisher', 'Changing guardrails');
-    const body = h('div', {},
-      h('p', {}, 'A rule stops a variant that breaks it (once it has at least the minimum number of calls): e.g. automation rate < 0.5.'),
-      h('table', { class: 'table' }, h('caption', { class: 'sr-only' }, 'Guardrail rules'),
-        h('thead', {}, h('tr', {}, ['Metric', 'Op', 'Threshold', 'Min calls', ''].map((t) => h('th', { scope: 'col' }, t)))), list),
-      h('button', { type: 'button', onclick: () => addRule({}) }, 'Add rule'),
-      readOnly ? h('p', { class: 'notice' }, readOnly) : null,
-      error);
-    await openDialog({
+    const body = h('div', {}, editor.element({ readOnly }), readOnly ? h('p', { class: 'notice' }, readOnly) : null, error);
+    const choice = await openDialog({
       title: `Guardrails of ${channel.number}`, wide: true, body,
       actions: [{ label: 'Cancel', value: null }, { label: 'Save guardrails', value: 'save', kind: 'primary', disabled: Boolean(readOnly) }],
       onAction: async () => {
         clearFieldErrors(body);
-        const payload = rowsOf.map((r) => ({ metric: r.metric.value, op: r.op.value, threshold: Number(r.threshold.value), min_calls: Number(r.minCalls.value) }));
         try {
-          await api('PUT', path, { body: { rules: payload } });
-          announce(`Guardrails of ${channel.number} saved.`, 'success');
+          await editor.save();
           return true;
         } catch (e) {
-          error.textContent = e.unavailable ? 'Guardrails are not available yet on this server.'
-            : `Not saved: ${e.message}${e.problems.length ? ` — ${e.problems.map((p) => `${p.path}: ${p.message}`).join('; ')}` : ''}`;
+          editor.showProblems(e);
+          error.textContent = `Not saved: ${e.message}`;
           return false;
         }
       },
     });
+    if (choice === 'save') announce(`Guardrails of ${channel.number} saved.`, 'success');
   }
 
   // --- dry run ------------------------------------------------------------------------------
@@ -374,8 +430,10 @@ class ChannelsPage {
       try {
         const answer = await api('GET', '/v1/resolve' + query({ to: to.input.value.trim(), from: from.input.value.trim() }));
         fill(result, renderResolution(answer, this.catalogue));
+        result.scrollIntoView({ block: 'nearest' });
       } catch (e) {
         fill(result, e.unavailable ? unavailable('The dry run') : h('p', { class: 'form-error' }, e.message));
+        result.scrollIntoView({ block: 'nearest' });
       }
     });
     return form;

@@ -2,9 +2,9 @@
 
 import { h, nextId, s } from './dom.js';
 
-const WIDTH = 640;
-const LEFT = 150; // room for row labels
-const RIGHT = 150; // room for value labels
+const WIDTH = 560;
+const LEFT = 130; // room for row labels ("challenger (V2, 20%)")
+const RIGHT = 140; // room for value labels
 const BAND = 30;
 const TOP = 26;
 

@@ -100,6 +100,11 @@ export function clearFieldErrors(root) {
   }
 }
 
+export function clearAnnouncement() {
+  clearTimeout(announce.timer);
+  document.getElementById('status').replaceChildren();
+}
+
 /** A one-line message in the polite live region at the top of the page. */
 export function announce(message, kind = 'info') {
   const status = document.getElementById('status');
@@ -162,8 +167,9 @@ export function formatDate(iso) {
   });
 }
 
+/** `V3` for a version number; `Draft` for null or "draft" (how APIs name the draft). */
 export function versionLabel(version) {
-  return version === null || version === undefined ? 'Draft' : `V${version}`;
+  return version === null || version === undefined || version === 'draft' ? 'Draft' : `V${version}`;
 }
 
 /** A <time> element with the full timestamp as its machine value and tooltip. */

@@ -1,0 +1,612 @@
+"""`make bench`: the router's hot path against a bare aiohttp ceiling and a naive per-call Postgres
+router, on this machine, in one run.
+
+It creates a scratch database (migrated, seeded with 100,000 channels), starts every server as a
+real subprocess (`python -m router`, `python -m loadtests.baselines ceiling|naive`), drives each
+with the load generator in a process of its own (loadtests/loadgen.py), measures pin-change
+propagation itself, prints the ratio table and saves everything under loadtests/results/. The
+scratch database and this run's Redis keys are removed at the end, whatever happened.
+
+Durations: BENCH_DURATION_S (default 10) measured seconds per point after BENCH_WARMUP_S
+(default 2); the whole run takes about four minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from loadtests import dataset, procstat, workload
+from loadtests.httpclient import Connection, build_request
+from loadtests.loadgen import ROUTED_MARK, percentiles
+from store.channels import Variant, set_channel
+from store.migrate import migrate
+from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from store.tokens import create_token
+
+RESULTS = Path(__file__).parent / "results"
+HOST = "127.0.0.1"
+SMALL_SET = 1_000
+LARGE_SET = 100_000
+# Channel LARGE_SET (one past the load's range): pinned, and repinned by the propagation test.
+PROPAGATION_CHANNEL = LARGE_SET
+PROPAGATION_CHANGES = 200
+# Seconds: a change not seen by every worker by then counts as lost.
+PROPAGATION_LIMIT_S = 2.0
+# Seconds between two probe calls to each worker while a change propagates.
+PROBE_INTERVAL_S = 0.002
+CLOSED_CONNECTIONS = 64
+# Enough that a stall piles requests up (as real traffic would) rather than being throttled away.
+OPEN_CONNECTIONS = 256
+CONFIG_LOOKUP_IDS = 20_000
+# Seconds a server may take to accept connections.
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+VERSION_PARAM = re.compile(rb'name="version" value="([^"]+)"')
+
+TARGETS = {
+    "webhook_vs_ceiling": 0.6,
+    "webhook_vs_naive": 3.0,
+    "open_loop_p99_ms": 20.0,
+    "large_set_p50_ratio": 1.10,
+    "config_vs_ceiling": 0.8,
+    "propagation_p99_ms": 100.0,
+    "rss_mb": 300.0,
+}
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Env:
+    """This run's scratch resources."""
+
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+    twilio_token: str
+    runtime_token: str
+    workdir: Path
+    duration_s: float
+    warmup_s: float
+
+
+class Servers:
+    """Server subprocesses of one kind, on ports of their own; stopped on exit."""
+
+    def __init__(self, env: Env, kind: str, workers: int) -> None:
+        self.env, self.kind = env, kind
+        self.ports = [_free_port() for _ in range(workers)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def _command(self) -> list[str]:
+        if self.kind == "router":
+            return [sys.executable, "-m", "router"]
+        return [sys.executable, "-m", "loadtests.baselines", self.kind]
+
+    def start(self) -> None:
+        for port in self.ports:
+            env = {
+                **os.environ,
+                "DATABASE_URL": self.env.database_url,
+                "REDIS_URL": self.env.redis_url,
+                "AGENTVER_REDIS_PREFIX": self.env.redis_prefix,
+                "TWILIO_AUTH_TOKEN": self.env.twilio_token,
+                "AGENTVER_ROUTER_PORT": str(port),
+                "AGENTVER_PUBLIC_BASE_URL": workload.PUBLIC_BASE_URL,
+                "AGENTVER_MEDIA_STREAM_URL": "wss://media.bench.example/stream",
+                "AGENTVER_SPOOL_DIR": str(self.env.workdir / f"spool-{port}"),
+            }
+            log = (self.env.workdir / f"{self.kind}-{port}.log").open("ab")
+            self.procs.append(
+                subprocess.Popen(self._command(), env=env, stdout=log, stderr=log)  # noqa: S603
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for proc, port in zip(self.procs, self.ports, strict=True):
+            while not _ready(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.kind} on port {port} did not start; see its log")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def _ready(port: int) -> bool:
+    """The server accepts connections and answers HTTP (the router: /readyz says ready)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5) as s:
+            s.sendall(build_request("GET", "/readyz", HOST, {"Connection": "close"}))
+            head = s.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.1 ") and head[9:12] in (b"200", b"404", b"405")
+
+
+@contextlib.contextmanager
+def serving(env: Env, kind: str, workers: int = 1) -> Iterator[Servers]:
+    servers = Servers(env, kind, workers)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+async def _db_pids(env: Env) -> list[int]:
+    """The Postgres backends serving this run's database (their CPU is the database's share)."""
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
+def load(
+    env: Env,
+    servers: Servers,
+    requests: dict[str, Any],
+    *,
+    rate: float | None = None,
+    expect: str | None = ROUTED_MARK,
+    reuse: bool = False,
+    label: str,
+) -> dict[str, Any]:
+    """One load-generator run against `servers`; its JSON report."""
+    spec = {
+        "mode": "open" if rate else "closed",
+        "targets": [[HOST, p] for p in servers.ports],
+        "connections": OPEN_CONNECTIONS if rate else CLOSED_CONNECTIONS,
+        "duration_s": env.duration_s,
+        "warmup_s": env.warmup_s,
+        "requests": requests,
+        "rate": rate,
+        "expect": expect,
+        "reuse": reuse,
+        "server_pids": servers.pids,
+        "db_pids": asyncio.run(_db_pids(env)) if servers.kind != "ceiling" else [],
+    }
+    spec_path = env.workdir / f"{label}.spec.json"
+    out_path = env.workdir / f"{label}.out.json"
+    spec_path.write_text(json.dumps(spec))
+    limit = env.duration_s + env.warmup_s + 120
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)],
+        check=True,
+        timeout=limit,
+    )
+    report: dict[str, Any] = json.loads(out_path.read_text())
+    report["server"] = f"{servers.kind} x{len(servers.ports)}"
+    lat = report["latency_ms"]
+    print(
+        f"  {label:<28} {report['achieved_rate']:>9.0f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
+        f"p99 {lat.get('p99', 0):7.2f} ms  errors {report['errors']}  "
+        f"server {report['server_cpu_us_per_call']:.0f} us/call  "
+        f"db {report['db_cpu_us_per_call']:.0f} us/call  "
+        f"client {report['client_cpu_share_of_machine']:.0%}",
+        flush=True,
+    )
+    return report
+
+
+def twilio(env: Env, channels: int, seed: int) -> dict[str, Any]:
+    return {"kind": "twilio", "token": env.twilio_token, "channels": channels, "seed": seed}
+
+
+# --- pin-change propagation -------------------------------------------------------------------
+
+
+async def _probe(conn: Connection, env: Env, to: str) -> tuple[bytes | None, float]:
+    caller = workload.caller_number(secrets.randbelow(workload.CALLERS))
+    response = await conn.request(workload.twilio_request(env.twilio_token, to, caller))
+    found = VERSION_PARAM.search(response.body)
+    return (found.group(1) if found else None), time.perf_counter()
+
+
+async def _watch(
+    env: Env, port: int, to: str, want: bytes, t0: float, pool: list[Connection]
+) -> tuple[float, float] | None:
+    """Probe one worker every PROBE_INTERVAL_S until a call is served `want`: (sent, served)
+    seconds after t0, or None past PROPAGATION_LIMIT_S."""
+    first: list[tuple[float, float]] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def probe() -> None:
+        conn = pool.pop() if pool else await Connection.open(HOST, port)
+        sent = time.perf_counter()
+        version, served = await _probe(conn, env, to)
+        pool.append(conn)
+        if version == want:
+            first.append((sent - t0, served - t0))
+
+    deadline = t0 + PROPAGATION_LIMIT_S
+    while not first and time.perf_counter() < deadline:
+        task = asyncio.ensure_future(probe())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        await asyncio.sleep(PROBE_INTERVAL_S)
+    if pending:
+        await asyncio.wait(pending, timeout=PROPAGATION_LIMIT_S)
+    return min(first, key=lambda f: f[1]) if first else None
+
+
+async def propagation(env: Env, servers: Servers) -> dict[str, Any]:
+    """Repin a channel PROPAGATION_CHANGES times; for each, the time from the commit to the
+    first call each worker serves with the new routing; the worst worker counts."""
+    pool = await asyncpg.create_pool(env.database_url, min_size=1, max_size=2)
+    to = workload.channel_number(PROPAGATION_CHANNEL)
+    agent = f"agt_{PROPAGATION_CHANNEL % dataset.AGENTS:016x}"
+    conns: dict[int, list[Connection]] = {p: [] for p in servers.ports}
+    served: list[float] = []
+    sent: list[float] = []
+    lost = 0
+    try:
+        for k in range(PROPAGATION_CHANGES):
+            version = 1 + (k + 1) % dataset.VERSIONS
+            await set_channel(
+                pool, to, (Variant("default", agent, version, 100),), "caller", "bench"
+            )
+            t0 = time.perf_counter()  # the admin's commit has returned
+            want = str(version).encode()
+            seen = await asyncio.gather(
+                *(_watch(env, p, to, want, t0, conns[p]) for p in servers.ports)
+            )
+            if any(s is None for s in seen):
+                lost += 1
+                continue
+            sent.append(max(s[0] for s in seen if s is not None))
+            served.append(max(s[1] for s in seen if s is not None))
+            await asyncio.sleep(0.02)
+    finally:
+        await pool.close()
+        for pool_conns in conns.values():
+            for c in pool_conns:
+                c.close()
+    return {
+        "changes": PROPAGATION_CHANGES,
+        "workers": len(servers.ports),
+        "lost": lost,
+        "served_ms": {k: round(v, 2) for k, v in percentiles(served).items()},
+        "first_new_call_sent_ms": {k: round(v, 2) for k, v in percentiles(sent).items()},
+    }
+
+
+# --- set-up and tear-down -------------------------------------------------------------------
+
+
+async def _create_database(server_url: str, name: str) -> str:
+    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = _with_database(server_url, name)
+    await migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await dataset.seed_agents(conn)
+        await dataset.seed_channels(conn, 0, LARGE_SET + 1)
+    finally:
+        await conn.close()
+    return url
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _delete_keys(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        batch = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        for i in range(0, len(batch), 1000):
+            await client.unlink(*batch[i : i + 1000])
+    finally:
+        await client.aclose()
+
+
+async def _runtime_token(url: str) -> str:
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        return await create_token(pool, "bench-voice-agent", "runtime")
+    finally:
+        await pool.close()
+
+
+async def _recent_call_ids(url: str, limit: int) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT call_id FROM calls ORDER BY started_at DESC LIMIT $1", limit)
+    finally:
+        await conn.close()
+    return [r["call_id"] for r in rows]
+
+
+@contextlib.contextmanager
+def scratch_env() -> Iterator[Env]:
+    server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    run_id = secrets.token_hex(4)
+    name = f"agentver_bench_{run_id}"
+    prefix = f"agentver-bench-{run_id}:"
+    with tempfile.TemporaryDirectory(prefix="agentver-bench-") as tmp:
+        try:
+            started = time.monotonic()
+            url = asyncio.run(_create_database(server_url, name))
+            print(f"seeded {name} in {time.monotonic() - started:.1f} s", flush=True)
+            yield Env(
+                database_url=url,
+                redis_url=redis_url,
+                redis_prefix=prefix,
+                twilio_token=secrets.token_hex(16),
+                runtime_token=asyncio.run(_runtime_token(url)),
+                workdir=Path(tmp),
+                duration_s=float(os.environ.get("BENCH_DURATION_S", "10")),
+                warmup_s=float(os.environ.get("BENCH_WARMUP_S", "2")),
+            )
+        finally:
+            asyncio.run(_drop_database(server_url, name))
+            asyncio.run(_delete_keys(redis_url, prefix))
+
+
+# --- the scenarios ----------------------------------------------------------------------------
+
+
+def _l1_hit_ratio(port: int, kind: str) -> float | None:
+    """The share of `kind` lookups answered from L1, from the router's /metrics."""
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(build_request("GET", "/metrics", HOST, {"Connection": "close"}))
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode(errors="replace")
+    counts: dict[str, float] = {}
+    pattern = rf'agentver_cache_lookups_total\{{kind="{kind}",result="(\w+)",tier="l1"\}} (\S+)'
+    for result, value in re.findall(pattern, text):
+        counts[result] = float(value)
+    total = counts.get("hit", 0.0) + counts.get("miss", 0.0)
+    return counts.get("hit", 0.0) / total if total else None
+
+
+def run_all(env: Env) -> dict[str, Any]:
+    runs: dict[str, Any] = {}
+    seed = iter(range(1, 1000))
+
+    print("1 worker, 1,000 channels", flush=True)
+    with serving(env, "ceiling") as s:
+        runs["ceiling_1w"] = load(env, s, twilio(env, SMALL_SET, next(seed)), label="ceiling_1w")
+        runs["ceiling_config_1w"] = load(
+            env,
+            s,
+            {"kind": "config_const", "count": 1},
+            expect=None,
+            reuse=True,
+            label="ceiling_config_1w",
+        )
+    with serving(env, "naive") as s:
+        runs["naive_1w"] = load(env, s, twilio(env, SMALL_SET, next(seed)), label="naive_1w")
+    with serving(env, "router") as s:
+        r = runs["router_1w"] = load(env, s, twilio(env, SMALL_SET, next(seed)), label="router_1w")
+        runs["router_1w_open"] = load(
+            env,
+            s,
+            twilio(env, SMALL_SET, next(seed)),
+            rate=round(r["achieved_rate"] / 2),
+            label="router_1w_open_half",
+        )
+        ids = asyncio.run(_recent_call_ids(env.database_url, CONFIG_LOOKUP_IDS))
+        ids_file = env.workdir / "call_ids.txt"
+        ids_file.write_text("\n".join(ids))
+        runs["router_config_1w"] = load(
+            env,
+            s,
+            {
+                "kind": "config",
+                "token": env.runtime_token,
+                "call_ids_file": str(ids_file),
+                "seed": next(seed),
+            },
+            expect='"config"',
+            reuse=True,
+            label="router_config_1w",
+        )
+
+    print("2 workers, 1,000 channels", flush=True)
+    for kind in ("ceiling", "naive", "router"):
+        with serving(env, kind, workers=2) as s:
+            report = load(env, s, twilio(env, SMALL_SET, next(seed)), label=f"{kind}_2w")
+            runs[f"{kind}_2w"] = report
+            if kind == "router":
+                runs["router_2w_open"] = load(
+                    env,
+                    s,
+                    twilio(env, SMALL_SET, next(seed)),
+                    rate=round(report["achieved_rate"] / 2),
+                    label="router_2w_open_half",
+                )
+
+    print("1 worker, 1,000 vs 100,000 channels at the same arrival rate", flush=True)
+    rate = round(runs["router_1w"]["achieved_rate"] / 2)
+    with serving(env, "router") as s:
+        runs["router_small_open"] = load(
+            env, s, twilio(env, SMALL_SET, next(seed)), rate=rate, label="router_1k_open"
+        )
+        runs["router_large_closed"] = load(
+            env, s, twilio(env, LARGE_SET, next(seed)), label="router_100k_closed"
+        )
+        runs["router_large_open"] = load(
+            env, s, twilio(env, LARGE_SET, next(seed)), rate=rate, label="router_100k_open"
+        )
+        runs["router_large_rss_mb"] = round(procstat.rss_bytes(s.pids[0]) / 2**20, 1)
+        runs["router_large_l1_hit_ratio"] = {
+            kind: _l1_hit_ratio(s.ports[0], kind) for kind in ("routing", "version", "draft")
+        }
+
+    print("pin-change propagation, 2 workers", flush=True)
+    with serving(env, "router", workers=2) as s:
+        runs["propagation"] = asyncio.run(propagation(env, s))
+        print(f"  {runs['propagation']}", flush=True)
+    return runs
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def summary(runs: dict[str, Any]) -> list[list[str]]:
+    """Rows of (measure, value, target, verdict)."""
+    rows: list[list[str]] = []
+    for w in ("1w", "2w"):
+        router, ceiling, naive = (runs[f"{k}_{w}"]["achieved_rate"] for k in
+                                  ("router", "ceiling", "naive"))
+        vs_ceiling, vs_naive = _ratio(router, ceiling), _ratio(router, naive)
+        rows.append([
+            f"webhook/s {w}: router {router:.0f}, ceiling {ceiling:.0f}, naive {naive:.0f}",
+            f"{vs_ceiling:.2f}x ceiling, {vs_naive:.2f}x naive",
+            ">= 0.6x ceiling, >= 3x naive",
+            _verdict(vs_ceiling >= TARGETS["webhook_vs_ceiling"]
+                     and vs_naive >= TARGETS["webhook_vs_naive"]),
+        ])
+    for w in ("1w", "2w"):
+        o = runs[f"router_{w}_open"]
+        lat = o["latency_ms"]
+        rows.append([
+            f"open loop {w} at {o['offered_rate']:.0f}/s (half max)",
+            f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} p99.9 {lat['p99_9']:.1f} ms, "
+            f"{o['errors']} errors",
+            "p99 <= 20 ms, no errors",
+            _verdict(lat["p99"] <= TARGETS["open_loop_p99_ms"] and o["errors"] == 0),
+        ])
+    small = runs["router_small_open"]["latency_ms"]["p50"]
+    large = runs["router_large_open"]["latency_ms"]["p50"]
+    rows.append([
+        f"p50 100k vs 1k channels at {runs['router_large_open']['offered_rate']:.0f}/s",
+        f"{large:.2f} vs {small:.2f} ms = {_ratio(large, small):.2f}x",
+        "<= 1.10x",
+        _verdict(_ratio(large, small) <= TARGETS["large_set_p50_ratio"]),
+    ])
+    cfg, cfg_ceiling = (runs[k]["achieved_rate"] for k in ("router_config_1w", "ceiling_config_1w"))
+    rows.append([
+        f"config lookup/s 1w: router {cfg:.0f}, ceiling {cfg_ceiling:.0f}",
+        f"{_ratio(cfg, cfg_ceiling):.2f}x ceiling",
+        ">= 0.8x ceiling",
+        _verdict(_ratio(cfg, cfg_ceiling) >= TARGETS["config_vs_ceiling"]),
+    ])
+    p = runs["propagation"]
+    served = p["served_ms"]
+    rows.append([
+        f"pin-change propagation ({p['changes']} changes, {p['workers']} workers)",
+        f"p50 {served.get('p50', 0):.1f} p99 {served.get('p99', 0):.1f} ms, {p['lost']} lost",
+        "p99 <= 100 ms",
+        _verdict(p["lost"] == 0 and served.get("p99", 1e9) <= TARGETS["propagation_p99_ms"]),
+    ])
+    rss = runs["router_large_rss_mb"]
+    rows.append([
+        "worker RSS after 100k channels",
+        f"{rss:.0f} MB (L1 hit ratio routing {runs['router_large_l1_hit_ratio']['routing']})",
+        "< 300 MB holding 100k channels",
+        _verdict(rss < TARGETS["rss_mb"]),
+    ])
+    return rows
+
+
+def render(rows: list[list[str]]) -> str:
+    head = ["measure", "result", "target", ""]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)), line]
+    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def main() -> int:
+    started = time.monotonic()
+    machine = procstat.machine()
+    print(f"machine: {machine}", flush=True)
+    with scratch_env() as env:
+        runs = run_all(env)
+    rows = summary(runs)
+    table = render(rows)
+    print()
+    print(table)
+    elapsed = time.monotonic() - started
+    print(f"\nbench took {elapsed:.0f} s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"bench-{stamp}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "load_average_at_end": list(os.getloadavg()),
+                "elapsed_s": round(elapsed, 1),
+                "targets": TARGETS,
+                "table": rows,
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
+    (RESULTS / "latest.txt").write_text(f"{stamp}\n{machine}\n\n{table}\n")
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

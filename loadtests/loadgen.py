@@ -1,0 +1,281 @@
+"""The load generator: `python -m loadtests.loadgen SPEC.json OUT.json`, in a process of its own.
+
+Every request is built (and signed) before the timed window. Two modes:
+
+- closed loop: each connection sends its next request when the last answer arrives (maximum
+  throughput);
+- open loop: request i is due at start + i / rate whatever happened before it, and its latency is
+  measured from that intended time, so a stall delays (and is charged to) every request due
+  during it: coordinated omission cannot hide it. Timers have 1 ms resolution: a send may leave
+  up to 1 ms late, and that lateness is counted too.
+
+The report gives offered and achieved rates, errors, latency percentiles, and the CPU seconds of
+the server processes, of the database backends serving them and of this generator in the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests import procstat, workload
+from loadtests.httpclient import Connection, Response
+
+# Bytes. A webhook answer that lacks this is the fallback, not a routed call.
+ROUTED_MARK = "<Stream"
+# Requests built for a closed-loop run when the spec does not say: above any rate this stack
+# reaches on two cores for the default 12 s.
+DEFAULT_CLOSED_REQUESTS = 200_000
+# Seconds a request may take before it counts as an error (and its connection is replaced).
+REQUEST_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Spec:
+    """What to send, where and how (the JSON file's fields)."""
+
+    mode: str  # closed | open
+    targets: list[tuple[str, int]]
+    connections: int
+    duration_s: float
+    warmup_s: float
+    requests: dict[str, Any]
+    rate: float | None = None
+    expect: str | None = None
+    reuse: bool = False
+    server_pids: list[int] = field(default_factory=list)
+    db_pids: list[int] = field(default_factory=list)
+    max_requests: int = DEFAULT_CLOSED_REQUESTS
+
+    @classmethod
+    def load(cls, raw: dict[str, Any]) -> Spec:
+        raw = dict(raw)
+        raw["targets"] = [(str(h), int(p)) for h, p in raw["targets"]]
+        return cls(**raw)
+
+
+def _build(spec: Spec, count: int) -> list[bytes]:
+    r = spec.requests
+    if r["kind"] == "twilio":
+        return workload.twilio_requests(r["token"], int(r["channels"]), count, int(r["seed"]))
+    if r["kind"] == "config":
+        ids = Path(r["call_ids_file"]).read_text().split()
+        random.Random(int(r["seed"])).shuffle(ids)
+        return workload.config_requests(r["token"], ids)
+    if r["kind"] == "config_const":
+        ids = [f"call_{secrets.token_hex(12)}" for _ in range(int(r["count"]))]
+        return workload.config_requests("-", ids)
+    raise ValueError(f"unknown request kind {r['kind']}")
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50/p90/p99/p99.9/max in milliseconds (nearest rank)."""
+    if not latencies:
+        return {}
+    ordered = sorted(latencies)
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
+
+    return {
+        "p50": rank(0.50),
+        "p90": rank(0.90),
+        "p99": rank(0.99),
+        "p99_9": rank(0.999),
+        "max": ordered[-1] * 1000,
+        "mean": sum(ordered) / len(ordered) * 1000,
+    }
+
+
+class Run:
+    """One measurement: the requests, the outcome of each, the accounting around the window."""
+
+    def __init__(self, spec: Spec, requests: list[bytes]) -> None:
+        self.spec = spec
+        self.requests = requests
+        self.expect = spec.expect.encode() if spec.expect else None
+        self.next = 0
+        # (intended or sent time, done time, ok) of every finished request.
+        self.done: list[tuple[float, float, bool]] = []
+        self.errors: dict[str, int] = {}
+        self.exhausted = False
+
+    def ticket(self) -> int | None:
+        i = self.next
+        if i >= len(self.requests):
+            if not self.spec.reuse:
+                self.exhausted = True
+                return None
+        self.next = i + 1
+        return i
+
+    def judge(self, response: Response) -> bool:
+        if response.status != 200:
+            key = f"http_{response.status}"
+        elif self.expect is not None and self.expect not in response.body:
+            key = "unexpected_answer"
+        else:
+            return True
+        self.errors[key] = self.errors.get(key, 0) + 1
+        return False
+
+    def failed(self, exc: BaseException) -> None:
+        key = type(exc).__name__
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+async def _connect(spec: Spec, n: int) -> Connection:
+    host, port = spec.targets[n % len(spec.targets)]
+    return await Connection.open(host, port)
+
+
+async def _worker(run: Run, n: int, start: float, stop: float) -> None:
+    spec, loop = run.spec, asyncio.get_running_loop()
+    conn = await _connect(spec, n)
+    rate = spec.rate
+    try:
+        while True:
+            i = run.ticket()
+            if i is None:
+                return
+            if rate is not None:
+                intended = start + i / rate
+                if intended >= stop:
+                    return
+                delay = intended - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                intended = loop.time()
+                if intended >= stop:
+                    return
+            try:
+                response = await asyncio.wait_for(
+                    conn.request(run.requests[i % len(run.requests)]), REQUEST_TIMEOUT_S
+                )
+            # Whatever went wrong is counted; the connection is replaced and the load goes on.
+            except Exception as exc:
+                run.failed(exc)
+                run.done.append((intended, loop.time(), False))
+                conn.close()
+                conn = await _connect(spec, n)
+                continue
+            run.done.append((intended, loop.time(), run.judge(response)))
+    finally:
+        conn.close()
+
+
+@dataclass
+class Snapshot:
+    at: float
+    server_cpu: float
+    db_cpu: float
+    client_cpu: float
+    done: int
+
+
+def _snapshot(run: Run, loop: asyncio.AbstractEventLoop) -> Snapshot:
+    return Snapshot(
+        loop.time(),
+        procstat.total_cpu_seconds(run.spec.server_pids),
+        procstat.total_cpu_seconds(run.spec.db_pids),
+        time.process_time(),
+        len(run.done),
+    )
+
+
+async def _measure(run: Run) -> dict[str, Any]:
+    spec, loop = run.spec, asyncio.get_running_loop()
+    start = loop.time() + 0.05  # the first open-loop request is due once every worker is set
+    window_start, stop = start + spec.warmup_s, start + spec.warmup_s + spec.duration_s
+    workers = [
+        asyncio.ensure_future(_worker(run, n, start, stop)) for n in range(spec.connections)
+    ]
+    await asyncio.sleep(max(0.0, window_start - loop.time()))
+    first = _snapshot(run, loop)
+    finished = asyncio.gather(*workers)
+    # Closed loop: the window ends at `stop` or when the requests run out.
+    while not finished.done() and loop.time() < stop:
+        await asyncio.wait([finished], timeout=min(0.05, max(0.0, stop - loop.time())))
+    last = _snapshot(run, loop)
+    await asyncio.wait_for(finished, REQUEST_TIMEOUT_S + 1)
+    return _report(run, first, last)
+
+
+def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
+    spec = run.spec
+    window = last.at - first.at
+    if spec.rate is not None:
+        # Open loop: judge every request due in the window, whenever it finished.
+        measured = [d for d in run.done if first.at <= d[0] < last.at]
+    else:
+        measured = [d for d in run.done if first.at <= d[1] < last.at]
+    ok = [done - sent for sent, done, good in measured if good]
+    completed = len(ok)
+    server_cpu = last.server_cpu - first.server_cpu
+    db_cpu = last.db_cpu - first.db_cpu
+    client_cpu = last.client_cpu - first.client_cpu
+    cpus = procstat.os.cpu_count() or 1
+    per_call = 1e6 / completed if completed else 0.0
+    return {
+        "mode": spec.mode,
+        "connections": spec.connections,
+        "targets": len(spec.targets),
+        "window_s": round(window, 3),
+        "offered_rate": spec.rate,
+        "achieved_rate": round(completed / window, 1) if window > 0 else 0.0,
+        "completed": completed,
+        "errors": sum(1 for *_, good in measured if not good),
+        "error_kinds": dict(run.errors),
+        "exhausted_requests": run.exhausted,
+        "latency_ms": {k: round(v, 3) for k, v in percentiles(ok).items()},
+        "server_cpu_s": round(server_cpu, 2),
+        "server_cpu_us_per_call": round(server_cpu * per_call, 1),
+        "db_cpu_us_per_call": round(db_cpu * per_call, 1),
+        "client_cpu_s": round(client_cpu, 2),
+        "client_cpu_share_of_machine": round(client_cpu / (window * cpus), 3) if window else 0,
+        "client_cpu_us_per_call": round(client_cpu * per_call, 1),
+        "server_rss_mb": [round(procstat.rss_bytes(p) / 2**20, 1) for p in spec.server_pids],
+    }
+
+
+def run_spec(spec: Spec) -> dict[str, Any]:
+    """Build the requests, then measure (on uvloop when installed)."""
+    if spec.rate is not None:
+        count = math.ceil(spec.rate * (spec.warmup_s + spec.duration_s)) + 1
+    else:
+        count = spec.max_requests
+    built = time.perf_counter()
+    requests = _build(spec, count)
+    build_s = time.perf_counter() - built
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a project dependency
+        runner = asyncio.run
+    report: dict[str, Any] = runner(_measure(Run(spec, requests)))
+    report["requests_built"] = len(requests)
+    report["build_s"] = round(build_s, 2)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m loadtests.loadgen SPEC.json OUT.json", file=sys.stderr)
+        return 2
+    spec = Spec.load(json.loads(Path(argv[0]).read_text()))
+    Path(argv[1]).write_text(json.dumps(run_spec(spec), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,261 @@
+"""Faults under load, against real router processes and a Redis and Postgres of the module's
+own: Redis killed for 10 s, Postgres stopped for 30 s, a rolling restart by SIGTERM. No webhook
+may fail, every answered call must land in Postgres exactly once, and a pin changed while the
+change feed was down must be honoured. Each test prints its counts as one JSON line (-s)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from store.agents import create_agent, publish, update_draft
+from store.channels import Variant, set_channel
+from store.db import create_pool
+from store.migrate import migrate
+from tests.conftest import minimal_config
+from tests.faults import (
+    TWILIO_TOKEN,
+    Caller,
+    Load,
+    PostgresServer,
+    RedisServer,
+    RouterProcess,
+    free_port,
+    loaded,
+    session,
+)
+
+pytestmark = pytest.mark.faults
+
+CHANNEL = "+14155550100"
+PINNED_LATER = "+14155550199"  # pinned to v1, then to v2 while the change feed is down
+REDIS_OUTAGE_S = 10.0
+POSTGRES_OUTAGE_S = 30.0
+WARM_UP_S = 2.0
+# Seconds after Postgres returns for every spooled call to be replayed (one replay a second).
+REPLAY_WITHIN_S = 15.0
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    postgres: PostgresServer
+    redis: RedisServer
+    agent_id: str
+
+    def env(self, port: int, spool: str = "spool") -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.postgres.url,
+            "REDIS_URL": self.redis.url,
+            "AGENTVER_ROUTER_PORT": str(port),
+            "AGENTVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "AGENTVER_SPOOL_DIR": str(self.workdir / spool),
+        }
+
+    def router(self, port: int, name: str) -> RouterProcess:
+        return RouterProcess(self.env(port), self.workdir / f"{name}.log")
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
+
+
+async def _seed(url: str) -> str:
+    admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute("CREATE DATABASE agentver")
+    finally:
+        await admin.close()
+    await migrate(url)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        agent = await create_agent(pool, minimal_config(), "faults")
+        await publish(pool, agent.id, "v1", "", "faults")
+        await update_draft(
+            pool, agent.id, lambda _: minimal_config(system_prompt="Two."), "faults"
+        )
+        await publish(pool, agent.id, "v2", "", "faults")
+        for number in (CHANNEL, PINNED_LATER):
+            await _pin(pool, number, agent.id, 1)
+        return agent.id
+    finally:
+        await pool.close()
+
+
+async def _pin(pool: asyncpg.Pool, number: str, agent_id: str, version: int) -> None:
+    await set_channel(pool, number, (Variant("v", agent_id, version, 100),), "caller", "faults")
+
+
+@pytest.fixture(scope="module")
+async def rig() -> AsyncIterator[Rig]:
+    # Not pytest's tmp_path: Postgres runs as another account and needs to reach its directory.
+    workdir = Path(tempfile.mkdtemp(prefix="agentver-faults-"))
+    postgres, redis = PostgresServer(workdir), RedisServer(workdir)
+    postgres.init()
+    redis.start()
+    try:
+        yield Rig(workdir, postgres, redis, await _seed(postgres.url))
+    finally:
+        redis.kill()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def routers(rig: Rig) -> Iterator[list[RouterProcess]]:
+    """Router processes a test starts; killed after it if still running."""
+    started: list[RouterProcess] = []
+    yield started
+    for router in started:
+        router.kill()
+
+
+async def _recorded(rig: Rig, load: Load) -> dict[str, Any]:
+    """How the answered calls landed: missing, duplicated, or with another call_id."""
+    conn = await asyncpg.connect(rig.postgres.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT provider_call_id, call_id FROM calls WHERE provider_call_id = ANY($1)",
+            list(load.answered),
+        )
+    finally:
+        await conn.close()
+    stored: dict[str, list[str]] = {}
+    for row in rows:
+        stored.setdefault(row["provider_call_id"], []).append(row["call_id"])
+    return {
+        "recorded": len(stored),
+        "missing": sum(1 for sid in load.answered if sid not in stored),
+        "duplicated": sum(1 for ids in stored.values() if len(ids) > 1),
+        "mismatched": sum(1 for sid, ids in stored.items() if ids != [load.answered[sid]]),
+    }
+
+
+async def _metric(port: int, name: str) -> float:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def _report(test: str, **figures: Any) -> None:
+    print(json.dumps({"test": test, **figures}))
+
+
+async def test_redis_killed_for_10_s(rig: Rig, routers: list[RouterProcess]) -> None:
+    port = free_port()
+    routers.append(rig.router(port, "redis-outage"))
+    async with session() as client:
+        caller = Caller(client, port, CHANNEL)
+        async with loaded(caller) as load:
+            await asyncio.sleep(WARM_UP_S)
+            before = load.sent
+            rig.redis.kill()
+            await asyncio.sleep(REDIS_OUTAGE_S)
+            during = load.sent - before
+            rig.redis.start()
+            await asyncio.sleep(WARM_UP_S)
+    recorded = await _recorded(rig, load)
+    _report("redis_killed", outage_s=REDIS_OUTAGE_S, during_outage=during, **load.summary())
+    _report("redis_killed_records", **recorded)
+    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
+    assert during > 0
+    assert recorded["recorded"] == len(load.answered)
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+
+
+async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess]) -> None:
+    port = free_port()
+    routers.append(rig.router(port, "postgres-outage"))
+    async with session() as client:
+        caller = Caller(client, port, CHANNEL)
+        await caller.call("CA-warm-pinned-later", to=PINNED_LATER)
+        async with loaded(caller) as load:
+            await asyncio.sleep(WARM_UP_S)
+            before = load.sent
+            rig.postgres.stop()
+            await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
+            # A provider retry of a spooled call gets the answer the call got.
+            spooled_sid = next(reversed(load.answered))
+            retried = await caller.call(spooled_sid)
+            await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
+            during = load.sent - before
+            rig.postgres.start()
+            feed_down = await _metric(port, "agentver_change_feed_connected") == 0
+            await _repin_while_feed_is_down(rig)
+            await asyncio.sleep(WARM_UP_S)
+        honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
+    deadline = time.monotonic() + REPLAY_WITHIN_S
+    while (recorded := await _recorded(rig, load))["missing"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    spool = {
+        event: await _metric(port, f'agentver_spool_records_total{{event="{event}"}}')
+        for event in ("spooled", "replayed", "dropped")
+    }
+    _report("postgres_stopped", outage_s=POSTGRES_OUTAGE_S, during_outage=during, **load.summary())
+    _report("postgres_stopped_records", **recorded, **spool)
+    _report("pin_changed_while_feed_down", feed_down=feed_down, honoured_after_s=honoured_after_s)
+    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
+    assert during > 0 and spool["spooled"] > 0 and spool["dropped"] == 0
+    assert retried is not None and retried["call_id"] == load.answered[spooled_sid]
+    assert recorded["recorded"] == len(load.answered)
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+    assert feed_down
+
+
+async def _repin_while_feed_is_down(rig: Rig) -> None:
+    pool = await create_pool(rig.postgres.url, min_size=1, max_size=1)
+    try:
+        await _pin(pool, PINNED_LATER, rig.agent_id, 2)
+    finally:
+        await pool.close()
+
+
+async def _serves_version(caller: Caller, to: str, version: str, within_s: float = 10.0) -> float:
+    """Seconds until calls to `to` are served `version`."""
+    started = time.monotonic()
+    while True:
+        answer = await caller.call(f"CA-probe-{time.monotonic_ns()}", to=to)
+        if answer is not None and answer["version"] == version:
+            return round(time.monotonic() - started, 3)
+        assert time.monotonic() - started < within_s, answer
+        await asyncio.sleep(0.1)
+
+
+async def test_rolling_restart_of_two_workers(rig: Rig, routers: list[RouterProcess]) -> None:
+    port = free_port()
+    routers.extend([rig.router(port, "worker-a"), rig.router(port, "worker-b")])
+    exits = []
+    async with session() as client, loaded(Caller(client, port, CHANNEL)) as load:
+        await asyncio.sleep(WARM_UP_S)
+        for index in range(2):
+            # Replace each worker in turn: the new one shares the port before the old one goes.
+            old = routers[index]
+            routers.append(rig.router(port, f"worker-{index}-new"))
+            exits.append(await asyncio.to_thread(old.terminate))
+            await asyncio.sleep(WARM_UP_S)
+    recorded = await _recorded(rig, load)
+    _report("rolling_restart", exit_codes=exits, **load.summary(), **recorded)
+    assert exits == [0, 0]
+    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+    assert TWILIO_TOKEN not in rig.logs()
