@@ -2,74 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiohttp import web
 
+from admin.calls import call_json
 from admin.metrics import METRICS
+from httpkit import query
 from httpkit.auth import requires
-from httpkit.errors import ApiError
 from httpkit.json import json_response, read_json, read_object
 from httpkit.keys import POOL, PRINCIPAL
 from store import agents, analytics, calls_analysis, channels, guardrails
 
-_TRUE, _FALSE = ("true", "1"), ("false", "0")
-
-
-def _bad_query(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_query", message, [{"path": name, "message": message}])
-
-
-def _required(request: web.Request, name: str) -> str:
-    value = request.query.get(name, "")
-    if not value:
-        raise _bad_query(name, f"{name} is required")
-    return value
-
-
-def _timestamp(request: web.Request, name: str) -> datetime | None:
-    """An ISO 8601 query timestamp (`Z` or an offset; none means UTC)."""
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise _bad_query(name, f"{name} must be an ISO 8601 timestamp (encode + as %2B)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def _window(request: web.Request) -> tuple[datetime, datetime]:
-    since = _timestamp(request, "since") or analytics.EARLIEST
-    until = _timestamp(request, "until") or analytics.LATEST
+    since = query.timestamp(request, "since") or analytics.EARLIEST
+    until = query.timestamp(request, "until") or analytics.LATEST
     if since >= until:
-        raise _bad_query("until", "until must be later than since")
+        raise query.bad_query("until", "until must be later than since")
     return since, until
 
 
-def _flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw not in _TRUE + _FALSE:
-        raise _bad_query(name, f"{name} must be true or false")
-    return raw in _TRUE
-
-
-def _baseline_version(request: web.Request) -> int | None:
-    raw = request.query.get("baseline")
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
-        raise _bad_query("baseline", "baseline must be a version number")
-    return int(raw)
-
-
 # --- calls -----------------------------------------------------------------------------------
-
-
-@requires("runtime", "viewer")
-async def get_call(request: web.Request) -> web.Response:
-    call = await calls_analysis.get_call(request.app[POOL], request.match_info["call_id"])
-    return json_response(call.public())
 
 
 @requires("runtime", "editor")
@@ -83,7 +37,7 @@ async def post_analysis(request: web.Request) -> web.Response:
     metrics.count_analysis(call)
     for trip in await guardrails.evaluate(pool, call.channel):
         metrics.count_trip(call.channel, trip)
-    return json_response(call.public())
+    return json_response(call_json(call))
 
 
 # --- analytics -------------------------------------------------------------------------------
@@ -92,10 +46,11 @@ async def post_analysis(request: web.Request) -> web.Response:
 @requires("viewer")
 async def versions(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    agent_id = _required(request, "agent_id")
+    agent_id = query.required(request, "agent_id")
     since, until = _window(request)
     channel = request.query.get("channel")
-    baseline, split_draft = _baseline_version(request), _flag(request, "split_draft")
+    baseline = query.version_number(request, "baseline")
+    split_draft = bool(query.flag(request, "split_draft"))
     await agents.get_agent(pool, agent_id)  # 404 for an unknown agent, not an empty report
     groups = await analytics.version_outcomes(
         pool, agent_id, since, until, channel=channel, split_draft=split_draft
@@ -116,7 +71,7 @@ async def versions(request: web.Request) -> web.Response:
 @requires("viewer")
 async def ab(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    number = channels.parse_number(_required(request, "channel"))
+    number = channels.parse_number(query.required(request, "channel"))
     since, until = _window(request)
     baseline = request.query.get("baseline")
     # A deleted channel's history stays readable; it just has no current weights.

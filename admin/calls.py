@@ -6,8 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from admin.analytics import _bad_query, _timestamp
-from admin.views import _decimal, _limit
+from httpkit import query
 from httpkit.auth import requires
 from httpkit.json import json_response
 from httpkit.keys import POOL
@@ -15,52 +14,45 @@ from store import calls
 
 
 def call_json(call: calls.CallRecord) -> dict[str, Any]:
-    """A call as the API shows it (DESIGN.md section 3); `version` null means the draft."""
-    return {
-        "call_id": call.call_id,
-        "provider": call.provider,
-        "provider_call_id": call.provider_call_id,
-        "channel": call.channel,
-        "from": call.from_number,
-        "agent_id": call.agent_id,
-        "version": call.version,
-        "draft_revision": call.draft_revision,
-        "config_hash": call.config_hash,
-        "variant": call.variant,
-        "status": call.status,
-        "started_at": call.started_at,
-        "ended_at": call.ended_at,
-        "duration_s": call.duration_s,
-        "sentiment": call.sentiment,
-        "automated": call.automated,
-    }
+    """One call with its analysis (null until the voice agent posts one)."""
+    return {**call.public(), "analysis": call.analysis_json()}
 
 
 def _filter(request: web.Request) -> calls.CallFilter:
     raw_version = request.query.get("version")
     version = None
     if raw_version is not None and raw_version != "draft":
-        version = _decimal(raw_version)
+        version = query.decimal(raw_version)
         if version is None:
-            raise _bad_query("version", "version must be a version number or 'draft'")
+            raise query.bad_query("version", "version must be a version number or 'draft'")
     return calls.CallFilter(
         agent_id=request.query.get("agent_id") or None,
         draft=raw_version == "draft",
         version=version,
         variant=request.query.get("variant") or None,
         channel=request.query.get("channel") or None,
-        since=_timestamp(request, "since"),
-        until=_timestamp(request, "until"),
+        since=query.timestamp(request, "since"),
+        until=query.timestamp(request, "until"),
+        status=request.query.get("status") or None,
+        sentiment=request.query.get("sentiment") or None,
+        automated=query.flag(request, "automated"),
     )
 
 
 @requires("viewer")
 async def list_calls(request: web.Request) -> web.Response:
-    """GET /v1/calls?agent_id=&version=&variant=&channel=&since=&until=, newest first."""
+    """GET /v1/calls?agent_id=&version=&variant=&channel=&status=&sentiment=&automated=
+    &since=&until=, newest first."""
     items, cursor = await calls.list_calls(
         request.app[POOL],
         _filter(request),
-        limit=_limit(request),
+        limit=query.limit(request),
         cursor=request.query.get("cursor"),
     )
-    return json_response({"items": [call_json(c) for c in items], "next_cursor": cursor})
+    return json_response({"items": [c.public() for c in items], "next_cursor": cursor})
+
+
+@requires("runtime", "viewer")
+async def get_call(request: web.Request) -> web.Response:
+    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    return json_response(call_json(call))

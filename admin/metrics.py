@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from store.calls_analysis import Call
+from store.calls import CallRecord
 from store.guardrails import Trip
 
 
@@ -41,7 +41,7 @@ class AdminMetrics:
             registry=self.registry,
         )
 
-    def count_analysis(self, call: Call) -> None:
+    def count_analysis(self, call: CallRecord) -> None:
         """Count one posted analysis (a re-post counts again: these count analyses received)."""
         version = version_label(call.version)
         self.analyses.labels(call.agent_id, version).inc()

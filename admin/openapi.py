@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from httpkit.json import json_response
+from store.calls_analysis import SENTIMENTS
 from store.config import AgentConfig
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.tokens import ROLES
@@ -71,7 +72,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The token's role is too low"),
     404: ("NotFound", "No such resource"),
     409: ("Conflict", "The change conflicts with the current state"),
-    412: ("PreconditionFailed", "If-Match names a draft revision that is not the current one"),
+    412: ("PreconditionFailed", "If-Match names a revision that is not the current one"),
     413: ("PayloadTooLarge", "The request body is larger than the service accepts"),
     415: ("UnsupportedMediaType", "The body is not sent as application/json"),
     422: ("Unprocessable", "The document is invalid; details name each field path"),
@@ -187,7 +188,7 @@ CALL = _object(
         "started_at": TIMESTAMP,
         "ended_at": _nullable(TIMESTAMP),
         "duration_s": _nullable({"type": "number", "minimum": 0}),
-        "sentiment": _nullable({"type": "string", "enum": ["positive", "neutral", "negative"]}),
+        "sentiment": _nullable({"type": "string", "enum": list(SENTIMENTS)}),
         "automated": _nullable({"type": "boolean"}),
     },
     {"analysis": _nullable({"type": "object"})},
@@ -390,11 +391,12 @@ WINDOW_QUERY = (
     _query("until", TIMESTAMP, "to this time (exclusive)"),
 )
 DRAFT_ETAG = {"ETag": "the draft revision, quoted; send it back in If-Match"}
+CHANNEL_ETAG = {"ETag": "the routing revision, quoted; send it back in If-Match"}
 IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
-    "description": 'The ETag of the draft this edit is based on ("3"); 412 when stale',
+    "description": 'The ETag of the draft or channel this edit is based on ("3"); 412 when stale',
     "schema": STRING,
 }
 
@@ -524,14 +526,16 @@ PATHS: dict[str, Any] = {
         "put": _op(
             "Set a number's routing: a pin or weighted A/B variants",
             "publisher",
-            {200: _ok(_ref("Channel"))},
+            {200: _ok(_ref("Channel"), **CHANNEL_ETAG)},
             params=("Number",),
+            parameters=(IF_MATCH,),
             body=PUT_CHANNEL,
+            errors=(412,),
         ),
         "get": _op(
             "Read a number's routing",
             "viewer",
-            {200: _ok(_ref("Channel"))},
+            {200: _ok(_ref("Channel"), **CHANNEL_ETAG)},
             params=("Number",),
             errors=(404, 422),
         ),
@@ -570,6 +574,9 @@ PATHS: dict[str, Any] = {
                 _query("version", STRING, "a version number, or `draft`"),
                 _query("variant", STRING, "variant label"),
                 _query("channel", E164, "the number called"),
+                _query("status", STRING, "the provider's last status, e.g. `completed`"),
+                _query("sentiment", {"type": "string", "enum": list(SENTIMENTS)}, "analysed"),
+                _query("automated", {"type": "boolean"}, "analysed as fully automated"),
                 *WINDOW_QUERY,
                 *LIST_QUERY,
             ),

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
+from httpkit import query
 from httpkit.auth import requires
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
 from store import agents, audit, channels, tokens
 from store.diff import diff_configs, merge_patch
-from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 MAX_VERSION_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 10_000
@@ -23,44 +22,22 @@ MAX_DESCRIPTION_CHARS = 10_000
 # --- request parsing -------------------------------------------------------------------------
 
 
-# Nine digits fit a Postgres integer (revisions, version numbers) whatever they are.
-_NUMBER = re.compile(r"[0-9]{1,9}")
-
-
-def _decimal(raw: str) -> int | None:
-    """A plain ASCII decimal of at most nine digits, else None.
-
-    `str.isdigit` is not enough: it accepts `²` and other Unicode digits that `int` refuses.
-    """
-    return int(raw) if _NUMBER.fullmatch(raw) else None
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    limit = _decimal(raw)
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, "invalid_query", f"limit must be 1 to {MAX_LIMIT}", {"path": "limit"})
-    return limit
-
-
 def _version_param(request: web.Request) -> int:
-    number = _decimal(request.match_info["n"])
+    number = query.decimal(request.match_info["n"])
     if number is None:
         raise ApiError(404, "version_not_found", "a version is named by its number")
     return number
 
 
 def _if_match(request: web.Request) -> int | None:
-    """The draft revision an If-Match names; None when absent or `*`."""
+    """The revision (draft or channel) an If-Match names; None when absent or `*`."""
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    revision = _decimal(raw.strip().removeprefix("W/").strip('"'))
+    revision = query.decimal(raw.strip().removeprefix("W/").strip('"'))
     if revision is None:
         # An ETag we never issued cannot match the current revision.
-        raise ApiError(412, "revision_conflict", "If-Match names no draft revision")
+        raise ApiError(412, "revision_conflict", "If-Match names no revision")
     return revision
 
 
@@ -149,7 +126,7 @@ async def create_agent(request: web.Request) -> web.Response:
 @requires("viewer")
 async def list_agents(request: web.Request) -> web.Response:
     items, cursor = await agents.list_agents(
-        request.app[POOL], limit=_limit(request), cursor=request.query.get("cursor")
+        request.app[POOL], limit=query.limit(request), cursor=request.query.get("cursor")
     )
     return _listing([agent_json(a) for a in items], cursor)
 
@@ -228,7 +205,7 @@ async def list_versions(request: web.Request) -> web.Response:
     history = await agents.history(
         request.app[POOL],
         request.match_info["agent_id"],
-        limit=_limit(request),
+        limit=query.limit(request),
         cursor=request.query.get("cursor"),
     )
     summary = {k: v for k, v in draft_json(history.draft).items() if k != "config"}
@@ -251,7 +228,7 @@ async def diff_version(request: web.Request) -> web.Response:
     if against == "draft":
         draft = (await agents.get_agent(pool, agent_id)).draft
         other, target = draft.config, {"draft": True, "revision": draft.revision}
-    elif (number := _decimal(against)) is not None:
+    elif (number := query.decimal(against)) is not None:
         version = await agents.get_version(pool, agent_id, number)
         other, target = version.config or {}, {"version": version.version}
     else:
@@ -291,15 +268,20 @@ async def put_channel(request: web.Request) -> web.Response:
     number = _number(request)
     variants, sticky = channels.parse_routing(await read_object(request))
     routing = await channels.set_channel(
-        request.app[POOL], number, variants, sticky, request[PRINCIPAL].name
+        request.app[POOL],
+        number,
+        variants,
+        sticky,
+        request[PRINCIPAL].name,
+        if_revision=_if_match(request),
     )
-    return json_response(routing.public())
+    return json_response(routing.public(), headers={"ETag": f'"{routing.revision}"'})
 
 
 @requires("viewer")
 async def get_channel(request: web.Request) -> web.Response:
     routing = await channels.get_channel(request.app[POOL], _number(request))
-    return json_response(routing.public())
+    return json_response(routing.public(), headers={"ETag": f'"{routing.revision}"'})
 
 
 @requires("publisher")
@@ -312,7 +294,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 async def list_channels(request: web.Request) -> web.Response:
     items, cursor = await channels.list_channels(
         request.app[POOL],
-        limit=_limit(request),
+        limit=query.limit(request),
         cursor=request.query.get("cursor"),
         agent_id=request.query.get("agent_id"),
     )
@@ -326,7 +308,7 @@ async def list_channels(request: web.Request) -> web.Response:
 async def list_audit(request: web.Request) -> web.Response:
     items, cursor = await audit.list_entries(
         request.app[POOL],
-        limit=_limit(request),
+        limit=query.limit(request),
         cursor=request.query.get("cursor"),
         agent_id=request.query.get("agent_id"),
         channel=request.query.get("channel"),

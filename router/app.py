@@ -160,6 +160,10 @@ async def _replay(app: web.Application) -> None:
         breaker.failed()
         log.warning("spool_replay_unavailable", error=type(exc).__name__)
         return
+    # The flusher outlives any failure; the records stay spooled for the next attempt.
+    except Exception:
+        log.exception("spool_replay_failed")
+        return
     breaker.succeeded()
     if replayed:
         log.info("spool_replayed", records=replayed)

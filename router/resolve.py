@@ -44,8 +44,10 @@ class Plan:
 
 
 def caller_of(raw_from: str) -> str:
-    """The caller as recorded: E.164 when it is a number, else what the provider sent."""
-    return normalize_e164(raw_from) or raw_from.strip()[:MAX_FROM_CHARS] or ANONYMOUS
+    """The caller as recorded: E.164 when it is a number, else the printable part of what the
+    provider sent (Postgres text cannot hold NUL; logs and the console want no controls)."""
+    printable = "".join(c for c in raw_from[: MAX_FROM_CHARS * 4] if c.isprintable())
+    return normalize_e164(raw_from) or printable.strip()[:MAX_FROM_CHARS] or ANONYMOUS
 
 
 class Resolver:
@@ -89,6 +91,8 @@ class Resolver:
 
     async def plan(self, to: str, raw_from: str, provider_call_id: str) -> Plan | Unroutable:
         """How to serve a call to `to` from `raw_from`, or why it cannot be routed."""
+        if "\x00" in provider_call_id:  # no provider sends one, and Postgres text cannot hold it
+            return Unroutable("malformed")
         try:
             routing = await self._routed(to)
             if isinstance(routing, Unroutable):

@@ -47,7 +47,10 @@ def _port_variants(url: str) -> set[str]:
     userinfo = parts.netloc.rpartition("@")[0]
     prefix = userinfo + "@" if userinfo else ""
     variants = {urlunsplit(parts._replace(netloc=prefix + host))}
-    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port out of range or not a number: no URL Twilio could have used
+        return {url}
     if parts.port is None and port is not None:
         variants.add(urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}")))
     else:

@@ -48,7 +48,8 @@ class SpoolFull(Exception):
 
 def encode_record(record: Record) -> bytes:
     """One framed record: header (length, CRC-32) then the JSON payload."""
-    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII escapes: any str, even a lone surrogate, encodes; nothing can fail to spool.
+    payload = json.dumps(record, separators=(",", ":")).encode()
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 

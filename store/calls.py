@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -46,7 +47,7 @@ RETURNING call_id, provider, provider_call_id, channel, from_number, agent_id, v
 SELECT_CALL = """
 SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
        draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
-       duration_s, sentiment, automated
+       duration_s, sentiment, automated, analysis
 FROM calls
 WHERE call_id = $1
 """
@@ -90,9 +91,12 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($5::text IS NULL OR channel = $5)
   AND ($6::timestamptz IS NULL OR started_at >= $6)
   AND ($7::timestamptz IS NULL OR started_at < $7)
-  AND ($8::timestamptz IS NULL OR (started_at, call_id) < ($8, $9))
+  AND ($8::text IS NULL OR status = $8)
+  AND ($9::text IS NULL OR sentiment = $9)
+  AND ($10::boolean IS NULL OR automated = $10)
+  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
 ORDER BY started_at DESC, call_id DESC
-LIMIT $10
+LIMIT $13
 """
 
 
@@ -143,6 +147,34 @@ class CallRecord:
     duration_s: float | None
     sentiment: str | None
     automated: bool | None
+    analysis: dict[str, Any] | None = None  # {"fields", "posted_at", "posted_by"} once analysed
+
+    def public(self) -> dict[str, Any]:
+        """The call resource of the API (DESIGN.md section 3); `version` null means the draft."""
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "provider_call_id": self.provider_call_id,
+            "channel": self.channel,
+            "from": self.from_number,
+            "agent_id": self.agent_id,
+            "version": self.version,
+            "draft_revision": self.draft_revision,
+            "config_hash": self.config_hash,
+            "variant": self.variant,
+            "status": self.status,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_s": self.duration_s,
+            "sentiment": self.sentiment,
+            "automated": self.automated,
+        }
+
+    def analysis_json(self) -> dict[str, Any] | None:
+        """The analysis as posted, or None before the voice agent reported."""
+        if self.analysis is None:
+            return None
+        return {"sentiment": self.sentiment, "automated": self.automated, **self.analysis}
 
 
 @dataclass(frozen=True)
@@ -154,6 +186,9 @@ class CallFilter:
     channel: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    status: str | None = None
+    sentiment: str | None = None
+    automated: bool | None = None
 
 
 class CallNotRecorded(Exception):
@@ -254,6 +289,9 @@ async def list_calls(
         where.channel,
         where.since,
         where.until,
+        where.status,
+        where.sentiment,
+        where.automated,
         after_started,
         after[1] if after else None,
         limit + 1,

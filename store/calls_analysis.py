@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from store import audit
+from store.calls import CallRecord
 from store.errors import CallNotFound, InvalidConfig
 
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -23,9 +24,9 @@ _FIELD_CHECKS: dict[str, tuple[type, ...]] = {
 
 _CALL_COLUMNS = """
 call_id, provider, provider_call_id, channel, from_number, agent_id, version, draft_revision,
-config_hash, variant, status, started_at, ended_at, duration_s, sentiment, automated, analysis
+config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
+automated, analysis
 """
-SELECT_CALL = "SELECT" + _CALL_COLUMNS + "FROM calls WHERE call_id = $1"
 # The served config's analysis fields come along: a post is validated against exactly those.
 LOCK_CALL = (
     "SELECT"
@@ -53,56 +54,8 @@ class Analysis:
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Call:
-    call_id: str
-    provider: str
-    provider_call_id: str
-    channel: str
-    from_number: str
-    agent_id: str
-    version: int | None  # None: the draft was served
-    draft_revision: int | None
-    config_hash: str
-    variant: str
-    status: str
-    started_at: datetime
-    ended_at: datetime | None
-    duration_s: float | None
-    sentiment: str | None
-    automated: bool | None
-    analysis: dict[str, Any] | None  # {"fields", "posted_at", "posted_by"} once analysed
-
-    def public(self) -> dict[str, Any]:
-        """The call resource of the API (DESIGN.md section 3), with its analysis or null."""
-        return {
-            "call_id": self.call_id,
-            "provider": self.provider,
-            "provider_call_id": self.provider_call_id,
-            "channel": self.channel,
-            "from": self.from_number,
-            "agent_id": self.agent_id,
-            "version": self.version,
-            "draft_revision": self.draft_revision,
-            "config_hash": self.config_hash,
-            "variant": self.variant,
-            "status": self.status,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_s": self.duration_s,
-            "sentiment": self.sentiment,
-            "automated": self.automated,
-            "analysis": self.analysis_json(),
-        }
-
-    def analysis_json(self) -> dict[str, Any] | None:
-        if self.analysis is None:
-            return None
-        return {"sentiment": self.sentiment, "automated": self.automated, **self.analysis}
-
-
-def _call(row: asyncpg.Record) -> Call:
-    return Call(**{k: row[k] for k in Call.__dataclass_fields__})
+def _call(row: asyncpg.Record) -> CallRecord:
+    return CallRecord(**{k: row[k] for k in CallRecord.__dataclass_fields__})
 
 
 def _fail(path: str, message: str) -> InvalidAnalysis:
@@ -147,16 +100,9 @@ def parse_analysis(body: dict[str, Any], declared: list[dict[str, Any]]) -> Anal
     )
 
 
-async def get_call(pool: asyncpg.Pool, call_id: str) -> Call:
-    row = await pool.fetchrow(SELECT_CALL, call_id)
-    if row is None:
-        raise CallNotFound(f"no call {call_id}")
-    return _call(row)
-
-
 async def record_analysis(
     pool: asyncpg.Pool, call_id: str, body: dict[str, Any], actor: str
-) -> Call:
+) -> CallRecord:
     """Validate and store a call's analysis, replacing any earlier one; audited."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(LOCK_CALL, call_id)

@@ -10,7 +10,7 @@ from typing import Any, TypeGuard
 import asyncpg
 
 from store import audit
-from store.errors import ChannelNotFound, InvalidRouting
+from store.errors import ChannelNotFound, InvalidRouting, RevisionConflict
 from store.numbers import normalize_e164
 from store.pagination import decode_cursor, page
 
@@ -251,11 +251,22 @@ async def set_channel(
     *,
     action: str | None = None,
     audit_note: dict[str, Any] | None = None,
+    if_revision: int | None = None,
 ) -> Routing:
-    """Create or replace a channel's routing (revision + 1), audited and announced."""
+    """Create or replace a channel's routing (revision + 1), audited and announced.
+
+    With `if_revision`, the change applies only to a channel still at that revision (else
+    RevisionConflict), so a read-modify-write never overwrites a change made in between.
+    """
     async with pool.acquire() as conn, conn.transaction():
         await _check_targets(conn, variants)
         before_row = await conn.fetchrow(LOCK_CHANNEL, number)
+        current = before_row["revision"] if before_row else None
+        if if_revision is not None and current != if_revision:
+            raise RevisionConflict(
+                f"channel {number} is at revision {current}, not {if_revision}",
+                {"current_revision": current},
+            )
         before = (await _with_variants(conn, [before_row]))[0] if before_row else None
         row = await conn.fetchrow(UPSERT_CHANNEL, number, secrets.token_hex(8), sticky, actor)
         await conn.execute(DELETE_VARIANTS, number)

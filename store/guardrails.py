@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from store import analytics, audit, channels, stats
-from store.errors import ChannelNotFound, InvalidConfig
+from store.errors import ChannelNotFound, InvalidConfig, RevisionConflict
 
 METRICS = ("automation_rate", "negative_sentiment_share", "mean_duration_s")
 RATE_METRICS = ("automation_rate", "negative_sentiment_share")
@@ -247,14 +247,22 @@ async def evaluate(pool: asyncpg.Pool, number: str) -> list[Trip]:
             return []
         outcomes = await analytics.current_variant_counts(conn, number, routing.variants)
         trips = plan_trips(routing.variants, outcomes, _guardrails(row).rules)
+        applied: list[Trip] = []
         for trip in trips:
-            routing = await channels.set_channel(
-                pool,
-                number,
-                _zeroed(routing.variants, trip.variant),
-                routing.sticky,
-                GUARDRAIL_ACTOR,
-                action=TRIP_ACTION,
-                audit_note=trip.note(),
-            )
-    return trips
+            try:
+                routing = await channels.set_channel(
+                    pool,
+                    number,
+                    _zeroed(routing.variants, trip.variant),
+                    routing.sticky,
+                    GUARDRAIL_ACTOR,
+                    action=TRIP_ACTION,
+                    audit_note=trip.note(),
+                    if_revision=routing.revision,
+                )
+            except RevisionConflict:
+                # Someone re-routed the channel meanwhile: their routing stands, and the next
+                # analysis re-checks it.
+                break
+            applied.append(trip)
+    return applied

@@ -37,8 +37,15 @@ Observe = Callable[[str, str, str], None]
 DEFAULT_L1_SIZE = 10_000
 SCAN_BATCH = 500
 
-# Postgres is unreachable (rather than the query being wrong).
-DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Postgres is unreachable, shutting down or out of connections (rather than the query or its
+# data being wrong: those errors would recur on every retry and must not be spooled for one).
+DATABASE_UNAVAILABLE = (
+    OSError,  # TimeoutError included
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
 REDIS_UNAVAILABLE = (OSError, RedisError)
 
 _MISSING: Any = object()

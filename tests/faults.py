@@ -57,6 +57,21 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a socket listening on TCP `port` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(FileNotFoundError):
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+    return False
+
+
 class RedisServer:
     """A redis-server of the test's own, without persistence, restartable on the same port."""
 
@@ -157,11 +172,12 @@ class RouterProcess:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self._log = log.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 (our own module)
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "router"], env=env, stdout=self._log, stderr=self._log
         )
         port = int(env["AGENTVER_ROUTER_PORT"])
-        _wait_for(lambda: self.proc.poll() is None and _accepts(port), "router")
+        # Its own listening socket, not merely the port: another worker may hold it already.
+        _wait_for(lambda: self.proc.poll() is None and _listens(self.proc.pid, port), "router")
 
     def terminate(self) -> int:
         """SIGTERM, then the exit status once the worker has shut down gracefully."""

@@ -228,3 +228,21 @@ async def test_pins_and_weight_changes_are_audited(api: Api, make_agent: AgentFa
     assert {e["channel"] for e in entries} == {NUMBER}
     weights = await api.ok("GET", "/v1/audit?action=channel.weights")
     assert [e["after"]["variants"][1]["weight"] for e in weights["items"]] == [80]
+
+
+async def test_if_match_guards_a_routing_change(api: Api, make_agent: AgentFactory) -> None:
+    agent = await make_agent(versions=2)
+    resp = await api.call("PUT", PATH, json={"agent_id": agent["id"], "version": 1})
+    assert resp.headers["ETag"] == '"1"'
+    await api.ok("PUT", PATH, json={"agent_id": agent["id"], "version": 2})
+    # A console that read revision 1 must not overwrite the pin made since.
+    stale = await api.call(
+        "PUT", PATH, json={"agent_id": agent["id"], "version": 1}, headers={"If-Match": '"1"'}
+    )
+    assert stale.status == 412
+    assert (await stale.json())["error"]["details"] == {"current_revision": 2}
+    channel = await api.ok("GET", PATH)
+    assert channel["variants"][0]["version"] == 2
+    await api.ok(
+        "PUT", PATH, json={"agent_id": agent["id"], "version": 1}, headers={"If-Match": '"2"'}
+    )

@@ -57,7 +57,7 @@ def chromium() -> str:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run([apt, "update"], check=True, env=env)  # noqa: S603 (fixed arguments)
         subprocess.run(  # noqa: S603 (fixed arguments)
-            [apt, "install", "-y", "--no-install-recommends", "chromium"], check=True, env=env
+            [apt, "install", "-y", "chromium"], check=True, env=env
         )
     return str(CHROMIUM)
 
@@ -175,6 +175,7 @@ async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest
     await form.get_by_role("button", name="Create agent").click()
     await expect(form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
     await expect(form.get_by_text("String should have at least 1 character")).to_be_visible()
+    await screenshot(page, request, "-validation")
     await form.get_by_label("Name").fill("Billing bot")
     await form.get_by_label("System prompt").fill("You help callers with their invoices.")
     await form.get_by_role("button", name="Create agent").click()
@@ -237,6 +238,14 @@ async def test_edit_draft(
     await expect(page.get_by_text("Draft saved (revision 4)")).to_be_visible()
     draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
     assert draft["config"]["llm"]["temperature"] == 0.4
+
+    # Unsaved edits are not lost to a stray click: leaving asks first.
+    await page.get_by_label("Welcome message").fill("Not saved yet")
+    await page.get_by_role("link", name="Channels").click()  # the confirm is dismissed
+    await expect(page.get_by_label("Welcome message")).to_have_value("Not saved yet")
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("link", name="Channels").click()
+    await expect(page.get_by_role("heading", name="Channels", level=1)).to_be_visible()
 
 
 async def test_publish_with_diff_preview(

@@ -10,6 +10,11 @@ import pytest
 
 from router.spool import HEADER, Record, Spool, SpoolFull, decode_records, encode_record
 
+
+def _segments(directory: Path) -> list[Path]:
+    return list(directory.glob("*.spool"))
+
+
 RECORDS: list[Record] = [{"n": i, "name": f"caller ☎ {i}", "null": None} for i in range(3)]
 
 
@@ -39,7 +44,7 @@ async def test_segments_rotate_and_replay_deletes_them(tmp_path: Path) -> None:
     assert spool.open() == []
     for record in RECORDS:
         await spool.append([record])
-    assert len(list(tmp_path.glob("*.spool"))) == 3  # each record filled a segment
+    assert len(_segments(tmp_path)) == 3  # each record filled a segment
     seen: list[Record] = []
 
     async def apply(records: list[Record]) -> None:
@@ -47,7 +52,7 @@ async def test_segments_rotate_and_replay_deletes_them(tmp_path: Path) -> None:
 
     assert await spool.replay(apply) == 3
     assert seen == RECORDS
-    assert list(tmp_path.glob("*.spool")) == []
+    assert _segments(tmp_path) == []
     assert spool.pending_bytes() == 0
 
 

@@ -178,6 +178,7 @@ class AgentPage {
       readOnly ? h('p', { class: 'notice' }, reasonFor('editor', 'Editing the draft')) : null,
       this.form);
     this.dirty = false;
+    delete this.main.dataset.unsaved;
   }
 
   /** The configuration the form describes; throws {input, message} for a local problem. */
@@ -214,6 +215,8 @@ class AgentPage {
     }
     if (dirty !== this.dirty) {
       this.dirty = dirty;
+      if (dirty) this.main.dataset.unsaved = 'The draft has unsaved edits. Leave and lose them?';
+      else delete this.main.dataset.unsaved;
       this.dirtyNote.textContent = dirty ? 'Unsaved changes' : '';
       this.renderHead();
     }

@@ -110,7 +110,20 @@ document.getElementById('sign-out').addEventListener('click', () => {
   renderLogin('Signed out.');
 });
 
-window.addEventListener('hashchange', () => route());
+// Leaving a page with unsaved edits asks first (pages set `main.dataset.unsaved`).
+let currentHash = window.location.hash;
+window.addEventListener('hashchange', () => {
+  if (main.dataset.unsaved && !window.confirm(main.dataset.unsaved)) {
+    window.history.replaceState(null, '', currentHash || '#/agents');
+    return;
+  }
+  delete main.dataset.unsaved;
+  currentHash = window.location.hash;
+  route();
+});
+window.addEventListener('beforeunload', (event) => {
+  if (main.dataset.unsaved) event.preventDefault();
+});
 
 (async () => {
   const me = await resume();

@@ -187,6 +187,11 @@ class ChannelsPage {
         needs: 'publisher', what: 'Pinning', kind: 'small', ariaLabel: `Apply the version for ${number}`,
         onclick: () => this.pin(number, v.agent_id, parseVersionValue(select.value)),
       });
+      if (apply instanceof HTMLButtonElement) {
+        // Nothing to apply until the dropdown names another version.
+        apply.disabled = true;
+        select.addEventListener('change', () => { apply.disabled = parseVersionValue(select.value) === v.version; });
+      }
       routing = h('div', { class: 'pin' },
         h('a', { href: `#/agents/${encodeURIComponent(v.agent_id)}` }, this.catalogue.name(v.agent_id)), ' ', select, ' ', apply);
     } else {
