@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := test
-.PHONY: .venv lint format test run
+.PHONY: .venv lint format test run bench
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,3 +28,8 @@ test: lint
 
 run: .venv
 	$(PY) -m store services -- scripts/dev-run.sh
+
+# The router against a bare aiohttp ceiling and a naive router (loadtests/bench.py): about five
+# minutes; prints the ratio table and saves it under loadtests/results/.
+bench: .venv
+	$(PY) -m store services -- $(PY) -m loadtests.bench

@@ -20,45 +20,45 @@ VERSIONS = 5
 # Bytes of system prompt per config: a realistic production prompt (a few KB).
 PROMPT_BYTES = 3_000
 
-# One config document per (agent, version); version 0 is the draft.
-CONFIG_DOC = """
-jsonb_build_object(
-    'name', 'Bench agent ' || a,
-    'system_prompt', 'v' || v || ' ' || repeat('You are a helpful, concise phone agent. ', $2),
-    'welcome_message', 'Hello, thanks for calling. How can I help?',
-    'llm', jsonb_build_object('provider', 'openai', 'model', 'gpt-4o-mini',
-                              'temperature', 0.3, 'max_tokens', 512),
-    'voice', jsonb_build_object('tts_provider', 'elevenlabs', 'tts_voice', 'rachel',
-                                'stt_provider', 'deepgram', 'language', 'en-US'),
-    'turn_taking', jsonb_build_object('silence_timeout_ms', 800, 'inactivity_timeout_ms', 30000),
-    'background_sound', jsonb_build_object('enabled', false, 'sound', null, 'volume', 0.5),
-    'knowledge_bases', jsonb_build_array(),
-    'tools', jsonb_build_array(jsonb_build_object(
-        'name', 'transfer', 'type', 'transfer', 'description', 'Transfer to a human',
-        'parameters', jsonb_build_object('number', '+14155550100'))),
-    'call_analysis', jsonb_build_object('prompt', 'Summarise the call.', 'fields', jsonb_build_array()),
-    'workflow', null)
-"""
-# Every document once, with its hash, in a temporary table the inserts below read.
-STAGE_CONFIGS = f"""
+# Every document (version 0 is the draft) once, with its hash, in a temporary table the inserts
+# below read.
+STAGE_CONFIGS = """
 CREATE TEMPORARY TABLE bench_configs ON COMMIT DROP AS
 SELECT a, v, encode(sha256(convert_to(doc::text, 'UTF8')), 'hex') AS hash, doc
-FROM (SELECT a, v, {CONFIG_DOC} AS doc
+FROM (SELECT a, v, jsonb_build_object(
+           'name', 'Bench agent ' || a,
+           'system_prompt',
+               'v' || v || ' ' || repeat('You are a helpful, concise phone agent. ', $2),
+           'welcome_message', 'Hello, thanks for calling. How can I help?',
+           'llm', jsonb_build_object('provider', 'openai', 'model', 'gpt-4o-mini',
+                                     'temperature', 0.3, 'max_tokens', 512),
+           'voice', jsonb_build_object('tts_provider', 'elevenlabs', 'tts_voice', 'rachel',
+                                       'stt_provider', 'deepgram', 'language', 'en-US'),
+           'turn_taking', jsonb_build_object('silence_timeout_ms', 800,
+                                             'inactivity_timeout_ms', 30000),
+           'background_sound', jsonb_build_object('enabled', false, 'sound', null, 'volume', 0.5),
+           'knowledge_bases', jsonb_build_array(),
+           'tools', jsonb_build_array(jsonb_build_object(
+               'name', 'transfer', 'type', 'transfer', 'description', 'Transfer to a human',
+               'parameters', jsonb_build_object('number', '+14155550100'))),
+           'call_analysis', jsonb_build_object('prompt', 'Summarise the call.',
+                                               'fields', jsonb_build_array()),
+           'workflow', null) AS doc
       FROM generate_series(0, $1 - 1) a, generate_series(0, $3) v) d
 """
-AGENT_ID = "'agt_' || lpad(to_hex(a), 16, '0')"
 SEED_CONFIGS = "INSERT INTO config_blobs (hash, config) SELECT hash, doc FROM bench_configs"
-SEED_AGENTS = f"""
+SEED_AGENTS = """
 INSERT INTO agents (id, created_by, last_version)
-SELECT {AGENT_ID}, 'bench', $2 FROM generate_series(0, $1 - 1) a
+SELECT 'agt_' || lpad(to_hex(a), 16, '0'), 'bench', $2 FROM generate_series(0, $1 - 1) a
 """
-SEED_DRAFTS = f"""
+SEED_DRAFTS = """
 INSERT INTO drafts (agent_id, revision, config_hash, updated_by)
-SELECT {AGENT_ID}, 1, hash, 'bench' FROM bench_configs WHERE v = 0
+SELECT 'agt_' || lpad(to_hex(a), 16, '0'), 1, hash, 'bench' FROM bench_configs WHERE v = 0
 """
-SEED_VERSIONS = f"""
+SEED_VERSIONS = """
 INSERT INTO versions (agent_id, version, name, author, config_hash)
-SELECT {AGENT_ID}, v, 'v' || v, 'bench', hash FROM bench_configs WHERE v > 0
+SELECT 'agt_' || lpad(to_hex(a), 16, '0'), v, 'v' || v, 'bench', hash
+FROM bench_configs WHERE v > 0
 """
 SEED_CHANNELS = """
 INSERT INTO channels (number, salt, sticky, updated_by)

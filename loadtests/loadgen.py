@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import secrets
 import sys
@@ -98,8 +99,9 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 class Run:
     """One measurement: the requests, the outcome of each, the accounting around the window."""
 
-    def __init__(self, spec: Spec, requests: list[bytes]) -> None:
+    def __init__(self, spec: Spec, requests: list[bytes], started_file: Path | None = None) -> None:
         self.spec = spec
+        self.started_file = started_file
         self.requests = requests
         self.expect = spec.expect.encode() if spec.expect else None
         self.next = 0
@@ -110,10 +112,9 @@ class Run:
 
     def ticket(self) -> int | None:
         i = self.next
-        if i >= len(self.requests):
-            if not self.spec.reuse:
-                self.exhausted = True
-                return None
+        if i >= len(self.requests) and not self.spec.reuse:
+            self.exhausted = True
+            return None
         self.next = i + 1
         return i
 
@@ -138,7 +139,7 @@ async def _connect(spec: Spec, n: int) -> Connection:
 
 
 async def _worker(run: Run, n: int, start: float, stop: float) -> None:
-    spec, loop = run.spec, asyncio.get_running_loop()
+    spec = run.spec
     conn = await _connect(spec, n)
     rate = spec.rate
     try:
@@ -150,11 +151,11 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
                 intended = start + i / rate
                 if intended >= stop:
                     return
-                delay = intended - loop.time()
+                delay = intended - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
             else:
-                intended = loop.time()
+                intended = time.perf_counter()
                 if intended >= stop:
                     return
             try:
@@ -164,11 +165,11 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
             # Whatever went wrong is counted; the connection is replaced and the load goes on.
             except Exception as exc:
                 run.failed(exc)
-                run.done.append((intended, loop.time(), False))
+                run.done.append((intended, time.perf_counter(), False))
                 conn.close()
                 conn = await _connect(spec, n)
                 continue
-            run.done.append((intended, loop.time(), run.judge(response)))
+            run.done.append((intended, time.perf_counter(), run.judge(response)))
     finally:
         conn.close()
 
@@ -182,9 +183,9 @@ class Snapshot:
     done: int
 
 
-def _snapshot(run: Run, loop: asyncio.AbstractEventLoop) -> Snapshot:
+def _snapshot(run: Run) -> Snapshot:
     return Snapshot(
-        loop.time(),
+        time.perf_counter(),
         procstat.total_cpu_seconds(run.spec.server_pids),
         procstat.total_cpu_seconds(run.spec.db_pids),
         time.process_time(),
@@ -193,19 +194,21 @@ def _snapshot(run: Run, loop: asyncio.AbstractEventLoop) -> Snapshot:
 
 
 async def _measure(run: Run) -> dict[str, Any]:
-    spec, loop = run.spec, asyncio.get_running_loop()
-    start = loop.time() + 0.05  # the first open-loop request is due once every worker is set
+    spec = run.spec
+    # uvloop's loop.time() moves in whole milliseconds: every stamp is taken with perf_counter.
+    # The first open-loop request is due once every worker is set.
+    start = time.perf_counter() + 0.05
     window_start, stop = start + spec.warmup_s, start + spec.warmup_s + spec.duration_s
-    workers = [
-        asyncio.ensure_future(_worker(run, n, start, stop)) for n in range(spec.connections)
-    ]
-    await asyncio.sleep(max(0.0, window_start - loop.time()))
-    first = _snapshot(run, loop)
+    workers = [asyncio.ensure_future(_worker(run, n, start, stop)) for n in range(spec.connections)]
+    await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+    first = _snapshot(run)
+    if run.started_file is not None:
+        run.started_file.touch()  # for a profiler to attach to the server now
     finished = asyncio.gather(*workers)
     # Closed loop: the window ends at `stop` or when the requests run out.
-    while not finished.done() and loop.time() < stop:
-        await asyncio.wait([finished], timeout=min(0.05, max(0.0, stop - loop.time())))
-    last = _snapshot(run, loop)
+    while not finished.done() and time.perf_counter() < stop:
+        await asyncio.wait([finished], timeout=min(0.05, max(0.0, stop - time.perf_counter())))
+    last = _snapshot(run)
     await asyncio.wait_for(finished, REQUEST_TIMEOUT_S + 1)
     return _report(run, first, last)
 
@@ -223,7 +226,7 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
     server_cpu = last.server_cpu - first.server_cpu
     db_cpu = last.db_cpu - first.db_cpu
     client_cpu = last.client_cpu - first.client_cpu
-    cpus = procstat.os.cpu_count() or 1
+    cpus = os.cpu_count() or 1
     per_call = 1e6 / completed if completed else 0.0
     return {
         "mode": spec.mode,
@@ -247,7 +250,7 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
     }
 
 
-def run_spec(spec: Spec) -> dict[str, Any]:
+def run_spec(spec: Spec, started_file: Path | None = None) -> dict[str, Any]:
     """Build the requests, then measure (on uvloop when installed)."""
     if spec.rate is not None:
         count = math.ceil(spec.rate * (spec.warmup_s + spec.duration_s)) + 1
@@ -262,7 +265,7 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a project dependency
         runner = asyncio.run
-    report: dict[str, Any] = runner(_measure(Run(spec, requests)))
+    report: dict[str, Any] = runner(_measure(Run(spec, requests, started_file)))
     report["requests_built"] = len(requests)
     report["build_s"] = round(build_s, 2)
     return report
@@ -273,7 +276,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m loadtests.loadgen SPEC.json OUT.json", file=sys.stderr)
         return 2
     spec = Spec.load(json.loads(Path(argv[0]).read_text()))
-    Path(argv[1]).write_text(json.dumps(run_spec(spec), indent=2))
+    out = Path(argv[1])
+    out.write_text(json.dumps(run_spec(spec, out.with_suffix(".measuring")), indent=2))
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -104,7 +103,9 @@ class Resolver:
             drawn = pick(routing.variants, point)
             # Remembering needs every live variant at hand: the remembered one may win.
             live = [v for v in routing.variants if v.weight > 0] if remember else [drawn]
-            candidates = await asyncio.gather(*(self._candidate(v) for v in live))
+            # One after the other: on the usual L1 hits no await suspends, and gather would
+            # cost a task per variant.
+            candidates = [await self._candidate(v) for v in live]
         except (*DATABASE_UNAVAILABLE, StoreError):
             return Unroutable("unavailable")
         return Plan(routing, caller, key, point, drawn, remember, tuple(candidates))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -24,20 +25,37 @@ NOT_CONFIGURED = "not_configured"
 TELNYX_TOLERANCE_S = 300
 GENERIC_SCHEME = "sha256="
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Distinct webhook URLs whose port variants are remembered (the path and query are part of it).
+PORT_VARIANTS_CACHE = 256
 
 
 def twilio_signature(token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
     """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by every parameter name and
     value, names sorted, each name's distinct values sorted (as Twilio's RequestValidator)."""
+    return _twilio_mac(token, url + _signed_params(params))
+
+
+def _signed_params(params: Iterable[tuple[str, str]]) -> str:
     values: dict[str, set[str]] = {}
     for name, value in params:
         values.setdefault(name, set()).add(value)
-    signed = url + "".join(name + v for name in sorted(values) for v in sorted(values[name]))
+    return "".join(name + v for name in sorted(values) for v in sorted(values[name]))
+
+
+def _twilio_mac(token: str, signed: str) -> str:
     mac = hmac.new(token.encode(), signed.encode(), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode()
 
 
-def _port_variants(url: str) -> set[str]:
+# Computed once per URL, not per webhook: a worker sees a handful of webhook URLs.
+@functools.lru_cache(maxsize=PORT_VARIANTS_CACHE)
+def _port_variants(url: str) -> tuple[str, ...]:
+    """`url` itself first, then the URL without its port or with its scheme's default port, as
+    Twilio's validator accepts either (a proxy may or may not have shown Twilio the port)."""
+    return tuple(dict.fromkeys([url, *_other_port_variants(url)]))
+
+
+def _other_port_variants(url: str) -> set[str]:
     """The URL without its port and with its scheme's default port, as Twilio's validator
     accepts either (a proxy may or may not have shown Twilio the port)."""
     parts = urlsplit(url)
@@ -66,10 +84,10 @@ def verify_twilio(
         return NOT_CONFIGURED
     if not signature:
         return MISSING
-    pairs = list(params)
+    signed_params = _signed_params(params)
     expected = signature.encode()
     for candidate in _port_variants(url):
-        computed = twilio_signature(token, candidate, pairs).encode()
+        computed = _twilio_mac(token, candidate + signed_params).encode()
         if hmac.compare_digest(computed, expected):
             return None
     return BAD

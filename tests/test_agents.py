@@ -97,7 +97,7 @@ async def test_a_forged_agents_cursor_is_400(api: Api, cursor: str) -> None:
 @pytest.mark.parametrize("limit", ["0", "1001", "-1", "ten", "²", "1.5", ""])
 async def test_a_bad_limit_is_400(api: Api, limit: str) -> None:
     body = await api.ok("GET", f"/v1/agents?limit={limit}", 400)
-    assert body["error"]["details"] == {"path": "limit"}
+    assert body["error"]["details"] == [{"path": "limit", "message": "limit must be 1 to 1000"}]
 
 
 # --- malformed and oversized bodies ----------------------------------------------------------
