@@ -400,6 +400,26 @@ IF_MATCH = {
     "schema": STRING,
 }
 
+RESOLUTION = {
+    "type": "object",
+    "description": "`rule` is draw, remembered, redraw, or fallback (with `reason`); routed "
+    "answers name the channel, variant, agent_id, version, config_hash and the draw value u",
+    "required": ["to", "from", "rule"],
+    "properties": {
+        "to": STRING,
+        "from": STRING,
+        "rule": {"type": "string", "enum": ["draw", "remembered", "redraw", "fallback"]},
+        "reason": STRING,
+        "channel": E164,
+        "variant": STRING,
+        "agent_id": STRING,
+        "version": _nullable(VERSION_NUMBER),
+        "draft_revision": _nullable(REVISION),
+        "config_hash": HASH,
+        "u": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+    },
+}
+
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + "/versions/{n}"
 CHANNEL = "/v1/channels/{number}"
@@ -650,6 +670,19 @@ PATHS: dict[str, Any] = {
             "admin",
             {201: _ok(_ref("NewToken"), "Created")},
             body=CREATE_TOKEN,
+        )
+    },
+    "/v1/resolve": {
+        "get": _op(
+            "Dry run: which variant and version a call would get now, and why; records nothing",
+            "viewer",
+            {200: _ok(RESOLUTION)},
+            parameters=(
+                _query("to", STRING, "the number dialled", required=True),
+                _query("from", STRING, "the caller"),
+                _query("call_id", STRING, "the provider call id, for channels sticky by call"),
+            ),
+            errors=(400,),
         )
     },
     "/v1/whoami": {

@@ -41,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/tokens", views.create_token),
             web.get("/openapi.json", openapi.serve),
             web.get("/v1/whoami", views.whoami),
+            web.get("/v1/resolve", views.resolve),
         ]
     )
     app.router.add_routes(webconsole.routes())

@@ -12,7 +12,7 @@ from httpkit.auth import requires
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, audit, channels, tokens
+from store import agents, audit, calls, channels, resolution, snapshots, tokens
 from store.diff import diff_configs, merge_patch
 
 MAX_VERSION_NAME_CHARS = 200
@@ -341,3 +341,18 @@ async def whoami(request: web.Request) -> web.Response:
     """Any valid token: its principal's name and role."""
     principal = request[PRINCIPAL]
     return json_response({"name": principal.name, "role": principal.role})
+
+
+@requires("viewer")
+async def resolve(request: web.Request) -> web.Response:
+    """Dry run straight from Postgres: which variant and version a call would get, and why."""
+    pool = request.app[POOL]
+    explanation = await resolution.explain(
+        query.required(request, "to"),
+        request.query.get("from", ""),
+        request.query.get("call_id"),
+        routing_of=lambda number: channels.find_channel(pool, number),
+        snapshot_of=lambda variant: snapshots.load_variant(pool, variant),
+        assignment_of=lambda number, key: calls.find_assignment(pool, number, key),
+    )
+    return json_response(explanation)

@@ -26,7 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from loadtests.procstat import new_loop
-from router.draw import draw_point, pick
+from store.draw import draw_point, pick
 from router.signatures import verify_twilio
 from store.channels import Variant
 

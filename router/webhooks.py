@@ -18,9 +18,10 @@ from httpkit.keys import POOL, SETTINGS
 from router import providers, signatures
 from router.keys import FALLBACK, METRICS, RESOLVER, STREAM_URL, TELNYX, WRITER
 from router.metrics import version_label
-from router.resolve import Plan, Unroutable
+from router.resolve import Plan
 from store import calls
 from store.calls import CallRecord, NewCall
+from store.resolution import Unroutable
 
 log = structlog.get_logger()
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from store.channels import Variant
 from store.errors import AgentNotFound, VersionNotFound
 
 SELECT_DRAFT_SNAPSHOT = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
@@ -36,3 +37,10 @@ async def load_version(pool: asyncpg.Pool, agent_id: str, version: int) -> Snaps
     if digest is None:
         raise VersionNotFound(f"agent {agent_id} has no version {version}")
     return Snapshot(agent_id, version, None, digest)
+
+
+async def load_variant(pool: asyncpg.Pool, variant: Variant) -> Snapshot:
+    """What `variant` serves now: its pinned version, or its agent's current draft."""
+    if variant.version is None:
+        return await load_draft(pool, variant.agent_id)
+    return await load_version(pool, variant.agent_id, variant.version)

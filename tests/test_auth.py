@@ -52,6 +52,7 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("GET", "/v1/audit", VIEWER),
     ("POST", "/v1/tokens", ADMIN),
     ("GET", "/v1/whoami", VIEWER | RUNTIME),
+    ("GET", "/v1/resolve", VIEWER),
     ("GET", "/metrics", EVERYONE),
     ("GET", "/openapi.json", EVERYONE),
 ]

@@ -6,8 +6,11 @@ import base64
 import json
 from typing import Any
 
+import asyncpg
 import pytest
 
+from store.channels import Variant
+from store.draw import draw_point, pick
 from tests.conftest import AgentFactory, Api
 
 NUMBER = "+14155550100"
@@ -246,3 +249,30 @@ async def test_if_match_guards_a_routing_change(api: Api, make_agent: AgentFacto
     await api.ok(
         "PUT", PATH, json={"agent_id": agent["id"], "version": 1}, headers={"If-Match": '"2"'}
     )
+
+
+async def test_dry_run_explains_the_draw_and_records_nothing(
+    api: Api, make_agent: AgentFactory, pool: asyncpg.Pool
+) -> None:
+    agent = await make_agent(versions=2)
+    variants = [_variant(agent, "A", 1, 80), _variant(agent, "B", 2, 20)]
+    await api.ok("PUT", PATH, json={"variants": variants})
+    salt = await pool.fetchval("SELECT salt FROM channels WHERE number = $1", NUMBER)
+    caller = "+14155559876"
+    expected = pick(
+        [Variant("A", agent["id"], 1, 80), Variant("B", agent["id"], 2, 20)],
+        draw_point(salt, caller),
+    )
+    answer = await api.ok("GET", "/v1/resolve?to=%2B14155550100&from=%2B14155559876")
+    assert answer["rule"] == "draw"
+    assert (answer["variant"], answer["version"]) == (expected.label, expected.version)
+    assert answer["u"] == draw_point(salt, caller) / 2**64
+    unknown = await api.ok("GET", "/v1/resolve?to=%2B19995550100&from=x", role="viewer")
+    assert unknown == {
+        "to": "+19995550100",
+        "from": "x",
+        "rule": "fallback",
+        "reason": "unknown_number",
+    }
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 0
+    await api.ok("GET", "/v1/resolve?from=x", 400)

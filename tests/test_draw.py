@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.draw import SCALE, draw_point, draw_u, keep_or_redraw, pick
 from store.channels import Variant
+from store.draw import SCALE, draw_point, draw_u, keep_or_redraw, pick
 
 A80 = Variant("a", "agt_a", 1, 80)
 B20 = Variant("b", "agt_b", None, 20)

@@ -15,9 +15,9 @@ from nacl.signing import SigningKey
 from httpkit.errors import ApiError
 from httpkit.json import parse_json
 from router import signatures
-from router.resolve import MAX_FROM_CHARS, caller_of
 from router.spool import decode_records, encode_record
 from store.numbers import normalize_e164
+from store.resolution import MAX_FROM_CHARS, caller_of
 
 # The autouse table-cleaning fixture runs once per test, not per example: fine for pure code.
 FUZZ = settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])

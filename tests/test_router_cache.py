@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from router.draw import draw_point, pick
 from router.keys import FEED, METRICS, RESOLVER, SNAPSHOTS
 from store import cache
 from store.channels import Variant
+from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
