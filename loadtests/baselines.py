@@ -26,9 +26,9 @@ import asyncpg
 from aiohttp import web
 
 from loadtests.procstat import new_loop
-from store.draw import draw_point, pick
 from router.signatures import verify_twilio
 from store.channels import Variant
+from store.draw import draw_point, pick
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 STREAM_URL = "wss://media.bench.example/stream"

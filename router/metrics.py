@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from store.calls import Ended
+from store.stats import CALL_DURATION_BUCKETS_S
+
 # Seconds: resolution runs from microseconds (L1 hits) to tens of milliseconds (a cold miss and
 # a group commit); the change feed lags milliseconds unless something is wrong.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -48,6 +51,13 @@ class RouterMetrics:
             ["provider", "reason"],
             registry=r,
         )
+        self.call_duration = Histogram(
+            "agentver_call_duration_seconds",
+            "Length of ended calls, by the agent and version that served them.",
+            ["agent_id", "version"],
+            buckets=CALL_DURATION_BUCKETS_S,
+            registry=r,
+        )
         self.feed_lag = Histogram(
             "agentver_change_feed_lag_seconds",
             "Commit of a change to its notification being applied here.",
@@ -81,6 +91,13 @@ class RouterMetrics:
             ["dependency"],
             registry=r,
         )
+
+    def observe_ended(self, ended: Ended | None) -> None:
+        """Count a call's duration once, when an ending closes it (repeats return None)."""
+        if ended is not None:
+            self.call_duration.labels(ended.agent_id, version_label(ended.version)).observe(
+                ended.duration_s
+            )
 
     def observe_cache(self, kind: str, tier: str, result: str) -> None:
         self.cache.labels(kind, tier, result).inc()

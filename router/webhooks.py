@@ -151,7 +151,7 @@ async def twilio_status(request: web.Request) -> web.Response:
     params = await _twilio_params(request)
     sid, status = params.get("CallSid"), params.get("CallStatus", "")
     if sid and status in TWILIO_FINAL:
-        await calls.end_call(
+        ended = await calls.end_call(
             request.app[POOL],
             "twilio",
             sid,
@@ -159,6 +159,7 @@ async def twilio_status(request: web.Request) -> web.Response:
             _twilio_ended_at(params),
             _float(params.get("CallDuration")),
         )
+        request.app[METRICS].observe_ended(ended)
     elif sid and status:
         await calls.set_status(request.app[POOL], "twilio", sid, status)
     return web.Response(status=204)
@@ -236,7 +237,8 @@ async def _telnyx_hangup(
     ended_at = end or _timestamp(occurred_at) or datetime.now(UTC)
     duration = max(0.0, (end - start).total_seconds()) if start and end else None
     pool = request.app[POOL]
-    await calls.end_call(pool, "telnyx", call_control_id, "completed", ended_at, duration)
+    ended = await calls.end_call(pool, "telnyx", call_control_id, "completed", ended_at, duration)
+    request.app[METRICS].observe_ended(ended)
 
 
 # --- generic ---------------------------------------------------------------------------------

@@ -12,37 +12,22 @@ import asyncpg
 from store.errors import CallNotFound
 from store.pagination import cursor_time, decode_cursor, page
 
-# One statement per call: remember the caller's variant (keep the old one while it is still
-# live, else take the fresh draw), then insert the call served from that variant. An ending that
-# arrived before the call is applied on the way in. A provider retry inserts nothing; its
-# existing row is read back by SELECT_CALL_BY_PROVIDER.
-RECORD_CALL = """
-WITH assigned AS (
-    INSERT INTO caller_assignments AS a (number, caller, label)
-    SELECT $4, $5, $8 WHERE $9
-    ON CONFLICT (number, caller) DO UPDATE
-    SET label = CASE WHEN a.label = ANY($10::text[]) THEN a.label ELSE EXCLUDED.label END,
-        updated_at = now()
-    RETURNING label
-), served AS (
-    SELECT c.label, c.agent_id, c.version, c.draft_revision, c.config_hash
-    FROM unnest($10::text[], $11::text[], $12::integer[], $13::integer[], $14::text[])
-         AS c(label, agent_id, version, draft_revision, config_hash)
-    WHERE c.label = coalesce((SELECT label FROM assigned), $8)
-)
-INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
-                   draft_revision, config_hash, variant, routing_revision, started_at, status,
-                   ended_at, duration_s)
-SELECT $1, $2, $3, $4, $5, s.agent_id, s.version, s.draft_revision, s.config_hash, s.label, $6,
-       $7, coalesce(e.status, 'initiated'), e.ended_at,
-       coalesce(e.duration_s, CASE WHEN e.ended_at IS NOT NULL
-                                   THEN greatest(0, extract(epoch FROM e.ended_at - $7)) END)
-FROM served s
-LEFT JOIN call_endings e ON e.provider = $2 AND e.provider_call_id = $3
-ON CONFLICT (provider, provider_call_id) DO NOTHING
-RETURNING call_id, provider, provider_call_id, channel, from_number, agent_id, version,
-          draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
-          duration_s, sentiment, automated
+# A whole batch of calls in one statement (one round trip): record_call (migration 0004) runs
+# once per call, in order, and each call sees the ones before it. The calls travel as parallel
+# arrays, each call's candidates as a jsonb array of [label, agent_id, version, draft_revision,
+# config_hash].
+RECORD_CALLS = """
+SELECT r.call_id, r.provider, r.provider_call_id, r.channel, r.from_number, r.agent_id,
+       r.version, r.draft_revision, r.config_hash, r.variant, r.routing_revision, r.status,
+       r.started_at, r.ended_at, r.duration_s, r.sentiment, r.automated
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
+            $7::timestamptz[], $8::text[], $9::boolean[], $10::jsonb[])
+     WITH ORDINALITY AS c(call_id, provider, provider_call_id, channel, from_number,
+                          routing_revision, started_at, drawn, remember, candidates, n)
+CROSS JOIN LATERAL record_call(c.call_id, c.provider, c.provider_call_id, c.channel,
+                               c.from_number, c.routing_revision, c.started_at, c.drawn,
+                               c.remember, c.candidates) r
+ORDER BY c.n
 """
 SELECT_CALL = """
 SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
@@ -50,13 +35,6 @@ SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, vers
        duration_s, sentiment, automated, analysis
 FROM calls
 WHERE call_id = $1
-"""
-SELECT_CALL_BY_PROVIDER = """
-SELECT call_id, provider, provider_call_id, channel, from_number, agent_id, version,
-       draft_revision, config_hash, variant, routing_revision, status, started_at, ended_at,
-       duration_s, sentiment, automated
-FROM calls
-WHERE provider = $1 AND provider_call_id = $2
 """
 SELECT_ASSIGNMENT = "SELECT label FROM caller_assignments WHERE number = $1 AND caller = $2"
 
@@ -66,7 +44,7 @@ UPDATE calls
 SET status = $3, ended_at = $4,
     duration_s = coalesce($5, greatest(0, extract(epoch FROM $4 - started_at)))
 WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
-RETURNING call_id
+RETURNING agent_id, version, duration_s
 """
 KEEP_EARLY_ENDING = """
 INSERT INTO call_endings (provider, provider_call_id, status, ended_at, duration_s)
@@ -74,9 +52,13 @@ SELECT $1, $2, $3, $4, $5
 WHERE NOT EXISTS (SELECT 1 FROM calls WHERE provider = $1 AND provider_call_id = $2)
 ON CONFLICT (provider, provider_call_id) DO NOTHING
 """
+# Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
+# overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
 UPDATE calls SET status = $3
 WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+  AND coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], status), 0)
+    < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
 
 LIST_CALLS = """
@@ -238,6 +220,15 @@ async def record_calls(
     return results
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A call this ending closed: what it was served and how long it lasted."""
+
+    agent_id: str
+    version: int | None
+    duration_s: float
+
+
 async def end_call(
     pool: asyncpg.Pool,
     provider: str,
@@ -245,15 +236,16 @@ async def end_call(
     status: str,
     ended_at: datetime,
     duration_s: float | None,
-) -> bool:
-    """Close a call; an ending for a call not recorded yet is kept until it is. False when the
+) -> Ended | None:
+    """Close a call; an ending for a call not recorded yet is kept until it is. None when the
     call was not open (unknown yet, or already ended)."""
     args = (provider, provider_call_id, status, ended_at, duration_s)
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(END_CALL, *args) is not None:
-            return True
+        row = await conn.fetchrow(END_CALL, *args)
+        if row is not None:
+            return Ended(row["agent_id"], row["version"], row["duration_s"])
         await conn.execute(KEEP_EARLY_ENDING, *args)
-        return False
+        return None
 
 
 async def set_status(pool: asyncpg.Pool, provider: str, provider_call_id: str, status: str) -> None:

@@ -249,7 +249,7 @@ async def test_config_blobs_are_immutable_and_cacheable(
 
 
 async def test_twilio_status_callback_closes_the_call(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
 ) -> None:
     agent = await make_agent()
     await pin(api, {"agent_id": agent["id"], "version": None})
@@ -267,6 +267,27 @@ async def test_twilio_status_callback_closes_the_call(
     [call] = await list_calls(api)
     assert (call["status"], call["duration_s"]) == ("completed", 42.0)
     assert call["ended_at"].startswith("2026-11-26T04:15:00")
+    # Observed once, under the version served, however often the ending is redelivered.
+    exposition = await (await router.get("/metrics")).text()
+    labels = f'agent_id="{agent["id"]}",version="draft"'
+    assert f"agentver_call_duration_seconds_count{{{labels}}} 1.0" in exposition
+    assert f"agentver_call_duration_seconds_sum{{{labels}}} 42.0" in exposition
+
+
+async def test_progress_statuses_only_move_forward(
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+) -> None:
+    agent = await make_agent()
+    await pin(api, {"agent_id": agent["id"], "version": None})
+    await webhooks.twilio_call("CA-order")
+    for status in ("in-progress", "ringing", "completed", "ringing"):
+        await webhooks.twilio(
+            "/webhooks/twilio/status", {"CallSid": "CA-order", "CallStatus": status}
+        )
+        [call] = await list_calls(api)
+        if status == "ringing":  # late: neither in-progress nor completed is overwritten
+            assert call["status"] in ("in-progress", "completed")
+    assert call["status"] == "completed"
 
 
 def _telnyx_event(kind: str, ccid: str, **payload: Any) -> dict[str, Any]:

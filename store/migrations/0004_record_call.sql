@@ -1,0 +1,68 @@
+-- Router: a call record in one function call, so a whole batch of calls is recorded by one
+-- statement (one round trip) instead of several statements per call.
+
+-- Records one call; the same rules the router used to run as one statement per call:
+-- with p_remember, the caller's remembered variant is kept while it is still among the
+-- candidates (the live variants), else the fresh draw p_drawn becomes the remembered one; the
+-- call is served from that variant. An ending that arrived before the call is applied on the
+-- way in. A provider retry (same provider call id) inserts nothing and gets the existing row.
+--
+-- p_candidates is a jsonb array of [label, agent_id, version, draft_revision, config_hash].
+-- Raises no_data_found when the chosen variant is not among the candidates (a router bug).
+--
+-- VOLATILE (the default): each call sees the rows written by the calls before it in the same
+-- statement, so the same caller or provider call id twice in one batch behaves as in sequence.
+CREATE OR REPLACE FUNCTION record_call(
+    p_call_id text,
+    p_provider text,
+    p_provider_call_id text,
+    p_channel text,
+    p_from_number text,
+    p_routing_revision integer,
+    p_started_at timestamptz,
+    p_drawn text,
+    p_remember boolean,
+    p_candidates jsonb
+) RETURNS calls LANGUAGE plpgsql AS $$
+DECLARE
+    chosen text := p_drawn;
+    recorded calls;
+BEGIN
+    IF p_remember THEN
+        INSERT INTO caller_assignments AS a (number, caller, label)
+        VALUES (p_channel, p_from_number, p_drawn)
+        ON CONFLICT (number, caller) DO UPDATE
+        SET label = CASE
+                WHEN a.label IN (SELECT c ->> 0 FROM jsonb_array_elements(p_candidates) c)
+                THEN a.label ELSE EXCLUDED.label END,
+            updated_at = now()
+        RETURNING label INTO chosen;
+    END IF;
+
+    INSERT INTO calls AS k (call_id, provider, provider_call_id, channel, from_number, agent_id,
+                            version, draft_revision, config_hash, variant, routing_revision,
+                            started_at, status, ended_at, duration_s)
+    SELECT p_call_id, p_provider, p_provider_call_id, p_channel, p_from_number, c ->> 1,
+           (c ->> 2)::integer, (c ->> 3)::integer, c ->> 4, chosen, p_routing_revision,
+           p_started_at, coalesce(e.status, 'initiated'), e.ended_at,
+           coalesce(e.duration_s,
+                    CASE WHEN e.ended_at IS NOT NULL
+                         THEN greatest(0, extract(epoch FROM e.ended_at - p_started_at)) END)
+    FROM jsonb_array_elements(p_candidates) c
+    LEFT JOIN call_endings e ON e.provider = p_provider AND e.provider_call_id = p_provider_call_id
+    WHERE c ->> 0 = chosen
+    ON CONFLICT (provider, provider_call_id) DO NOTHING
+    RETURNING k.* INTO recorded;
+    IF FOUND THEN
+        RETURN recorded;
+    END IF;
+
+    SELECT * INTO recorded FROM calls
+    WHERE provider = p_provider AND provider_call_id = p_provider_call_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'call % matched no candidate variant', p_provider_call_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN recorded;
+END;
+$$;
