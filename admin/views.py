@@ -100,11 +100,8 @@ def _listing(items: list[Any], next_cursor: str | None, **extra: Any) -> web.Res
     return json_response({**extra, "items": items, "next_cursor": next_cursor})
 
 
-# --- agents and drafts -----------------------------------------------------------------------
-
-
-@requires("editor")
-async def create_agent(request: web.Request) -> web.Response:
+async def _with_config(request: web.Request) -> dict[str, Any]:
+    """A request body that must carry a `config` (validated later, with field paths)."""
     body = await read_object(request)
     if "config" not in body:
         raise ApiError(
@@ -113,6 +110,15 @@ async def create_agent(request: web.Request) -> web.Response:
             "config is required",
             [{"path": "config", "message": "Field required"}],
         )
+    return body
+
+
+# --- agents and drafts -----------------------------------------------------------------------
+
+
+@requires("editor")
+async def create_agent(request: web.Request) -> web.Response:
+    body = await _with_config(request)
     config = body["config"]
     # A config that is not an object is left for validation to name as such.
     if "name" in body and isinstance(config, dict):
@@ -145,14 +151,7 @@ async def get_draft(request: web.Request) -> web.Response:
 
 @requires("editor")
 async def put_draft(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    if "config" not in body:
-        raise ApiError(
-            422,
-            "invalid_config",
-            "config is required",
-            [{"path": "config", "message": "Field required"}],
-        )
+    body = await _with_config(request)
     draft = await agents.update_draft(
         request.app[POOL],
         request.match_info["agent_id"],

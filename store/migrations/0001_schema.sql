@@ -112,7 +112,10 @@ CREATE TABLE calls (
     CHECK ((version IS NULL) = (draft_revision IS NOT NULL))
 );
 
-CREATE INDEX calls_agent_version_started ON calls (agent_id, version, started_at);
+-- Call listings by agent and version, and the per-version analytics: carrying the outcome
+-- columns, the aggregate is one index-only scan that arrives grouped (no heap reads, no sort).
+CREATE INDEX calls_agent_version_started_outcomes ON calls (agent_id, version, started_at)
+    INCLUDE (draft_revision, channel, status, duration_s, sentiment, automated);
 CREATE INDEX calls_channel_started ON calls (channel, started_at);
 CREATE INDEX calls_started ON calls (started_at, call_id);
 
@@ -140,11 +143,13 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_at ON audit_log (at DESC, id DESC);
 
 -- Change feed: every change that affects routing is announced inside its own transaction, so a
--- committed change is never left unannounced and an aborted one is never announced.
+-- committed change is never left unannounced and an aborted one is never announced. 'at' is the
+-- commit-side clock (seconds since the epoch), so routers can measure how far behind they run.
 CREATE FUNCTION announce_draft_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('agentver_changes', json_build_object(
-        'kind', 'draft', 'agent_id', NEW.agent_id, 'revision', NEW.revision)::text);
+        'kind', 'draft', 'agent_id', NEW.agent_id, 'revision', NEW.revision,
+        'at', extract(epoch FROM clock_timestamp()))::text);
     RETURN NULL;
 END;
 $$;
@@ -163,7 +168,8 @@ BEGIN
         changed := NEW;
     END IF;
     PERFORM pg_notify('agentver_changes', json_build_object(
-        'kind', 'channel', 'number', changed.number, 'revision', changed.revision)::text);
+        'kind', 'channel', 'number', changed.number, 'revision', changed.revision,
+        'at', extract(epoch FROM clock_timestamp()))::text);
     RETURN NULL;
 END;
 $$;
