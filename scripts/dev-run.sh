@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: migrate, load the demo data (which prints an admin token and a curl to try), then
-# serve admin, and the router once it exists, until Ctrl-C. Expects DATABASE_URL and REDIS_URL,
+# serve admin and the router until Ctrl-C. Expects DATABASE_URL and REDIS_URL,
 # which `python -m store services --` provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ py=.venv/bin/python
 set -m
 pids=()
 "$py" -m admin & pids+=("$!")
-if [[ -d router ]]; then "$py" -m router & pids+=("$!"); fi
+"$py" -m router & pids+=("$!")
 set +m
 
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }

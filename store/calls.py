@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,23 +11,24 @@ from typing import Any
 import asyncpg
 
 from store.errors import CallNotFound
+from store.layered import DATABASE_UNAVAILABLE
 from store.pagination import cursor_time, decode_cursor, page
 
 # A whole batch of calls in one statement (one round trip): record_call (migration 0004) runs
 # once per call, in order, and each call sees the ones before it. The calls travel as parallel
-# arrays, each call's candidates as a jsonb array of [label, agent_id, version, draft_revision,
-# config_hash].
+# arrays, each call's candidates as the text of a JSON array of [label, agent_id, version,
+# draft_revision, config_hash] (text, as asyncpg would read nested lists as array dimensions).
 RECORD_CALLS = """
 SELECT r.call_id, r.provider, r.provider_call_id, r.channel, r.from_number, r.agent_id,
        r.version, r.draft_revision, r.config_hash, r.variant, r.routing_revision, r.status,
        r.started_at, r.ended_at, r.duration_s, r.sentiment, r.automated
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
-            $7::timestamptz[], $8::text[], $9::boolean[], $10::jsonb[])
+            $7::timestamptz[], $8::text[], $9::boolean[], $10::text[])
      WITH ORDINALITY AS c(call_id, provider, provider_call_id, channel, from_number,
                           routing_revision, started_at, drawn, remember, candidates, n)
 CROSS JOIN LATERAL record_call(c.call_id, c.provider, c.provider_call_id, c.channel,
                                c.from_number, c.routing_revision, c.started_at, c.drawn,
-                               c.remember, c.candidates) r
+                               c.remember, c.candidates::jsonb) r
 ORDER BY c.n
 """
 SELECT_CALL = """
@@ -177,47 +179,86 @@ class CallNotRecorded(Exception):
     """The call matched none of its candidates: a bug in the caller, never a provider error."""
 
 
-async def _record(conn: asyncpg.Connection, call: NewCall) -> CallRecord:
-    c = call.candidates
-    row = await conn.fetchrow(
-        RECORD_CALL,
-        call.call_id,
-        call.provider,
-        call.provider_call_id,
-        call.channel,
-        call.from_number,
-        call.routing_revision,
-        call.started_at,
-        call.drawn,
-        call.remember,
-        [x.label for x in c],
-        [x.agent_id for x in c],
-        [x.version for x in c],
-        [x.draft_revision for x in c],
-        [x.config_hash for x in c],
+def _lock_order(call: NewCall) -> tuple[str, str, str, str]:
+    """The order a batch takes its row locks in (caller assignment, then provider call id): the
+    same in every batch, so batches committing side by side wait for each other, never
+    deadlock. A stable sort keeps a caller's (or a call id's) calls in arrival order."""
+    return call.channel, call.from_number, call.provider, call.provider_call_id
+
+
+def _candidates(call: NewCall) -> str:
+    return json.dumps(
+        [[c.label, c.agent_id, c.version, c.draft_revision, c.config_hash] for c in call.candidates]
     )
-    if row is None:
-        row = await conn.fetchrow(SELECT_CALL_BY_PROVIDER, call.provider, call.provider_call_id)
-    if row is None:
-        raise CallNotRecorded(f"call {call.provider_call_id} matched no candidate variant")
-    return CallRecord(**dict(row))
+
+
+def _columns(calls: Sequence[NewCall]) -> list[list[Any]]:
+    """RECORD_CALLS' parameters: one array per field, one element per call."""
+    return [
+        [c.call_id for c in calls],
+        [c.provider for c in calls],
+        [c.provider_call_id for c in calls],
+        [c.channel for c in calls],
+        [c.from_number for c in calls],
+        [c.routing_revision for c in calls],
+        [c.started_at for c in calls],
+        [c.drawn for c in calls],
+        [c.remember for c in calls],
+        [_candidates(c) for c in calls],
+    ]
+
+
+async def _record_batch(conn: asyncpg.Connection, calls: Sequence[NewCall]) -> list[CallRecord]:
+    rows = await conn.fetch(RECORD_CALLS, *_columns(calls))
+    return [CallRecord(**dict(row)) for row in rows]
+
+
+def _unexpected(exc: asyncpg.PostgresError) -> bool:
+    """True for an error in a call's data or the SQL, False when Postgres itself is unavailable
+    (which the caller handles: spooling, not redoing)."""
+    return not isinstance(exc, DATABASE_UNAVAILABLE)
+
+
+async def _record_each(
+    conn: asyncpg.Connection, calls: Sequence[NewCall]
+) -> list[CallRecord | Exception]:
+    """The batch call by call in one transaction, a savepoint each, so a bad call does not sink
+    the others: three round trips a call, only after the one-statement batch failed."""
+    results: list[CallRecord | Exception] = []
+    async with conn.transaction():
+        for call in calls:
+            try:
+                async with conn.transaction():
+                    results.extend(await _record_batch(conn, [call]))
+            except asyncpg.NoDataFoundError:
+                results.append(CallNotRecorded(f"call {call.provider_call_id} matched no variant"))
+            except asyncpg.PostgresError as exc:
+                if not _unexpected(exc):
+                    raise
+                results.append(exc)
+    return results
 
 
 async def record_calls(
     pool: asyncpg.Pool, calls: Sequence[NewCall]
 ) -> list[CallRecord | Exception]:
-    """Record `calls` in one transaction (one commit for the batch); each call gets its row,
-    the existing one for a provider retry, or the error that kept it out."""
-    results: list[CallRecord | Exception] = []
-    async with pool.acquire() as conn, conn.transaction():
-        for call in calls:
-            try:
-                # A savepoint per call: one bad call does not sink the others in the batch.
-                async with conn.transaction():
-                    results.append(await _record(conn, call))
-            except (asyncpg.PostgresError, CallNotRecorded) as exc:
-                results.append(exc)
-    return results
+    """Record `calls` with one statement (one round trip, one commit); each call gets its row,
+    the existing one for a provider retry, or the error that kept it out. When the statement
+    fails, the batch is redone call by call (`_record_each`) to tell the bad calls apart."""
+    order = sorted(range(len(calls)), key=lambda i: _lock_order(calls[i]))
+    ordered = [calls[i] for i in order]
+    async with pool.acquire() as conn:
+        try:
+            # Outside a transaction block the statement commits itself: no BEGIN, no COMMIT.
+            results: list[CallRecord | Exception] = list(await _record_batch(conn, ordered))
+        except asyncpg.PostgresError as exc:
+            if not _unexpected(exc):
+                raise
+            results = await _record_each(conn, ordered)
+    in_order: list[CallRecord | Exception] = list(results)
+    for position, index in enumerate(order):
+        in_order[index] = results[position]
+    return in_order
 
 
 @dataclass(frozen=True)
