@@ -8,10 +8,25 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from httpkit.errors import ApiError
-from httpkit.keys import POOL, PRINCIPAL
-from store.tokens import ROLES, Principal, authenticate, well_formed
+from httpkit.keys import POOL, PRINCIPAL, TOKENS
+from store.tokens import ROLES, Principal, authenticate, token_digest, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _lookup(request: web.Request, secret: str) -> Principal | None:
+    """The token's principal: from the application's TokenCache when it has one (the router),
+    else, and on a miss, from Postgres."""
+    tokens = request.app.get(TOKENS)
+    if tokens is None:
+        return await authenticate(request.app[POOL], secret)
+    digest = token_digest(secret)
+    principal = tokens.get(digest)
+    if principal is None:
+        principal = await authenticate(request.app[POOL], secret)
+        if principal is not None:
+            tokens.put(digest, principal)
+    return principal
 
 
 async def principal_of(request: web.Request) -> Principal:
@@ -21,7 +36,7 @@ async def principal_of(request: web.Request) -> Principal:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not well_formed(secret):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    principal = await authenticate(request.app[POOL], secret)
+    principal = await _lookup(request, secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "the token is not valid")
     return principal

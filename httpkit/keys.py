@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from httpkit.token_cache import TokenCache
 from store.settings import Settings
 from store.tokens import Principal
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PRINCIPAL = web.RequestKey("principal", Principal)
+# Optional: a service that sets it (the router) authenticates repeat tokens without Postgres.
+TOKENS = web.AppKey("token_cache", TokenCache)

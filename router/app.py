@@ -15,7 +15,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from httpkit.errors import error_middleware
-from httpkit.keys import POOL, SETTINGS
+from httpkit.keys import POOL, SETTINGS, TOKENS
+from httpkit.token_cache import TokenCache
 from router.keys import (
     CONFIGS,
     FALLBACK,
@@ -50,8 +51,11 @@ log = structlog.get_logger()
 MAX_BODY_BYTES = 256 * 1024
 # Seconds. A slow Redis must not stall calls: past this a lookup counts as a miss.
 REDIS_TIMEOUT_S = 0.5
-# Config blobs reach hundreds of KB; a few hundred of them in L1 cover the configs in use.
-CONFIG_L1_SIZE = 256
+# Config blobs in L1, one per agent version in use: 2,048 covers the configs a router with
+# 1,000 busy channels serves (runtime lookups then need neither Redis nor Postgres). A typical
+# 4 KB blob takes about 15 KB decoded, so about 30 MB; blobs reach hundreds of KB, and a
+# deployment serving many such configs would size this down.
+CONFIG_L1_SIZE = 2048
 # Seconds a stopping worker lets in-flight webhooks run: a webhook takes milliseconds, or at
 # worst a Redis and a Postgres timeout, well under the providers' own 10-15 s.
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -202,6 +206,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = RouterMetrics()
     app[FALLBACK] = parse_fallback(settings.fallback)
     app[STREAM_URL] = check_stream_url(settings.media_stream_url)
+    app[TOKENS] = TokenCache()
     app.cleanup_ctx.extend(
         [_postgres, _redis, _change_feed, _spool, _call_writer, _spool_flusher, _telnyx]
     )

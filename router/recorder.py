@@ -1,15 +1,17 @@
-"""Group commit of call records: calls that arrive while one batch commits share the next
-commit, so a burst costs a few fsyncs instead of one per call.
+"""Group commit of call records: calls that arrive while batches commit share the next commit,
+so a burst costs a few fsyncs instead of one per call. A batch is one statement (one round
+trip); a few batches commit at once, so their fsyncs overlap.
 
 While Postgres is unavailable (its circuit breaker is open, or a commit fails for want of a
 server) a batch goes to the local spool instead, with one fsync for the batch. Spooled calls
 are answered from an index by provider call id until they are replayed into Postgres, where
-RECORD_CALL's ON CONFLICT makes a replay idempotent.
+record_call's ON CONFLICT (migration 0004) makes a replay idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -22,9 +24,18 @@ from router.spool import Record, Spool, SpoolFull
 from store.breaker import CircuitBreaker
 from store.calls import CallRecord, Candidate, NewCall, record_calls
 from store.layered import DATABASE_UNAVAILABLE
+from store.snapshots import Snapshot
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
+# Batches committing at once, each on its own pooled connection (store/db.py sizes the pool for
+# them). A commit waits mostly on its fsync: three in flight keep Postgres' WAL writer busy and
+# calls from queuing behind one slow fsync, without splitting a burst into tiny batches.
+WRITERS = 3
+# Calls whose served snapshot a worker remembers (about 300 bytes each): the voice agent asks for
+# its call's config seconds after the answer, so this covers well over a minute of calls at the
+# worker's peak rate. Older calls, and other workers' calls, are looked up in Postgres.
+SERVED_CALLS = 50_000
 SPOOL_SCHEMA = 1
 
 log = structlog.get_logger()
@@ -100,6 +111,13 @@ def decode_call(record: Record) -> NewCall:
     return NewCall(**fields)
 
 
+def _stopped(batch: list[Pending]) -> None:
+    """Fail the calls still waiting in `batch`: the writer is stopping."""
+    for _, done in batch:
+        if not done.done():
+            done.set_exception(RuntimeError("the call writer stopped"))
+
+
 class CallWriter:
     """Records calls durably; `record` returns once the call is committed or spooled."""
 
@@ -110,14 +128,17 @@ class CallWriter:
         breaker: CircuitBreaker,
         metrics: RouterMetrics,
         max_batch: int = MAX_BATCH,
+        writers: int = WRITERS,
     ) -> None:
         self._pool = pool
         self._spool = spool
         self._breaker = breaker
         self._metrics = metrics
         self._max_batch = max_batch
+        self._writers = writers
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._spooled: dict[CallKey, CallRecord] = {}
+        self._served: OrderedDict[str, Snapshot] = OrderedDict()
 
     def index(self, records: list[Record]) -> None:
         """Remember spooled calls (a previous run's) so provider retries get the same answer."""
@@ -130,6 +151,18 @@ class CallWriter:
         """Calls spooled and not yet replayed into Postgres."""
         return len(self._spooled)
 
+    def served(self, call_id: str) -> Snapshot | None:
+        """The snapshot this worker recorded (or spooled) `call_id` as served, if it still
+        remembers it. Those fields of a call never change, so no invalidation is needed."""
+        return self._served.get(call_id)
+
+    def _remember(self, record: CallRecord) -> None:
+        self._served[record.call_id] = Snapshot(
+            record.agent_id, record.version, record.draft_revision, record.config_hash
+        )
+        while len(self._served) > SERVED_CALLS:
+            self._served.popitem(last=False)
+
     async def record(self, call: NewCall) -> CallRecord:
         """The durable record of `call`, or of the earlier call with its provider call id."""
         earlier = self._spooled.get(_key(call))
@@ -140,7 +173,15 @@ class CallWriter:
         return await done
 
     async def run(self) -> None:
-        """Write batches until cancelled."""
+        """Write batches until cancelled: `writers` of them in flight at a time, so their
+        commits (and fsyncs) overlap instead of queuing behind each other."""
+        try:
+            await asyncio.gather(*(self._drain() for _ in range(self._writers)))
+        finally:
+            _stopped([self._queue.get_nowait() for _ in range(self._queue.qsize())])
+
+    async def _drain(self) -> None:
+        """One writer: take what is queued (up to a batch), commit it, repeat."""
         batch: list[Pending] = []
         try:
             while True:
@@ -150,11 +191,7 @@ class CallWriter:
                 await self._write(batch)
                 batch = []
         finally:
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(RuntimeError("the call writer stopped"))
+            _stopped(batch)
 
     async def _write(self, batch: list[Pending]) -> None:
         calls = [call for call, _ in batch]
@@ -167,6 +204,7 @@ class CallWriter:
             if isinstance(result, Exception):
                 done.set_exception(result)
             else:
+                self._remember(result)
                 done.set_result(result)
 
     async def _commit(self, calls: list[NewCall]) -> list[Result] | None:

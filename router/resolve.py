@@ -19,7 +19,7 @@ from store.snapshots import Snapshot
 @dataclass(frozen=True)
 class Plan:
     """Everything needed to record a routed call; the remembered assignment is settled when
-    the record is written (store/calls.py RECORD_CALL)."""
+    the record is written (record_call() in migration 0004)."""
 
     routing: Routing
     caller: str

@@ -13,10 +13,11 @@ from httpkit.auth import requires
 from httpkit.errors import ApiError
 from httpkit.json import json_response
 from httpkit.keys import POOL
-from router.keys import CONFIGS, METRICS, REDIS, RESOLVER
+from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
 from store import agents, cache, calls, db
 from store.errors import ConfigNotFound
 from store.layered import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
+from store.snapshots import Snapshot
 
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 # A config blob never changes: any cache may keep it for good.
@@ -32,13 +33,23 @@ async def _config(request: web.Request, digest: str) -> dict[str, Any]:
     )
 
 
+async def _served(request: web.Request, call_id: str) -> Snapshot:
+    """What `call_id` was served: remembered when this worker recorded it, else from Postgres."""
+    served = request.app[WRITER].served(call_id)
+    if served is not None:
+        return served
+    call = await calls.get_call(request.app[POOL], call_id)
+    return Snapshot(call.agent_id, call.version, call.draft_revision, call.config_hash)
+
+
 @requires("runtime", "viewer")
 async def call_config(request: web.Request) -> web.Response:
     """The exact configuration a call was served, whatever happened to the draft or routing."""
-    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    call_id = request.match_info["call_id"]
+    call = await _served(request, call_id)
     return json_response(
         {
-            "call_id": call.call_id,
+            "call_id": call_id,
             "agent_id": call.agent_id,
             "version": call.version,
             "draft_revision": call.draft_revision,

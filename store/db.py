@@ -7,9 +7,12 @@ from typing import Any
 
 import asyncpg
 
-# A router worker serves calls from a handful of connections; admin traffic is light. Bounded
-# so many workers never exhaust Postgres' max_connections (100 by default).
-POOL_MIN_SIZE = 2
+# A router worker holds one connection per call-writer batch in flight (router/recorder.py
+# WRITERS = 3) plus one for the spool replay; the rest serve cache misses and runtime lookups,
+# which are single short queries, so 6 of them absorb a burst of misses without queuing behind
+# the commits. Bounded so many workers never exhaust Postgres' max_connections (100 by default):
+# 8 workers take 80. Admin traffic is light and shares the same bound.
+POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
 
 
@@ -18,12 +21,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection returns to the pool: no caller leaves session state
+    behind (LISTEN and the migration's advisory lock use connections of their own; SET LOCAL
+    and xact locks end with their transaction, which asyncpg rolls back if left open). The
+    default reset costs a round trip on every release."""
+
+
 async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     """A pool whose connections speak jsonb as Python dicts and lists."""
     options: dict[str, Any] = {
         "min_size": POOL_MIN_SIZE,
         "max_size": POOL_MAX_SIZE,
         "init": _init_connection,
+        "reset": _keep_session,
     }
     options.update(overrides)
     pool = await asyncpg.create_pool(database_url, **options)

@@ -43,7 +43,7 @@ def pick(variants: Sequence[Variant], point: int) -> Variant:
 
 def keep_or_redraw(remembered: str | None, drawn: Variant, live: Sequence[Variant]) -> Variant:
     """Sticky by caller: the remembered variant while it is live (present, weight > 0), else
-    the fresh draw. store/calls.py RECORD_CALL applies the same rule atomically in SQL."""
+    the fresh draw. record_call() in migration 0004 applies the same rule atomically in SQL."""
     for variant in live:
         if variant.label == remembered and variant.weight > 0:
             return variant

@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+import asyncpg
+
 from router.keys import METRICS, TELNYX
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
@@ -411,3 +413,32 @@ async def test_readyz_names_a_degraded_redis(start_router: RouterFactory) -> Non
         503,
         {"status": "degraded", "degraded": ["redis"]},
     )
+
+
+async def test_the_worker_that_recorded_a_call_answers_its_config_lookups_from_memory(
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    start_router: RouterFactory,
+    pool: asyncpg.Pool,
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    answer = await webhooks.twilio_call("CA-remembered")
+    other = await start_router()
+    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    path = f"/v1/calls/{answer['call_id']}/config"
+    for worker in (router, other):  # the other worker reads the call from Postgres
+        assert (await worker.get(path, headers=auth)).status == 200
+
+    # Gone from Postgres (only a test can do that): for a few seconds both workers still know
+    # the token; the recording worker remembers what the call was served, the other has only
+    # Postgres to ask.
+    await pool.execute("DELETE FROM calls")
+    await pool.execute("UPDATE api_tokens SET revoked_at = now()")
+
+    remembered = await router.get(path, headers=auth)
+    assert remembered.status == 200
+    assert (await remembered.json())["config_hash"] == answer["config_hash"]
+    assert (await other.get(path, headers=auth)).status == 404

@@ -1,0 +1,151 @@
+"""Recording a batch of calls in one statement (store.calls.record_calls): the same outcome as
+recording them one after another, and one bad call never sinks the others."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from store.calls import CallNotRecorded, CallRecord, Candidate, NewCall, record_calls
+from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import CALLER, CHANNEL, pin
+
+OTHER_CALLER = "+12125550199"
+
+
+@pytest.fixture
+async def ab(api: Api, make_agent: AgentFactory) -> tuple[Candidate, Candidate]:
+    """Channel CHANNEL split 50/50 between versions 1 (a) and 2 (b), sticky by caller."""
+    agent = await make_agent(versions=2)
+    candidates = []
+    for label, version in (("a", 1), ("b", 2)):
+        v = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/{version}")
+        candidates.append(Candidate(label, agent["id"], version, None, v["config_hash"]))
+    await pin(
+        api,
+        {
+            "variants": [
+                {"label": "a", "agent_id": agent["id"], "version": 1, "weight": 50},
+                {"label": "b", "agent_id": agent["id"], "version": 2, "weight": 50},
+            ],
+            "sticky": "caller",
+        },
+    )
+    return candidates[0], candidates[1]
+
+
+def _call(sid: str, drawn: str, candidates: tuple[Candidate, ...], caller: str = CALLER) -> NewCall:
+    return NewCall(
+        call_id=f"call_{sid}",
+        provider="twilio",
+        provider_call_id=sid,
+        channel=CHANNEL,
+        from_number=caller,
+        routing_revision=1,
+        started_at=datetime.now(UTC),
+        drawn=drawn,
+        remember=True,
+        candidates=candidates,
+    )
+
+
+def _served(results: list[CallRecord | Exception]) -> list[tuple[str, str]]:
+    return [(r.call_id, r.variant) if isinstance(r, CallRecord) else ("error", "") for r in results]
+
+
+async def test_the_same_caller_twice_in_a_batch_keeps_the_first_draw(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    results = await record_calls(
+        pool,
+        [
+            _call("CA1", "b", ab),
+            _call("CA2", "a", ab, caller=OTHER_CALLER),
+            _call("CA3", "a", ab),  # the caller's remembered b is still live: b again
+        ],
+    )
+
+    assert _served(results) == [("call_CA1", "b"), ("call_CA2", "a"), ("call_CA3", "b")]
+
+
+async def test_a_remembered_variant_no_longer_live_gives_way_to_the_draw(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    a, _ = ab
+    results = await record_calls(pool, [_call("CA1", "b", ab), _call("CA2", "a", (a,))])
+
+    assert _served(results) == [("call_CA1", "b"), ("call_CA2", "a")]
+    label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)
+    assert label == "a"
+
+
+async def test_the_same_provider_call_id_twice_in_a_batch_records_it_once(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    first, retry = _call("CA1", "a", ab), _call("CA1", "b", ab)
+    retry = replace(retry, call_id="call_retry")
+
+    results = await record_calls(pool, [first, retry])
+
+    assert _served(results) == [("call_CA1", "a"), ("call_CA1", "a")]
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+
+
+async def test_a_retry_of_a_call_recorded_earlier_gets_its_row(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    [earlier] = await record_calls(pool, [_call("CA1", "a", ab)])
+    retry = replace(_call("CA1", "a", ab), call_id="call_retry")
+
+    [again] = await record_calls(pool, [retry])
+
+    assert again == earlier
+
+
+async def test_an_early_ending_is_applied_on_the_way_in(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    call = _call("CA1", "a", ab)
+    await pool.execute(
+        "INSERT INTO call_endings (provider, provider_call_id, status, ended_at) "
+        "VALUES ('twilio', 'CA1', 'completed', $1)",
+        call.started_at,
+    )
+
+    [record] = await record_calls(pool, [call])
+
+    assert isinstance(record, CallRecord)
+    assert (record.status, record.ended_at, record.duration_s) == (
+        "completed",
+        call.started_at,
+        0,
+    )
+
+
+async def test_one_bad_call_does_not_sink_the_batch(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    a, b = ab
+    unknown_blob = Candidate("a", a.agent_id, a.version, None, "0" * 64)
+    results = await record_calls(
+        pool,
+        [
+            _call("CA1", "a", ab),
+            _call("CA2", "c", ab, caller=OTHER_CALLER),  # drawn a variant it was not offered
+            _call("CA3", "a", (unknown_blob,), caller="+12125550111"),  # no such config blob
+            _call("CA4", "b", (b,), caller="+12125550112"),
+        ],
+    )
+
+    assert _served(results)[0] == ("call_CA1", "a")
+    assert isinstance(results[1], CallNotRecorded)
+    assert isinstance(results[2], asyncpg.ForeignKeyViolationError)
+    assert _served(results)[3] == ("call_CA4", "b")
+    recorded = await pool.fetch("SELECT provider_call_id FROM calls ORDER BY 1")
+    assert [r["provider_call_id"] for r in recorded] == ["CA1", "CA4"]
+    # The bad calls' caller assignments were rolled back with them.
+    callers = await pool.fetch("SELECT caller FROM caller_assignments ORDER BY 1")
+    assert [r["caller"] for r in callers] == sorted([CALLER, "+12125550112"])
