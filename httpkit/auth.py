@@ -9,6 +9,8 @@ from aiohttp import web
 
 from httpkit.errors import ApiError
 from httpkit.keys import POOL, PRINCIPAL, TOKENS
+from httpkit.token_cache import TokenCache
+from store.layered import DATABASE_UNAVAILABLE
 from store.tokens import ROLES, Principal, authenticate, token_digest, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,10 +24,27 @@ async def _lookup(request: web.Request, secret: str) -> Principal | None:
         return await authenticate(request.app[POOL], secret)
     digest = token_digest(secret)
     principal = tokens.get(digest)
-    if principal is None:
+    if principal is not None:
+        return principal
+    try:
         principal = await authenticate(request.app[POOL], secret)
-        if principal is not None:
-            tokens.put(digest, principal)
+    except DATABASE_UNAVAILABLE:
+        return _validated_before(tokens, digest)
+    if principal is None:
+        tokens.forget(digest)
+    else:
+        tokens.put(digest, principal)
+    return principal
+
+
+def _validated_before(tokens: TokenCache, digest: str) -> Principal:
+    """While Postgres is unavailable: the principal of a token validated not long ago (see
+    TOKEN_STALE_S for the trade-off); 503 for any other, as it may well be valid."""
+    principal = tokens.get_stale(digest)
+    if principal is None:
+        raise ApiError(
+            503, "unavailable", "tokens cannot be checked right now; retry in a few seconds"
+        )
     return principal
 
 

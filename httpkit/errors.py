@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from store import errors
+from store.layered import DATABASE_UNAVAILABLE
 from store.pagination import InvalidCursor
 from store.tokens import InvalidRole
 
@@ -66,6 +67,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             "the change conflicts with the current state",
             {"constraint": getattr(exc, "constraint_name", None)},
         )
+    except DATABASE_UNAVAILABLE as exc:
+        # Postgres is out of reach and nothing cached could answer: a retry may succeed.
+        log.warning("dependency_unavailable", path=request.path, error=type(exc).__name__)
+        return error_response(503, "unavailable", "a dependency is unavailable; retry", None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -13,6 +13,7 @@ Durations: BENCH_DURATION_S (default 10) measured seconds per point after BENCH_
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -64,6 +65,8 @@ CALL_REQUESTS = 120_000
 # Seconds a server may take to accept connections.
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# Groups of points `--only` can select; the table needs them all.
+GROUPS = ("1w", "2w", "large", "propagation")
 VERSION_PARAM = re.compile(rb'name="version" value="([^"]+)"')
 
 TARGETS = {
@@ -109,6 +112,8 @@ class Servers:
         self.env, self.kind = env, kind
         self.ports = [_free_port() for _ in range(workers)]
         self.procs: list[subprocess.Popen[bytes]] = []
+        # Seconds from launching the servers to every one of them answering.
+        self.startup_s = 0.0
 
     @property
     def pids(self) -> list[int]:
@@ -136,12 +141,14 @@ class Servers:
             self.procs.append(
                 subprocess.Popen(self._command(), env=env, stdout=log, stderr=log)  # noqa: S603
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         for proc, port in zip(self.procs, self.ports, strict=True):
             while not _ready(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{self.kind} on port {port} did not start; see its log")
                 time.sleep(0.05)
+        self.startup_s = time.monotonic() - started
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -425,10 +432,7 @@ def _l1_hit_ratio(port: int, kind: str) -> float | None:
     return counts.get("hit", 0.0) / total if total else None
 
 
-def run_all(env: Env) -> dict[str, Any]:
-    runs: dict[str, Any] = {}
-    seed = iter(range(1, 1000))
-
+def _one_worker(env: Env, runs: dict[str, Any], seed: Iterator[int]) -> None:
     print("1 worker, 1,000 channels", flush=True)
     with serving(env, "ceiling") as s:
         runs["ceiling_1w"] = load(env, s, twilio(env, SMALL_SET, next(seed)), label="ceiling_1w")
@@ -468,6 +472,8 @@ def run_all(env: Env) -> dict[str, Any]:
             label="router_config_1w",
         )
 
+
+def _two_workers(env: Env, runs: dict[str, Any], seed: Iterator[int]) -> None:
     print("2 workers, 1,000 channels", flush=True)
     for kind in ("ceiling", "naive", "router"):
         with serving(env, kind, workers=2) as s:
@@ -482,9 +488,18 @@ def run_all(env: Env) -> dict[str, Any]:
                     label="router_2w_open_half",
                 )
 
+
+def _large_set(env: Env, runs: dict[str, Any], seed: Iterator[int], rate: int) -> None:
+    """1k then 100k channels on one freshly started worker, open loop at `rate`."""
     print("1 worker, 1,000 vs 100,000 channels at the same arrival rate", flush=True)
-    rate = round(runs["router_1w"]["achieved_rate"] / 2)
     with serving(env, "router") as s:
+        runs["router_large_startup_s"] = round(s.startup_s, 2)
+        runs["router_large_rss_start_mb"] = round(procstat.rss_bytes(s.pids[0]) / 2**20, 1)
+        print(
+            f"  started in {runs['router_large_startup_s']} s, "
+            f"RSS {runs['router_large_rss_start_mb']} MB",
+            flush=True,
+        )
         runs["router_small_open"] = load(
             env, s, twilio(env, SMALL_SET, next(seed)), rate=rate, label="router_1k_open"
         )
@@ -499,10 +514,29 @@ def run_all(env: Env) -> dict[str, Any]:
             kind: _l1_hit_ratio(s.ports[0], kind) for kind in ("routing", "version", "draft")
         }
 
+
+def _propagation(env: Env, runs: dict[str, Any]) -> None:
     print("pin-change propagation, 2 workers", flush=True)
     with serving(env, "router", workers=2) as s:
         runs["propagation"] = asyncio.run(propagation(env, s))
         print(f"  {runs['propagation']}", flush=True)
+
+
+def run_all(env: Env, groups: tuple[str, ...] = GROUPS, rate: int | None = None) -> dict[str, Any]:
+    """Run the point `groups`; the large-set points' open-loop `rate` defaults to half the
+    1-worker router's closed-loop rate."""
+    runs: dict[str, Any] = {}
+    seed = iter(range(1, 1000))
+    if "1w" in groups:
+        _one_worker(env, runs, seed)
+    if "2w" in groups:
+        _two_workers(env, runs, seed)
+    if "large" in groups:
+        if rate is None:
+            rate = round(runs["router_1w"]["achieved_rate"] / 2) if "router_1w" in runs else 600
+        _large_set(env, runs, seed, rate)
+    if "propagation" in groups:
+        _propagation(env, runs)
     return runs
 
 
@@ -598,12 +632,30 @@ def render(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def main() -> int:
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        help="run only these groups of points; prints them and saves nothing (no table)",
+    )
+    parser.add_argument(
+        "--rate", type=int, help="open-loop calls/s of the large-set points (with --only)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = _arguments(argv)
     started = time.monotonic()
     machine = procstat.machine()
     print(f"machine: {machine}", flush=True)
     with scratch_env() as env:
-        runs = run_all(env)
+        runs = run_all(env, tuple(args.only or GROUPS), args.rate)
+    if args.only:
+        print(json.dumps(runs.get("router_large_l1_hit_ratio")))
+        return 0
     rows = summary(runs)
     table = render(rows)
     print()
@@ -632,4 +684,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -52,15 +52,16 @@ MAX_BODY_BYTES = 256 * 1024
 # Seconds. A slow Redis must not stall calls: past this a lookup counts as a miss.
 REDIS_TIMEOUT_S = 0.5
 # Config blobs in L1, one per agent version in use: 2,048 covers the configs a router with
-# 1,000 busy channels serves (runtime lookups then need neither Redis nor Postgres). A typical
-# 4 KB blob takes about 15 KB decoded, so about 30 MB; blobs reach hundreds of KB, and a
-# deployment serving many such configs would size this down.
+# 1,000 busy channels serves (runtime lookups then need neither Redis nor Postgres). Blobs are
+# held as their encoded JSON, a typical one 4 KB, so about 8 MB; blobs reach hundreds of KB, and
+# a deployment serving many such configs would size this down.
 CONFIG_L1_SIZE = 2048
 # Seconds a stopping worker lets in-flight webhooks run: a webhook takes milliseconds, or at
 # worst a Redis and a Postgres timeout, well under the providers' own 10-15 s.
 SHUTDOWN_TIMEOUT_S = 10.0
-# Seconds start-up waits for the change feed; without it the router still serves, uncached.
-FEED_STARTUP_WAIT_S = 5.0
+# Seconds start-up waits for the change feed and the routing warm-up (about 2 s per 100,000
+# channels on one core); past it the router serves anyway, reading Postgres until trusted.
+FEED_STARTUP_WAIT_S = 15.0
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
 SPOOL_REPLAY_INTERVAL_S = 1.0
@@ -71,9 +72,12 @@ SPOOL_SHUTDOWN_REPLAY_S = 10.0
 class CacheInvalidation:
     """Applies the change feed to the snapshot cache (a store.feed.FeedHandler)."""
 
-    def __init__(self, snapshots: LayeredCache, metrics: RouterMetrics) -> None:
+    def __init__(
+        self, snapshots: LayeredCache, metrics: RouterMetrics, warm: Callable[[], Awaitable[None]]
+    ) -> None:
         self._cache = snapshots
         self._metrics = metrics
+        self._warm = warm
 
     async def changed(self, change: Change) -> None:
         codec = cache.DRAFT if change.kind == "draft" else cache.ROUTING
@@ -86,7 +90,7 @@ class CacheInvalidation:
         self._metrics.feed_connected.set(0)
 
     async def resync(self) -> None:
-        await self._cache.resync()
+        await self._cache.resync(self._warm)
         self._metrics.feed_connected.set(1)
 
 
@@ -126,7 +130,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _change_feed(app: web.Application) -> AsyncIterator[None]:
-    feed = ChangeFeed(app[SETTINGS].database_url, CacheInvalidation(app[SNAPSHOTS], app[METRICS]))
+    invalidation = CacheInvalidation(app[SNAPSHOTS], app[METRICS], app[RESOLVER].warm)
+    feed = ChangeFeed(app[SETTINGS].database_url, invalidation)
     app[FEED] = feed
     task = asyncio.create_task(feed.run())
     with contextlib.suppress(TimeoutError):

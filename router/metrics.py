@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from store.calls import Ended
@@ -11,6 +13,23 @@ from store.stats import CALL_DURATION_BUCKETS_S
 # a group commit); the change feed lags milliseconds unless something is wrong.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children by label values: `labels()` validates and takes a lock on
+    every call, a dict lookup does not. Holds no more than the metric itself keeps anyway."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class RouterMetrics:
@@ -92,6 +111,11 @@ class RouterMetrics:
             registry=r,
         )
 
+        # The per-call ones, looked up on every webhook or cache lookup.
+        self.call = Children(self.calls)
+        self.resolved = Children(self.resolution)
+        self._cache_lookup = Children(self.cache)
+
     def observe_ended(self, ended: Ended | None) -> None:
         """Count a call's duration once, when an ending closes it (repeats return None)."""
         if ended is not None:
@@ -100,7 +124,7 @@ class RouterMetrics:
             )
 
     def observe_cache(self, kind: str, tier: str, result: str) -> None:
-        self.cache.labels(kind, tier, result).inc()
+        self._cache_lookup(kind, tier, result).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,15 +6,21 @@ While Postgres is unavailable (its circuit breaker is open, or a commit fails fo
 server) a batch goes to the local spool instead, with one fsync for the batch. Spooled calls
 are answered from an index by provider call id until they are replayed into Postgres, where
 record_call's ON CONFLICT (migration 0004) makes a replay idempotent.
+
+Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
+with end_call, which is idempotent too (it only closes an open call, and keeps an ending for a
+call not recorded yet until record_call finds it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -22,7 +28,7 @@ import structlog
 from router.metrics import RouterMetrics
 from router.spool import Record, Spool, SpoolFull
 from store.breaker import CircuitBreaker
-from store.calls import CallRecord, Candidate, NewCall, record_calls
+from store.calls import CallRecord, Candidate, Ended, NewCall, end_call, record_calls, set_status
 from store.layered import DATABASE_UNAVAILABLE
 from store.snapshots import Snapshot
 
@@ -37,12 +43,33 @@ WRITERS = 3
 # worker's peak rate. Older calls, and other workers' calls, are looked up in Postgres.
 SERVED_CALLS = 50_000
 SPOOL_SCHEMA = 1
+# The kinds of spool record. Records spooled before endings were carry no kind: calls.
+CALL, ENDING = "call", "ending"
 
 log = structlog.get_logger()
 
 Pending = tuple[NewCall, "asyncio.Future[CallRecord]"]
 CallKey = tuple[str, str]  # (provider, provider call id)
 Result = CallRecord | Exception
+T = TypeVar("T")
+
+
+class _Unavailable:
+    """What `_attempt` returns when Postgres is unavailable (None is a result of end_call)."""
+
+
+UNAVAILABLE = _Unavailable()
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A provider's word that a call is over: store.calls.end_call's arguments."""
+
+    provider: str
+    provider_call_id: str
+    status: str
+    ended_at: datetime
+    duration_s: float | None
 
 
 def _key(call: NewCall) -> CallKey:
@@ -85,6 +112,7 @@ def encode_call(call: NewCall) -> Record:
     """A call as a spool record (schema-versioned JSON object)."""
     return {
         "v": SPOOL_SCHEMA,
+        "kind": CALL,
         "call_id": call.call_id,
         "provider": call.provider,
         "provider_call_id": call.provider_call_id,
@@ -101,14 +129,37 @@ def encode_call(call: NewCall) -> Record:
     }
 
 
+def encode_ending(ending: Ending) -> Record:
+    """An ending as a spool record (schema-versioned JSON object)."""
+    fields = asdict(ending) | {"ended_at": ending.ended_at.isoformat()}
+    return {"v": SPOOL_SCHEMA, "kind": ENDING, **fields}
+
+
+def _fields(record: Record, kind: str) -> dict[str, Any]:
+    """The fields of a spool record of `kind`, without the schema and kind markers."""
+    if record.get("v") != SPOOL_SCHEMA or record.get("kind", CALL) != kind:
+        raise ValueError(f"not a {kind} record: {record.get('v')!r}, {record.get('kind')!r}")
+    return {k: v for k, v in record.items() if k not in ("v", "kind")}
+
+
 def decode_call(record: Record) -> NewCall:
     """The call a spool record holds; ValueError (or KeyError, TypeError) when it is not one."""
-    if record.get("v") != SPOOL_SCHEMA:
-        raise ValueError(f"unknown spool record schema {record.get('v')!r}")
-    fields: dict[str, Any] = {k: v for k, v in record.items() if k != "v"}
+    fields = _fields(record, CALL)
     fields["started_at"] = datetime.fromisoformat(fields["started_at"])
     fields["candidates"] = tuple(Candidate(*c) for c in fields["candidates"])
     return NewCall(**fields)
+
+
+def decode_ending(record: Record) -> Ending:
+    """The ending a spool record holds; ValueError (or KeyError, TypeError) when it is not one."""
+    fields = _fields(record, ENDING)
+    fields["ended_at"] = datetime.fromisoformat(fields["ended_at"])
+    return Ending(**fields)
+
+
+def decode_record(record: Record) -> NewCall | Ending:
+    """Whatever a spool record holds; ValueError (or KeyError, TypeError) when unreadable."""
+    return decode_ending(record) if record.get("kind") == ENDING else decode_call(record)
 
 
 def _stopped(batch: list[Pending]) -> None:
@@ -141,10 +192,13 @@ class CallWriter:
         self._served: OrderedDict[str, Snapshot] = OrderedDict()
 
     def index(self, records: list[Record]) -> None:
-        """Remember spooled calls (a previous run's) so provider retries get the same answer."""
+        """Remember spooled calls (a previous run's) so provider retries get the same answer.
+        Endings need no index, and an unreadable record is counted when the replay meets it."""
         for record in records:
-            call = decode_call(record)
-            self._spooled[_key(call)] = spooled_record(call)
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                call = decode_record(record)
+                if isinstance(call, NewCall):
+                    self._spooled[_key(call)] = spooled_record(call)
 
     @property
     def spooled(self) -> int:
@@ -207,24 +261,33 @@ class CallWriter:
                 self._remember(result)
                 done.set_result(result)
 
-    async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
-        """Each call's committed record or error; None when Postgres is unavailable."""
+    async def _attempt(self, query: Callable[[], Awaitable[T]], event: str) -> T | _Unavailable:
+        """The query's result; UNAVAILABLE (logged as `event`) when Postgres is: its breaker is
+        open, or the query failed for want of a server. Other errors propagate."""
         if not self._breaker.allow():
-            return None
+            return UNAVAILABLE
         try:
-            results = await record_calls(self._pool, calls)
+            result = await query()
         except DATABASE_UNAVAILABLE as exc:
-            # A commit cut off may or may not have landed: spooling it is safe either way, as
-            # the replay inserts nothing for a provider call id already recorded.
             self._breaker.failed()
-            log.warning("call_batch_unavailable", calls=len(calls), error=type(exc).__name__)
-            return None
+            log.warning(event, error=type(exc).__name__)
+            return UNAVAILABLE
+        self._breaker.succeeded()
+        return result
+
+    async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
+        """Each call's committed record or error; None when Postgres is unavailable. A commit
+        cut off may or may not have landed: spooling it is safe either way, as the replay
+        inserts nothing for a provider call id already recorded."""
+        try:
+            results = await self._attempt(
+                lambda: record_calls(self._pool, calls), "call_batch_unavailable"
+            )
         # The writer outlives any failure: each waiting call gets the error and falls back.
         except Exception as exc:
             log.warning("call_batch_failed", calls=len(calls), error=type(exc).__name__)
             return [exc] * len(calls)
-        self._breaker.succeeded()
-        return results
+        return None if isinstance(results, _Unavailable) else results
 
     async def _to_spool(self, calls: list[NewCall]) -> list[Result]:
         """Spool the calls not spooled yet (one fsync); every call gets its spooled record."""
@@ -242,19 +305,84 @@ class CallWriter:
         self._spooled.update({key: spooled_record(c) for key, c in fresh.items()})
         return [self._spooled[_key(call)] for call in calls]
 
+    async def end(self, ending: Ending) -> Ended | None:
+        """Close the call: in Postgres, or, while it is unavailable, by spooling the ending for
+        the replay (one fsync; endings come one per call, not in bursts worth batching). None
+        when the call was not open, or the ending was spooled. Raises when it could be neither
+        applied nor spooled, so the provider sees an error and may retry."""
+        ended = await self._attempt(lambda: self._end_call(ending), "call_ending_unavailable")
+        if not isinstance(ended, _Unavailable):
+            return ended
+        try:
+            await self._spool.append([encode_ending(ending)])
+        except (SpoolFull, OSError) as exc:
+            self._metrics.spool.labels("dropped").inc()
+            log.error("call_ending_spool_failed", error=type(exc).__name__)
+            raise
+        self._metrics.spool.labels("spooled").inc()
+        return None
+
+    async def progress(self, provider: str, provider_call_id: str, status: str) -> None:
+        """Note a progress status (ringing, in-progress...) of a call. While Postgres is
+        unavailable it is dropped, not spooled: the call's ending supersedes it (it is ended
+        soon anyway, and an ended call ignores progress), so spooling it would spend an fsync
+        per event on a status nobody reads once the call is over."""
+        await self._attempt(
+            lambda: set_status(self._pool, provider, provider_call_id, status),
+            "call_progress_unavailable",
+        )
+
+    async def _end_call(self, ending: Ending) -> Ended | None:
+        return await end_call(
+            self._pool,
+            ending.provider,
+            ending.provider_call_id,
+            ending.status,
+            ending.ended_at,
+            ending.duration_s,
+        )
+
     async def replay(self) -> int:
         """Move spooled calls into Postgres; returns how many. Raises (leaving the rest spooled)
         when Postgres is unavailable."""
         return await self._spool.replay(self._replay_segment)
 
     async def _replay_segment(self, records: list[Record]) -> None:
+        """Record the segment's calls, then apply its endings: an ending then finds its call
+        when both were spooled together. One whose call is elsewhere (another worker's segment,
+        or not written yet) is kept by end_call until record_call applies it."""
         calls: list[NewCall] = []
+        endings: list[Ending] = []
         for record in records:
             try:
-                calls.append(decode_call(record))
+                item = decode_record(record)
             except (ValueError, KeyError, TypeError):
                 self._metrics.spool.labels("dropped").inc()
                 log.error("spool_record_unreadable")
+                continue
+            if isinstance(item, NewCall):
+                calls.append(item)
+            else:
+                endings.append(item)
+        await self._replay_calls(calls)
+        for ending in endings:
+            await self._replay_ending(ending)
+
+    async def _replay_ending(self, ending: Ending) -> None:
+        """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
+        forever, while an unavailable Postgres stops the replay."""
+        try:
+            ended = await self._end_call(ending)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, DATABASE_UNAVAILABLE):
+                raise
+            self._metrics.spool.labels("dropped").inc()
+            log.error("spool_replay_refused", error=type(exc).__name__)
+            return
+        self._metrics.observe_ended(ended)
+        self._metrics.spool.labels("replayed").inc()
+
+    async def _replay_calls(self, calls: list[NewCall]) -> None:
         for start in range(0, len(calls), self._max_batch):
             chunk = calls[start : start + self._max_batch]
             results = await record_calls(self._pool, chunk)

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import structlog
 
-from store import cache, resolution, snapshots
+from store import cache, channels, resolution, snapshots
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.errors import StoreError
 from store.layered import DATABASE_UNAVAILABLE, LayeredCache
 from store.resolution import Unroutable
 from store.snapshots import Snapshot
+
+log = structlog.get_logger()
+
+# What the channels serve: the versions they pin and the drafts of the agents they route to a
+# draft, as snapshots (agent_id, version, draft_revision, config_hash).
+SERVED_SNAPSHOTS = """
+SELECT v.agent_id, v.version, NULL::integer AS draft_revision, v.config_hash
+FROM versions v
+WHERE (v.agent_id, v.version) IN (SELECT agent_id, version FROM channel_variants)
+UNION ALL
+SELECT d.agent_id, NULL, d.revision, d.config_hash
+FROM drafts d
+WHERE d.agent_id IN (SELECT agent_id FROM channel_variants WHERE version IS NULL)
+"""
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,39 @@ class Resolver:
             cache.ROUTING, number, lambda: find_channel(self._pool, number)
         )
 
+    async def warm(self) -> None:
+        """Load every channel's routing into L1 from one streamed query, so resolving a call
+        costs the same whatever the number of channels (the change-feed resync calls this).
+
+        The snapshots the channels serve come along (drafts are mutable like routings; versions
+        would otherwise each cost a first miss). A failure leaves what was read so far in place
+        (consistent: the feed listens) and the rest to be loaded on first use.
+        """
+        started, loaded = time.perf_counter(), 0
+        try:
+            async with self._pool.acquire() as conn:
+                async for routing in channels.all_routings(conn):
+                    self._cache.preload(cache.ROUTING, routing.number, routing)
+                    loaded += 1
+                snapshots = await conn.fetch(SERVED_SNAPSHOTS)
+        except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("routing_warmup_failed", error=type(exc).__name__, loaded=loaded)
+            return
+        for row in snapshots:
+            self._preload_snapshot(Snapshot(*row))
+        log.info(
+            "routing_warmup",
+            channels=loaded,
+            snapshots=len(snapshots),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _preload_snapshot(self, s: Snapshot) -> None:
+        if s.version is None:
+            self._cache.preload(cache.DRAFT, s.agent_id, s)
+        else:
+            self._cache.preload(cache.VERSION, _version_key(s.agent_id, s.version), s)
+
     async def snapshot(self, variant: Variant) -> Snapshot:
         agent_id, version = variant.agent_id, variant.version
         if version is None:
@@ -50,7 +99,7 @@ class Resolver:
             )
         return await self._cache.get(
             cache.VERSION,
-            f"{agent_id}:{version}",
+            _version_key(agent_id, version),
             lambda: snapshots.load_version(self._pool, agent_id, version),
         )
 
@@ -86,3 +135,7 @@ class Resolver:
             snapshot_of=self.snapshot,
             assignment_of=lambda number, key: find_assignment(self._pool, number, key),
         )
+
+
+def _version_key(agent_id: str, version: int) -> str:
+    return f"{agent_id}:{version}"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from httpkit.auth import requires
 from httpkit.errors import ApiError
-from httpkit.json import json_response
+from httpkit.json import dumps, json_response
 from httpkit.keys import POOL
 from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
 from store import agents, cache, calls, db
@@ -24,13 +23,22 @@ CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # Seconds a readiness probe waits for each dependency.
 READY_TIMEOUT_S = 1.0
+JSON_UTF8 = "application/json; charset=utf-8"
 
 
-async def _config(request: web.Request, digest: str) -> dict[str, Any]:
+async def _config_json(request: web.Request, digest: str) -> bytes:
+    """A config blob as JSON bytes: encoded once per blob (immutable), not once per request."""
     pool = request.app[POOL]
-    return await request.app[CONFIGS].get(
-        cache.CONFIG, digest, lambda: agents.get_config(pool, digest)
-    )
+
+    async def load() -> bytes:
+        return dumps(await agents.get_config(pool, digest)).encode()
+
+    return await request.app[CONFIGS].get(cache.CONFIG_JSON, digest, load)
+
+
+def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer already encoded (the same bytes and type json_response would send)."""
+    return web.Response(body=body, headers={"Content-Type": JSON_UTF8, **(headers or {})})
 
 
 async def _served(request: web.Request, call_id: str) -> Snapshot:
@@ -47,16 +55,18 @@ async def call_config(request: web.Request) -> web.Response:
     """The exact configuration a call was served, whatever happened to the draft or routing."""
     call_id = request.match_info["call_id"]
     call = await _served(request, call_id)
-    return json_response(
+    head = dumps(
         {
             "call_id": call_id,
             "agent_id": call.agent_id,
             "version": call.version,
             "draft_revision": call.draft_revision,
             "config_hash": call.config_hash,
-            "config": await _config(request, call.config_hash),
         }
     )
+    # The encoded config spliced in as the last member: what dumps of the whole would write.
+    config = await _config_json(request, call.config_hash)
+    return _json_bytes(b"".join((head[:-1].encode(), b', "config": ', config, b"}")))
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -75,7 +85,7 @@ async def config_blob(request: web.Request) -> web.Response:
     headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL}
     if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
         return web.Response(status=304, headers=headers)
-    return json_response(await _config(request, digest), headers=headers)
+    return _json_bytes(await _config_json(request, digest), headers)
 
 
 @requires("runtime", "viewer")

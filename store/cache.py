@@ -24,7 +24,8 @@ SCHEMA_VERSION = 1
 ROUTING_KEY = "routing:"  # + E.164 number; mutable: invalidated through the change feed
 DRAFT_KEY = "draft:"  # + agent id; mutable: invalidated through the change feed
 VERSION_KEY = "version:"  # + agent id + ":" + number; immutable
-CONFIG_KEY = "config:"  # + config hash; immutable
+# + config hash; immutable: the blob as the JSON bytes the API answers with, encoded once
+CONFIG_JSON_KEY = "config-json:"
 MUTABLE_KEYS = (ROUTING_KEY, DRAFT_KEY)
 
 # Seconds. Mutable entries are deleted on every change notification; the TTL is only a backstop
@@ -131,16 +132,16 @@ def decode_snapshot(raw: bytes) -> Snapshot:
     )
 
 
-def encode_config(config: dict[str, Any]) -> bytes:
-    return _pack({"config": config})
+def encode_config_json(body: bytes) -> bytes:
+    return _pack({"json": body})
 
 
-def decode_config(raw: bytes) -> dict[str, Any]:
-    config: dict[str, Any] = _get(_unpack(raw), "config", dict)
-    return config
+def decode_config_json(raw: bytes) -> bytes:
+    body: bytes = _get(_unpack(raw), "json", bytes)
+    return body
 
 
 ROUTING = Codec[Routing | None]("routing", ROUTING_KEY, True, encode_routing, decode_routing)
 DRAFT = Codec[Snapshot]("draft", DRAFT_KEY, True, encode_snapshot, decode_snapshot)
 VERSION = Codec[Snapshot]("version", VERSION_KEY, False, encode_snapshot, decode_snapshot)
-CONFIG = Codec[dict[str, Any]]("config", CONFIG_KEY, False, encode_config, decode_config)
+CONFIG_JSON = Codec[bytes]("config", CONFIG_JSON_KEY, False, encode_config_json, decode_config_json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, TypeGuard
@@ -58,6 +59,16 @@ FROM unnest($2::text[], $3::text[], $4::integer[], $5::integer[])
      WITH ORDINALITY AS v(label, agent_id, version, weight, position)
 """
 DELETE_CHANNEL = "DELETE FROM channels WHERE number = $1"
+# Every channel with its variants, one row per variant (or one with NULL variant columns for a
+# channel without any), grouped by number so a stream can assemble each routing as it goes.
+ALL_ROUTINGS = """
+SELECT c.number, c.salt, c.sticky, c.revision, c.updated_at, c.updated_by,
+       v.label, v.agent_id, v.version, v.weight
+FROM channels c LEFT JOIN channel_variants v ON v.number = c.number
+ORDER BY c.number, v.position
+"""
+# Rows fetched per round trip while streaming every routing.
+ROUTING_STREAM_BATCH = 5_000
 MISSING_TARGETS = """
 SELECT t.i, t.agent_id, t.version,
        NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id) AS no_agent
@@ -202,6 +213,41 @@ async def find_channel(conn: asyncpg.Pool | asyncpg.Connection, number: str) -> 
     """The routing of `number`, or None when it is not a channel."""
     row = await conn.fetchrow(SELECT_CHANNEL, number)
     return (await _with_variants(conn, [row]))[0] if row else None
+
+
+async def all_routings(conn: asyncpg.Connection) -> AsyncIterator[Routing]:
+    """Every channel's routing, streamed in number order from one query (a cache warm-up).
+
+    Runs in a read-only repeatable-read transaction of its own: one consistent snapshot, read a
+    few thousand rows at a time rather than held in memory all at once. Equal variants are one
+    shared (immutable) object: most channels of a deployment pin the same few versions.
+    """
+    shared: dict[tuple[Any, ...], Variant] = {}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        channel: tuple[Any, ...] | None = None
+        variants: list[Variant] = []
+        cursor = await conn.cursor(ALL_ROUTINGS)
+        # Batches, not `async for`: a step of an async iterator per row costs more than the row.
+        while rows := await cursor.fetch(ROUTING_STREAM_BATCH):
+            for row in rows:
+                values = tuple(row)
+                if channel is None or values[0] != channel[0]:
+                    if channel is not None:
+                        yield _joined_routing(channel, variants)
+                    channel, variants = values[:6], []
+                variant = values[6:]
+                if variant[0] is not None:  # a channel without variants has one row of NULLs
+                    variants.append(
+                        shared.get(variant) or shared.setdefault(variant, Variant(*variant))
+                    )
+        if channel is not None:
+            yield _joined_routing(channel, variants)
+
+
+def _joined_routing(channel: tuple[Any, ...], variants: list[Variant]) -> Routing:
+    """A Routing from ALL_ROUTINGS' channel columns (by position: the stream's hot loop)."""
+    number, salt, sticky, revision, updated_at, updated_by = channel
+    return Routing(number, salt, sticky, revision, tuple(variants), updated_at, updated_by)
 
 
 async def get_channel(pool: asyncpg.Pool, number: str) -> Routing:

@@ -228,17 +228,26 @@ class LayeredCache:
                 self._keep_stale(full, value)
         self._invalidated.update(self._inflight)
 
-    async def resync(self) -> None:
-        """The change feed is listening again: clear every mutable entry, then trust the cache.
+    async def resync(self, warm: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The change feed is listening again: clear every mutable entry, let `warm` preload
+        fresh ones (see `preload`), then trust the cache.
 
-        When Redis cannot be cleared now, it is left suspect (unread for mutable entries) until
-        a later wipe succeeds: the cache is trusted either way.
+        Preloading here is safe because the feed already listens: a change committed after
+        `warm` read its data is announced, and applied (invalidating the entry) once this
+        returns. When Redis cannot be cleared now, it is left suspect (unread for mutable
+        entries) until a later wipe succeeds: the cache is trusted either way.
         """
         self.lose_trust()
         self._stale.clear()
         self._redis_suspect = True
         await self._wipe_redis()
+        if warm is not None:
+            await warm()
         self.trusted = True
+
+    def preload(self, codec: Codec[T], key: str, value: T) -> None:
+        """Put an entry just read from the source of truth into L1 (a warm-up in `resync`)."""
+        self._to_l1(codec, self.key(codec, key), value)
 
     def _start_wipe(self) -> None:
         if self._wipe is None or self._wipe.done():

@@ -1,5 +1,6 @@
 """Fault-test rig: a dedicated Redis and Postgres that tests may kill (never the shared ones),
-real router processes (`python -m router`), and a bounded load of signed Twilio webhooks."""
+real router processes (`python -m router`), and a bounded load of signed Twilio webhooks (calls,
+and optionally their endings), with runtime lookups as a voice agent makes them."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from tests.router_fixtures import stream_parameters
 HOST = "127.0.0.1"
 TWILIO_TOKEN = "fault-test-twilio-token-" + secrets.token_hex(8)
 VOICE_PATH = "/webhooks/twilio/voice"
+STATUS_PATH = "/webhooks/twilio/status"
+# Seconds a call of the load lasts, as its status callback reports (CallDuration): 1 to this.
+MAX_DURATION_S = 600
 # Seconds: a server start (Postgres' included) takes well under this on two cores.
 START_TIMEOUT_S = 30.0
 # A request that has not been answered in this many seconds counts as failed (Twilio waits 15).
@@ -201,6 +205,9 @@ class Load:
     answered: dict[str, str] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0
+    # Calls whose ending (a `completed` status callback) was answered: provider id → duration.
+    ended: dict[str, int] = field(default_factory=dict)
+    ending_failures: Counter[str] = field(default_factory=Counter)
 
     @property
     def sent(self) -> int:
@@ -213,46 +220,81 @@ class Load:
             "fallbacks": self.fallbacks,
             "failed": sum(self.failures.values()),
             "failures": dict(self.failures),
+            "ended": len(self.ended),
+            "ending_failures": dict(self.ending_failures),
         }
 
 
-class Caller:
-    """Signed Twilio voice webhooks to a router at `port`, as Twilio would send them."""
+def _failure(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__
 
-    def __init__(self, session: aiohttp.ClientSession, port: int, to: str) -> None:
+
+class Caller:
+    """Signed Twilio webhooks to a router at `port`, as Twilio would send them: each call of a
+    load, and with `hang_up` its ending right after the answer."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, port: int, to: str, *, hang_up: bool = False
+    ) -> None:
         self._session = session
         self._base = f"http://{HOST}:{port}"
         self._to = to
+        self._hang_up = hang_up
+
+    async def _twilio(self, path: str, params: dict[str, str], expect: int) -> str:
+        """POST a signed Twilio webhook; its body, or RuntimeError unless answered `expect`."""
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, self._base + path, params.items()),
+        }
+        async with self._session.post(
+            self._base + path, data=urlencode(params), headers=headers
+        ) as resp:
+            text = await resp.text()
+            if resp.status != expect:
+                raise RuntimeError(f"http_{resp.status}")
+        return text
 
     async def call(self, sid: str, to: str | None = None) -> dict[str, str] | None:
         """The call's <Stream> parameters; None for the fallback answer; raises on failure."""
         params = {"CallSid": sid, "From": "+12125550123", "To": to or self._to}
         params["CallStatus"] = "ringing"
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": twilio_signature(
-                TWILIO_TOKEN, self._base + VOICE_PATH, params.items()
-            ),
-        }
-        async with self._session.post(
-            self._base + VOICE_PATH, data=urlencode(params), headers=headers
-        ) as resp:
-            text = await resp.text()
-            if resp.status != 200:
-                raise RuntimeError(f"http_{resp.status}")
+        text = await self._twilio(VOICE_PATH, params, 200)
         return stream_parameters(text) if "<Stream" in text else None
+
+    async def end(self, sid: str, duration_s: int) -> None:
+        """The call's final status callback (`completed`, CallDuration); raises unless 204."""
+        params = {"CallSid": sid, "CallStatus": "completed", "CallDuration": str(duration_s)}
+        await self._twilio(STATUS_PATH, params, 204)
+
+    async def lookup(self, path: str, token: str) -> tuple[int, Any]:
+        """A runtime lookup (GET) with a bearer token: its status and JSON body."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self._session.get(self._base + path, headers=headers) as resp:
+            return resp.status, await resp.json()
 
     async def one(self, load: Load) -> None:
         sid = "CA" + uuid.uuid4().hex
         try:
             answer = await self.call(sid)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
-            load.failures[str(exc) if isinstance(exc, RuntimeError) else type(exc).__name__] += 1
+            load.failures[_failure(exc)] += 1
             return
         if answer is None:
             load.fallbacks += 1
-        else:
-            load.answered[sid] = answer["call_id"]
+            return
+        load.answered[sid] = answer["call_id"]
+        if self._hang_up:
+            await self._end_one(sid, load)
+
+    async def _end_one(self, sid: str, load: Load) -> None:
+        duration_s = secrets.randbelow(MAX_DURATION_S) + 1
+        try:
+            await self.end(sid, duration_s)
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            load.ending_failures[_failure(exc)] += 1
+            return
+        load.ended[sid] = duration_s
 
 
 def session() -> aiohttp.ClientSession:

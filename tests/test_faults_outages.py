@@ -1,13 +1,16 @@
 """Faults under load, against real router processes and a Redis and Postgres of the module's
 own: Redis killed for 10 s, Postgres stopped for 30 s, a rolling restart by SIGTERM. No webhook
-may fail, every answered call must land in Postgres exactly once, and a pin changed while the
-change feed was down must be honoured. Each test prints its counts as one JSON line (-s)."""
+may fail, every answered call must land in Postgres exactly once (and, through the Postgres
+outage, be ended once with the duration its status callback gave), a voice agent's lookups must
+be answered through the outage, and a pin changed while the change feed was down must be
+honoured. Each test prints its counts as one JSON line (-s)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -24,6 +27,7 @@ from store.agents import create_agent, publish, update_draft
 from store.channels import Variant, set_channel
 from store.db import create_pool
 from store.migrate import migrate
+from store.tokens import create_token
 from tests.conftest import minimal_config
 from tests.faults import (
     TWILIO_TOKEN,
@@ -54,6 +58,7 @@ class Rig:
     postgres: PostgresServer
     redis: RedisServer
     agent_id: str
+    runtime_token: str  # the voice agent's
 
     def env(self, port: int, spool: str = "spool") -> dict[str, str]:
         return {
@@ -73,7 +78,8 @@ class Rig:
         return "".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
 
 
-async def _seed(url: str) -> str:
+async def _seed(url: str) -> tuple[str, str]:
+    """Create and migrate the database; the agent's id and a runtime token."""
     admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
     try:
         await admin.execute("CREATE DATABASE agentver")
@@ -88,7 +94,7 @@ async def _seed(url: str) -> str:
         await publish(pool, agent.id, "v2", "", "faults")
         for number in (CHANNEL, PINNED_LATER):
             await _pin(pool, number, agent.id, 1)
-        return agent.id
+        return agent.id, await create_token(pool, "faults-voice-agent", "runtime")
     finally:
         await pool.close()
 
@@ -105,7 +111,7 @@ async def rig() -> AsyncIterator[Rig]:
     postgres.init()
     redis.start()
     try:
-        yield Rig(workdir, postgres, redis, await _seed(postgres.url))
+        yield Rig(workdir, postgres, redis, *await _seed(postgres.url))
     finally:
         redis.kill()
         postgres.stop()
@@ -139,6 +145,28 @@ async def _recorded(rig: Rig, load: Load) -> dict[str, Any]:
         "missing": sum(1 for sid in load.answered if sid not in stored),
         "duplicated": sum(1 for ids in stored.values() if len(ids) > 1),
         "mismatched": sum(1 for sid, ids in stored.items() if ids != [load.answered[sid]]),
+    }
+
+
+async def _ended(rig: Rig, load: Load) -> dict[str, Any]:
+    """How the endings sent landed: calls still open, or ended with another duration."""
+    conn = await asyncpg.connect(rig.postgres.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT provider_call_id, status, duration_s FROM calls"
+            " WHERE provider_call_id = ANY($1)",
+            list(load.ended),
+        )
+    finally:
+        await conn.close()
+    right = {r["provider_call_id"] for r in rows if r["status"] == "completed"}
+    wrong = {
+        r["provider_call_id"] for r in rows if r["duration_s"] != load.ended[r["provider_call_id"]]
+    }
+    return {
+        "ended_right": len(right - wrong),
+        "not_ended": len(load.ended) - len(right),
+        "wrong_duration": len(wrong),
     }
 
 
@@ -185,16 +213,22 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
     port = free_port()
     routers.append(rig.router(port, "postgres-outage"))
     async with session() as client:
-        caller = Caller(client, port, CHANNEL)
+        caller = Caller(client, port, CHANNEL, hang_up=True)
         await caller.call("CA-warm-pinned-later", to=PINNED_LATER)
         async with loaded(caller) as load:
             await asyncio.sleep(WARM_UP_S)
+            # The voice agent's token is validated, and the config cached, before the outage.
+            warm = await caller.lookup(
+                _config_path(next(iter(load.answered.values()))), rig.runtime_token
+            )
             before = load.sent
             rig.postgres.stop()
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             # A provider retry of a spooled call gets the answer the call got.
             spooled_sid = next(reversed(load.answered))
             retried = await caller.call(spooled_sid)
+            # Past the token cache's TTL, with Postgres out of reach.
+            lookups = await _lookups(caller, rig, load.answered[spooled_sid])
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             during = load.sent - before
             rig.postgres.start()
@@ -203,8 +237,8 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             await asyncio.sleep(WARM_UP_S)
         honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
     for _ in range(int(REPLAY_WITHIN_S / 0.5)):
-        recorded = await _recorded(rig, load)
-        if not recorded["missing"]:
+        recorded, ended = await _recorded(rig, load), await _ended(rig, load)
+        if not recorded["missing"] and not ended["not_ended"]:
             break
         await asyncio.sleep(0.5)
     spool = {
@@ -212,14 +246,43 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
         for event in ("spooled", "replayed", "dropped")
     }
     _report("postgres_stopped", outage_s=POSTGRES_OUTAGE_S, during_outage=during, **load.summary())
-    _report("postgres_stopped_records", **recorded, **spool)
+    _report("postgres_stopped_records", **recorded, **ended, **spool)
+    _report("postgres_stopped_lookups", **{k: v[0] for k, v in lookups.items()})
     _report("pin_changed_while_feed_down", feed_down=feed_down, honoured_after_s=honoured_after_s)
     assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
+    assert not load.ending_failures and len(load.ended) == len(load.answered), load.summary()
     assert during > 0 and spool["spooled"] > 0 and spool["dropped"] == 0
     assert retried is not None and retried["call_id"] == load.answered[spooled_sid]
     assert recorded["recorded"] == len(load.answered)
     assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+    assert ended == {"ended_right": len(load.ended), "not_ended": 0, "wrong_duration": 0}
+    assert warm[0] == 200
+    assert lookups["call_config"] == (
+        200,
+        {**warm[1], "call_id": retried["call_id"], "config_hash": retried["config_hash"]},
+    )
+    assert lookups["config_blob"] == (200, warm[1]["config"])
+    assert lookups["never_seen_token"][0] == 503
     assert feed_down
+
+
+def _config_path(call_id: str) -> str:
+    return f"/v1/calls/{call_id}/config"
+
+
+async def _lookups(caller: Caller, rig: Rig, call_id: str) -> dict[str, tuple[int, Any]]:
+    """The voice agent's lookups for a call answered during the outage: its config, the config
+    blob by hash (both with a token validated before the outage), and one with a token this
+    worker never saw (which it cannot check)."""
+    config = await caller.lookup(_config_path(call_id), rig.runtime_token)
+    digest = config[1].get("config_hash", "")
+    return {
+        "call_config": config,
+        "config_blob": await caller.lookup(f"/v1/configs/{digest}", rig.runtime_token),
+        "never_seen_token": await caller.lookup(
+            _config_path(call_id), "agv_never-seen-" + secrets.token_hex(8)
+        ),
+    }
 
 
 async def _repin_while_feed_is_down(rig: Rig) -> None:

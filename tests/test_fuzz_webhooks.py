@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from httpkit.errors import ApiError
 from httpkit.json import parse_json
 from router import signatures
 from router.spool import decode_records, encode_record
+from router.webhooks import form_pairs
 from store.numbers import normalize_e164
 from store.resolution import MAX_FROM_CHARS, caller_of
 
@@ -120,3 +122,16 @@ def test_the_spool_reader_survives_any_bytes(data: bytes) -> None:
 def test_spool_records_round_trip(records: list[dict[str, Any]]) -> None:
     data = b"".join(encode_record(r) for r in records)
     assert decode_records(data) == (records, False)
+
+
+form_bytes = st.binary(max_size=300) | st.text(alphabet="ab=&+%2BCé", max_size=60).map(str.encode)
+
+
+@FUZZ
+@given(raw=form_bytes)
+def test_form_pairs_read_a_body_as_parse_qsl_does(raw: bytes) -> None:
+    try:
+        expected = parse_qsl(raw.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        expected = None
+    assert form_pairs(raw) == expected

@@ -1,14 +1,31 @@
 """The spool's file format and segments: framing with CRCs, a torn tail tolerated, rotation,
-replay that deletes what it replayed, segments of other live writers left alone, a bound."""
+replay that deletes what it replayed, segments of other live writers left alone, a bound; and
+its record kinds (calls and endings), spooled while Postgres is unavailable and replayed."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from router.metrics import RouterMetrics
+from router.recorder import (
+    CallWriter,
+    Ending,
+    decode_record,
+    encode_call,
+    encode_ending,
+)
 from router.spool import HEADER, Record, Spool, SpoolFull, decode_records, encode_record
+from store.breaker import CircuitBreaker
+from store.calls import Candidate, NewCall
+from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import CALLER, CHANNEL
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -100,3 +117,132 @@ async def test_a_full_spool_refuses(tmp_path: Path) -> None:
     with pytest.raises(SpoolFull):
         await spool.append(RECORDS)
     spool.close()
+
+
+# --- record kinds ------------------------------------------------------------------------------
+
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+CANDIDATE = Candidate("a", "agent_1", 1, None, "f" * 64)
+
+
+def _call(sid: str, candidate: Candidate = CANDIDATE) -> NewCall:
+    return NewCall(
+        call_id=f"call_{sid}",
+        provider="twilio",
+        provider_call_id=sid,
+        channel=CHANNEL,
+        from_number=CALLER,
+        routing_revision=1,
+        started_at=STARTED,
+        drawn=candidate.label,
+        remember=False,
+        candidates=(candidate,),
+    )
+
+
+def _ending(sid: str, duration_s: float | None = 42.0) -> Ending:
+    return Ending("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
+
+
+def _legacy(call: NewCall) -> Record:
+    """A call as spooled before endings were: no kind."""
+    record = encode_call(call)
+    del record["kind"]
+    return record
+
+
+@pytest.mark.parametrize(
+    "item", [_call("CA-1"), _ending("CA-1"), _ending("CA-1", None)], ids=["call", "ending", "null"]
+)
+def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | Ending) -> None:
+    record = encode_call(item) if isinstance(item, NewCall) else encode_ending(item)
+    (decoded,), torn = decode_records(encode_record(record))
+    assert not torn and decode_record(decoded) == item
+
+
+def test_a_call_spooled_before_endings_were_still_reads_as_a_call() -> None:
+    assert decode_record(_legacy(_call("CA-old"))) == _call("CA-old")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {**encode_ending(_ending("CA-1")), "kind": "transfer"},
+        {**encode_ending(_ending("CA-1")), "v": 2},
+        {**encode_call(_call("CA-1")), "v": None},
+        {"v": 1, "kind": "ending", "provider": "twilio"},
+        {**encode_ending(_ending("CA-1")), "ended_at": "yesterday"},
+    ],
+    ids=["unknown kind", "newer schema", "no schema", "missing fields", "bad time"],
+)
+def test_an_unreadable_record_is_refused(record: Record) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        decode_record(record)
+
+
+# --- spooled while Postgres is unavailable, then replayed ---------------------------------------
+
+
+@pytest.fixture
+async def candidate(api: Api, make_agent: AgentFactory) -> Candidate:
+    agent = await make_agent(versions=1)
+    version = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    return Candidate("a", agent["id"], 1, None, version["config_hash"])
+
+
+Outage = tuple[CallWriter, CircuitBreaker, Spool]
+
+
+@pytest.fixture
+async def outage(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Outage]:
+    """A call writer whose Postgres breaker is open, and stays open (its clock stands still)
+    until the test reports a success; and its spool."""
+    breaker = CircuitBreaker(failures_to_open=1, clock=lambda: 0.0)
+    breaker.failed()
+    spool = Spool(tmp_path)
+    spool.open()
+    writer = CallWriter(pool, spool, breaker, RouterMetrics())
+    task = asyncio.create_task(writer.run())
+    yield writer, breaker, spool
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    spool.close()
+
+
+async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
+    pool: asyncpg.Pool,
+    candidate: Candidate,
+    outage: Outage,
+) -> None:
+    writer, breaker, spool = outage
+    spooled = await writer.record(_call("CA-new", candidate))
+    assert spooled.ended_at is None
+    await writer.progress("twilio", "CA-new", "in-progress")  # dropped, not raised
+    assert await writer.end(_ending("CA-new")) is None
+    # A previous run's spool: a call without a kind, then its ending.
+    await spool.append([_legacy(_call("CA-old", candidate)), encode_ending(_ending("CA-old", 7.0))])
+
+    breaker.succeeded()
+    assert await writer.replay() == 4
+    rows = await pool.fetch(
+        "SELECT provider_call_id, status, duration_s FROM calls ORDER BY provider_call_id"
+    )
+    assert [tuple(r) for r in rows] == [("CA-new", "completed", 42.0), ("CA-old", "completed", 7.0)]
+    assert writer.spooled == 0
+
+
+async def test_an_ending_replayed_twice_changes_nothing(
+    pool: asyncpg.Pool,
+    candidate: Candidate,
+    outage: Outage,
+) -> None:
+    writer, breaker, _ = outage
+    await writer.record(_call("CA-twice", candidate))
+    assert await writer.end(_ending("CA-twice")) is None
+    assert await writer.end(_ending("CA-twice", 99.0)) is None  # a provider's retry, later
+
+    breaker.succeeded()
+    assert await writer.replay() == 3
+    assert await pool.fetchval("SELECT duration_s FROM calls") == 42.0
+    assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0

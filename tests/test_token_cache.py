@@ -1,4 +1,5 @@
-"""The router's per-worker token cache: principals reused for a few seconds, then asked again."""
+"""The router's per-worker token cache: principals reused for a few seconds, then asked again;
+while Postgres cannot be asked, still served for a bounded while (stale-if-error)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,27 @@ def test_the_least_recently_used_token_goes_first() -> None:
     tokens.put("c", VOICE)
 
     assert [tokens.get(d) for d in ("a", "b", "c")] == [VOICE, None, VOICE]
+
+
+def test_a_stale_principal_is_kept_for_outages_within_its_bound() -> None:
+    clock = Clock()
+    tokens = TokenCache(ttl_s=5.0, stale_s=600.0, clock=clock)
+    tokens.put("digest", VOICE)
+
+    clock.now += 5.0
+    assert tokens.get("digest") is None  # past the TTL: ask Postgres
+    assert tokens.get_stale("digest") == VOICE  # ...unless it cannot answer
+    clock.now += 594.9
+    assert tokens.get_stale("digest") == VOICE
+    clock.now += 0.1
+    assert tokens.get_stale("digest") is None
+    tokens.put("digest", VOICE)  # validated again once Postgres is back
+    assert tokens.get("digest") == VOICE
+
+
+def test_a_forgotten_token_is_not_served_even_stale() -> None:
+    tokens = TokenCache(clock=Clock())
+    tokens.put("digest", VOICE)
+    tokens.forget("digest")
+    tokens.forget("never-seen")
+    assert tokens.get_stale("digest") is None

@@ -1,0 +1,66 @@
+"""The routing warm-up: a worker loads every channel's routing into L1 before it trusts its
+cache, without missing a change committed while it loads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from router.keys import METRICS, RESOLVER, SNAPSHOTS
+from store import channels
+from store.channels import Routing
+from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import CHANNEL, RouterClient, RouterFactory, eventually, pin
+
+
+def _routing_loads(router: RouterClient) -> float:
+    labels = {"kind": "routing", "tier": "postgres", "result": "hit"}
+    registry = router.app[METRICS].registry
+    return registry.get_sample_value("agentver_cache_lookups_total", labels) or 0.0
+
+
+async def test_started_worker_resolves_existing_channels_without_a_read(
+    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+
+    router = await start_router()
+
+    routing = await router.app[RESOLVER].routing(CHANNEL)
+    assert routing is not None and routing.variants[0].version == 1
+    assert router.app[SNAPSHOTS].mutable_l1_size() == 1
+    assert _routing_loads(router) == 0
+
+
+async def test_change_committed_during_warm_up_is_not_lost(
+    api: Api,
+    make_agent: AgentFactory,
+    start_router: RouterFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agent = await make_agent(versions=2)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    real = channels.all_routings
+    repinned = False
+
+    async def racing(conn: asyncpg.Connection) -> AsyncIterator[Routing]:
+        """The real stream, then a re-pin committed after it read version 1."""
+        nonlocal repinned
+        async for routing in real(conn):
+            yield routing
+        if not repinned:
+            repinned = True
+            await pin(api, {"agent_id": agent["id"], "version": 2})
+
+    monkeypatch.setattr(channels, "all_routings", racing)
+    router = await start_router()
+    assert repinned
+
+    async def on_v2() -> bool:
+        routing = await router.app[RESOLVER].routing(CHANNEL)
+        return routing is not None and routing.variants[0].version == 2
+
+    await eventually(on_v2, within_s=1.0)
