@@ -97,8 +97,8 @@ class RouterMetrics:
 
         self.spool = Counter(
             "agentver_spool_records_total",
-            "Call records written to the local spool while Postgres was unavailable, replayed"
-            " into it later, or dropped (never recorded: must stay 0).",
+            "Call records and call endings written to the local spool while Postgres was"
+            " unavailable, replayed into it later, or dropped (never recorded: must stay 0).",
             ["event"],
             registry=r,
         )
