@@ -100,9 +100,8 @@ async def _route(
     metrics = app[METRICS]
     metrics.call(provider, record.variant, outcome, record.agent_id, version).inc()
     metrics.resolved(provider, record.agent_id, version).observe(time.perf_counter() - started)
-    # Debug, not info: one JSON line per call costs the hot path more than the rest of the
-    # bookkeeping; the call itself is recorded in Postgres and counted in the metrics.
-    log.debug(
+    # One line per answered call: what operators grep for when a caller reports a broken bot.
+    log.info(
         "call_routed",
         call_id=record.call_id,
         agent_id=record.agent_id,
