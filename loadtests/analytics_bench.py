@@ -32,6 +32,7 @@ from store.settings import DEFAULT_DATABASE_URL, Settings
 from store.tokens import create_token
 
 VERSIONS = 5
+WARMUP_RUNS = 6
 CHANNEL_A, CHANNEL_B = "+14155550100", "+14155550101"
 DAYS = 30
 # A spread of calls like production's: five versions and the draft, two channels with two
@@ -88,7 +89,12 @@ async def _seed(pool: asyncpg.Pool, calls: int) -> str:
 
 
 async def _time(runs: int, work: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    await work()  # warm-up: plan caches and the buffer cache, as on a running service
+    # Warm up as on a running service: the buffer cache, and the plan cache past the point
+    # where Postgres may switch a prepared statement to a generic plan (after five custom
+    # plans; the pool hands the same connection back each time). Timing from the first run
+    # once let a 2-3x slower generic plan hide above the median.
+    for _ in range(WARMUP_RUNS):
+        await work()
     timings = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -138,6 +144,8 @@ async def _measure(url: str, calls: int, runs: int) -> dict[str, Any]:
     return {
         "calls": calls,
         "runs": runs,
+        # Other work on the machine skews the timings: the 1, 5, 15-minute load averages.
+        "load_avg": [round(load, 2) for load in os.getloadavg()],
         **store_versions,
         "ab_p50_ms": store_ab["p50_ms"],
         "ab_max_ms": store_ab["max_ms"],
