@@ -3,7 +3,7 @@
 
 import { api, listAll, query } from './api.js';
 import { durationChart, legend, rateChart, sentimentChart } from './charts.js';
-import { field, fill, h, unavailable, versionLabel } from './dom.js';
+import { field, fill, h, versionLabel } from './dom.js';
 
 const VERDICT_CLASS = { better: 'good', worse: 'bad', 'too few calls': 'warn' };
 
@@ -123,19 +123,19 @@ export async function render(main, _params, search) {
       h('div', { class: 'section-head' }, h('h2', { id: 'by-variant' }, 'A/B tests'), field('Number', channel).row),
       abOut));
   await Promise.all([
-    agent.value ? load(versionsOut, '/v1/analytics/versions' + query({ agent_id: agent.value }), 'version', 'Per-version analytics')
+    agent.value ? load(versionsOut, '/v1/analytics/versions' + query({ agent_id: agent.value }), 'version')
       : fill(versionsOut, h('p', { class: 'muted' }, 'Choose an agent.')),
-    channel.value ? load(abOut, '/v1/analytics/ab' + query({ channel: channel.value }), 'variant', 'A/B analytics')
+    channel.value ? load(abOut, '/v1/analytics/ab' + query({ channel: channel.value }), 'variant')
       : fill(abOut, h('p', { class: 'muted' }, channel.options.length > 1 ? 'Choose a number with an A/B test.' : 'No number runs an A/B test.')),
   ]);
 }
 
-async function load(out, path, subject, what) {
+async function load(out, path, subject) {
   fill(out, h('p', { class: 'muted' }, 'Loading…'));
   try {
     const data = await api('GET', path);
     fill(out, report(rowsOf(data), subject), data?.verdict ? h('p', { class: 'verdict' }, h('strong', {}, 'Verdict: '), String(data.verdict)) : null);
   } catch (error) {
-    fill(out, error.unavailable ? unavailable(what) : h('p', { class: 'form-error' }, error.message));
+    fill(out, h('p', { class: 'form-error' }, error.message));
   }
 }

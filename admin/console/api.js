@@ -16,11 +16,6 @@ export class ApiError extends Error {
     this.details = error.details ?? null;
   }
 
-  /** The server does not have this endpoint (yet): a missing route, not a missing thing. */
-  get unavailable() {
-    return (this.status === 404 && this.code === 'not_found') || this.status === 405;
-  }
-
   /** Validation problems as [{path, message}]. */
   get problems() {
     return Array.isArray(this.details) ? this.details.filter((d) => d && d.path) : [];

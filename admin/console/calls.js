@@ -1,7 +1,7 @@
 // Calls, filtered by agent, version, variant and channel.
 
 import { api, listAll, query } from './api.js';
-import { field, fill, h, openDialog, time, unavailable, versionLabel } from './dom.js';
+import { field, fill, h, openDialog, time, versionLabel } from './dom.js';
 
 const COLUMNS = ['Started', 'Channel', 'From', 'Agent', 'Version', 'Variant', 'Status', 'Duration', 'Sentiment', 'Automated', ''];
 
@@ -48,16 +48,7 @@ export async function render(main, _params, search) {
 }
 
 async function renderResults(section, filters, names, cursor = null, rows = []) {
-  let page;
-  try {
-    page = await api('GET', '/v1/calls' + query({ ...filters, limit: 50, cursor }));
-  } catch (error) {
-    if (error.unavailable) {
-      fill(section, h('h2', { id: 'calls-title' }, 'Results'), unavailable('The call list'));
-      return;
-    }
-    throw error;
-  }
+  const page = await api('GET', '/v1/calls' + query({ ...filters, limit: 50, cursor }));
   rows.push(...page.items);
   const described = Object.entries(filters).filter(([, v]) => v)
     .map(([k, v]) => `${k.replace('_id', '')} ${k === 'version' ? versionLabel(v === 'draft' ? null : v) : k === 'agent_id' ? names.get(v) ?? v : v}`);

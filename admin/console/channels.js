@@ -2,7 +2,7 @@
 
 import { api, can, listAll, query, reasonFor } from './api.js';
 import {
-  announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, unavailable, versionLabel,
+  announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
 } from './dom.js';
 import { guardedButton, parseVersionValue, versionSelect } from './widgets.js';
 
@@ -28,15 +28,9 @@ class GuardrailsEditor {
   }
 
   async load() {
-    try {
-      const rules = (await api('GET', this.path)).rules ?? [];
-      rules.forEach((rule) => this.add(rule));
-      this.initial = JSON.stringify(this.collect());
-      return true;
-    } catch (e) {
-      if (e.unavailable) return false;
-      throw e;
-    }
+    const rules = (await api('GET', this.path)).rules ?? [];
+    rules.forEach((rule) => this.add(rule));
+    this.initial = JSON.stringify(this.collect());
   }
 
   add(rule = {}) {
@@ -318,7 +312,7 @@ class ChannelsPage {
     }
     let saved = null;
     const guardrails = new GuardrailsEditor(channel.number);
-    const guardrailsAvailable = await guardrails.load();
+    await guardrails.load();
     const stickyName = nextId('sticky');
     const sticky = h('fieldset', { class: 'radios' }, h('legend', {}, 'Sticky mode'),
       [['caller', 'By caller: a caller keeps their variant on every call (recommended)'],
@@ -334,7 +328,7 @@ class ChannelsPage {
         h('button', { type: 'button', onclick: () => addRow({ label: `variant-${rows.length + 1}`, agent_id: current[0].agent_id, version: null, weight: 0 }) }, 'Add variant'),
         total),
       sticky,
-      guardrailsAvailable ? guardrails.element() : unavailable('Guardrails'),
+      guardrails.element(),
       error);
     await openDialog({
       title: `A/B test on ${channel.number}`, wide: true, body,
@@ -366,7 +360,7 @@ class ChannelsPage {
           return false;
         }
         saved = variants;
-        if (guardrailsAvailable && guardrails.changed) {
+        if (guardrails.changed) {
           try {
             await guardrails.save();
           } catch (e) {
@@ -388,10 +382,7 @@ class ChannelsPage {
 
   async openGuardrails(channel) {
     const editor = new GuardrailsEditor(channel.number);
-    if (!(await editor.load())) {
-      await openDialog({ title: `Guardrails of ${channel.number}`, body: unavailable('Guardrails'), actions: [{ label: 'Close', value: null }] });
-      return;
-    }
+    await editor.load();
     const error = h('p', { class: 'form-error', role: 'alert' });
     const readOnly = reasonFor('publisher', 'Changing guardrails');
     const body = h('div', {}, editor.element({ readOnly }), readOnly ? h('p', { class: 'notice' }, readOnly) : null, error);
@@ -437,7 +428,7 @@ class ChannelsPage {
         fill(result, renderResolution(answer, this.catalogue));
         result.scrollIntoView({ block: 'nearest' });
       } catch (e) {
-        fill(result, e.unavailable ? unavailable('The dry run') : h('p', { class: 'form-error' }, e.message));
+        fill(result, h('p', { class: 'form-error' }, e.message));
         result.scrollIntoView({ block: 'nearest' });
       }
     });
@@ -463,18 +454,24 @@ export function toPercents(weights) {
   return out;
 }
 
+// How GET /v1/resolve says the variant was chosen (`rule`), in words.
+const RULES = {
+  draw: 'a fresh draw on the caller (or call) hash',
+  remembered: "the caller's remembered variant, which still has weight",
+  redraw: "a fresh draw: the caller's remembered variant has no weight any more",
+};
+
 function renderResolution(answer, catalogue) {
-  const variant = answer.variant?.label ?? answer.variant ?? '—';
-  const agentId = answer.agent_id ?? answer.variant?.agent_id;
-  const version = 'version' in answer ? answer.version : answer.variant?.version;
-  const why = answer.reason ?? answer.why ?? answer.explanation;
-  const known = new Set(['variant', 'agent_id', 'version', 'reason', 'why', 'explanation']);
-  const rest = Object.entries(answer).filter(([k]) => !known.has(k));
+  if (answer.rule === 'fallback') {
+    return h('p', { class: 'resolution' }, 'Fallback answer: ', h('strong', {}, answer.reason.replaceAll('_', ' ')));
+  }
+  const shown = new Set(['variant', 'agent_id', 'version', 'rule']);
+  const rest = Object.entries(answer).filter(([k]) => !shown.has(k));
   return h('div', {},
-    h('p', { class: 'resolution' }, 'Variant ', h('strong', {}, String(variant)), ' → ',
-      h('strong', {}, agentId ? catalogue.name(agentId) : '—'), ' ', h('strong', {}, versionLabel(version))),
-    why ? h('p', {}, h('span', { class: 'muted' }, 'Why: '), typeof why === 'string' ? why : JSON.stringify(why)) : null,
-    rest.length ? h('dl', { class: 'meta' }, rest.map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))])) : null);
+    h('p', { class: 'resolution' }, 'Variant ', h('strong', {}, answer.variant), ' → ',
+      h('strong', {}, catalogue.name(answer.agent_id)), ' ', h('strong', {}, versionLabel(answer.version))),
+    h('p', {}, h('span', { class: 'muted' }, 'Why: '), RULES[answer.rule] ?? answer.rule),
+    h('dl', { class: 'meta' }, rest.map(([k, v]) => [h('dt', {}, k), h('dd', {}, typeof v === 'object' ? JSON.stringify(v) : String(v))])));
 }
 
 export async function render(main) {

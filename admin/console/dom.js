@@ -154,11 +154,6 @@ export function openDialog({ title, body, actions, onAction, wide = false }) {
   });
 }
 
-/** A panel that says a piece of the API is not there yet, instead of failing. */
-export function unavailable(what) {
-  return h('p', { class: 'notice' }, `${what} is not available yet on this server.`);
-}
-
 export function formatDate(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
