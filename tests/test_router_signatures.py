@@ -34,8 +34,9 @@ TWILIO_VECTOR: dict[str, Any] = {
 
 
 def test_vector_matches_shared_fixture() -> None:
-    if FIXTURES.exists():
-        assert json.loads(FIXTURES.read_text())["twilio_signature_vector"] == TWILIO_VECTOR
+    if not FIXTURES.exists():
+        pytest.skip(f"{FIXTURES} is not beside this checkout")
+    assert json.loads(FIXTURES.read_text())["twilio_signature_vector"] == TWILIO_VECTOR
 
 
 @pytest.mark.parametrize(
