@@ -66,12 +66,3 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def cpu_seconds_task(pid: int, tid: str) -> float:
-    try:
-        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
