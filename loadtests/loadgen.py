@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from loadtests import procstat, workload
 from loadtests.httpclient import Connection, Response
 
@@ -259,13 +261,7 @@ def run_spec(spec: Spec, started_file: Path | None = None) -> dict[str, Any]:
     built = time.perf_counter()
     requests = _build(spec, count)
     build_s = time.perf_counter() - built
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a project dependency
-        runner = asyncio.run
-    report: dict[str, Any] = runner(_measure(Run(spec, requests, started_file)))
+    report: dict[str, Any] = uvloop.run(_measure(Run(spec, requests, started_file)))
     report["requests_built"] = len(requests)
     report["build_s"] = round(build_s, 2)
     return report
