@@ -304,6 +304,22 @@ async def _serves_version(caller: Caller, to: str, version: str, within_s: float
         await asyncio.sleep(0.1)
 
 
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+@pytest.fixture
+def migrate_requests() -> Iterator[None]:
+    """What a deployment sets for rolling restarts behind SO_REUSEPORT: connections still in a
+    closing worker's accept queue move to a sibling listener instead of being reset."""
+    if not os.access(MIGRATE_REQ, os.W_OK):
+        pytest.skip(f"{MIGRATE_REQ} needs root: the kernel would reset queued connections")
+    before = MIGRATE_REQ.read_text()
+    MIGRATE_REQ.write_text("1")
+    yield
+    MIGRATE_REQ.write_text(before)
+
+
+@pytest.mark.usefixtures("migrate_requests")
 async def test_rolling_restart_of_two_workers(rig: Rig, routers: list[RouterProcess]) -> None:
     port = free_port()
     routers.extend([rig.router(port, "worker-a"), rig.router(port, "worker-b")])
