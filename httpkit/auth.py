@@ -10,7 +10,7 @@ from aiohttp import web
 from httpkit.errors import ApiError
 from httpkit.keys import POOL, PRINCIPAL, TOKENS
 from httpkit.token_cache import TokenCache
-from store.layered import DATABASE_UNAVAILABLE
+from store.db import DATABASE_UNAVAILABLE
 from store.tokens import ROLES, Principal, authenticate, token_digest, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]

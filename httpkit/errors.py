@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from store import errors
-from store.layered import DATABASE_UNAVAILABLE
+from store.db import DATABASE_UNAVAILABLE
 from store.pagination import InvalidCursor
 from store.tokens import InvalidRole
 

@@ -40,9 +40,9 @@ from router.spool import Spool
 from router.telnyx import TelnyxApi
 from store import cache
 from store.breaker import CircuitBreaker
-from store.db import create_pool
+from store.db import DATABASE_UNAVAILABLE, create_pool
 from store.feed import Change, ChangeFeed
-from store.layered import DATABASE_UNAVAILABLE, LayeredCache
+from store.layered import LayeredCache
 from store.settings import Settings
 
 log = structlog.get_logger()

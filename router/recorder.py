@@ -29,7 +29,7 @@ from router.metrics import RouterMetrics
 from router.spool import Record, Spool, SpoolFull
 from store.breaker import CircuitBreaker
 from store.calls import CallRecord, Candidate, Ended, NewCall, end_call, record_calls, set_status
-from store.layered import DATABASE_UNAVAILABLE
+from store.db import DATABASE_UNAVAILABLE
 from store.snapshots import Snapshot
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.

@@ -13,9 +13,10 @@ import structlog
 from store import cache, channels, resolution, snapshots
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
+from store.db import DATABASE_UNAVAILABLE
 from store.errors import StoreError
-from store.layered import DATABASE_UNAVAILABLE, LayeredCache
-from store.resolution import Unroutable
+from store.layered import LayeredCache
+from store.resolution import Draw, Unroutable
 from store.snapshots import Snapshot
 
 log = structlog.get_logger()
@@ -39,11 +40,7 @@ class Plan:
     the record is written (record_call() in migration 0004)."""
 
     routing: Routing
-    caller: str
-    key: str
-    point: int
-    drawn: Variant
-    remember: bool
+    draw: Draw
     candidates: tuple[Candidate, ...]
 
 
@@ -128,7 +125,7 @@ class Resolver:
             candidates = [await self._candidate(v) for v in live]
         except (*DATABASE_UNAVAILABLE, StoreError):
             return Unroutable("unavailable")
-        return Plan(routing, d.caller, d.key, d.point, d.drawn, d.remember, tuple(candidates))
+        return Plan(routing, d, tuple(candidates))
 
     async def explain(self, to: str, raw_from: str, call_id: str | None) -> dict[str, Any]:
         """The dry run through this worker's cache; records nothing."""

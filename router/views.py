@@ -14,8 +14,9 @@ from httpkit.json import dumps, json_response
 from httpkit.keys import POOL
 from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
 from store import agents, cache, calls, db
+from store.db import DATABASE_UNAVAILABLE
 from store.errors import ConfigNotFound
-from store.layered import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
+from store.layered import REDIS_UNAVAILABLE
 from store.snapshots import Snapshot
 
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")

@@ -119,11 +119,11 @@ def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) ->
         provider=provider,
         provider_call_id=provider_call_id,
         channel=plan.routing.number,
-        from_number=plan.caller,
+        from_number=plan.draw.caller,
         routing_revision=plan.routing.revision,
         started_at=datetime.now(UTC),
-        drawn=plan.drawn.label,
-        remember=plan.remember,
+        drawn=plan.draw.drawn.label,
+        remember=plan.draw.remember,
         candidates=plan.candidates,
     )
 

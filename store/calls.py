@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from store.db import DATABASE_UNAVAILABLE
 from store.errors import CallNotFound
-from store.layered import DATABASE_UNAVAILABLE
 from store.pagination import cursor_time, decode_cursor, page
 
 # A whole batch of calls in one statement (one round trip): record_call (migration 0004) runs

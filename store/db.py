@@ -15,6 +15,16 @@ import asyncpg
 POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
 
+# Postgres is unreachable, shutting down or out of connections (rather than the query or its
+# data being wrong: those errors would recur on every retry and must not be spooled for one).
+DATABASE_UNAVAILABLE = (
+    OSError,  # TimeoutError included
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -20,12 +20,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from store.breaker import CircuitBreaker
 from store.cache import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
+from store.db import DATABASE_UNAVAILABLE
 
 T = TypeVar("T")
 
@@ -39,15 +39,6 @@ Observe = Callable[[str, str, str], None]
 DEFAULT_L1_SIZE = 150_000
 SCAN_BATCH = 500
 
-# Postgres is unreachable, shutting down or out of connections (rather than the query or its
-# data being wrong: those errors would recur on every retry and must not be spooled for one).
-DATABASE_UNAVAILABLE = (
-    OSError,  # TimeoutError included
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.InterfaceError,
-)
 REDIS_UNAVAILABLE = (OSError, RedisError)
 
 _MISSING: Any = object()
