@@ -38,11 +38,11 @@ from router.resolve import Resolver
 from router.routes import setup_routes
 from router.spool import Spool
 from router.telnyx import TelnyxApi
-from store import cache
+from store import codecs
 from store.breaker import CircuitBreaker
+from store.cache import LayeredCache
 from store.db import DATABASE_UNAVAILABLE, create_pool
 from store.feed import Change, ChangeFeed
-from store.layered import LayeredCache
 from store.settings import Settings
 
 log = structlog.get_logger()
@@ -80,7 +80,7 @@ class CacheInvalidation:
         self._warm = warm
 
     async def changed(self, change: Change) -> None:
-        codec = cache.DRAFT if change.kind == "draft" else cache.ROUTING
+        codec = codecs.DRAFT if change.kind == "draft" else codecs.ROUTING
         await self._cache.invalidate(codec, change.key)
         if change.at is not None:
             self._metrics.feed_lag.observe(max(0.0, time.time() - change.at))

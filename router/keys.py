@@ -12,8 +12,8 @@ from router.resolve import Resolver
 from router.spool import Spool
 from router.telnyx import TelnyxApi
 from store.breaker import CircuitBreaker
+from store.cache import LayeredCache
 from store.feed import ChangeFeed
-from store.layered import LayeredCache
 
 METRICS = web.AppKey("metrics", RouterMetrics)
 FALLBACK = web.AppKey("fallback", FallbackAction)

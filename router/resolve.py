@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 import structlog
 
-from store import cache, channels, resolution, snapshots
+from store import channels, codecs, resolution, snapshots
+from store.cache import LayeredCache
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.db import DATABASE_UNAVAILABLE
 from store.errors import StoreError
-from store.layered import LayeredCache
 from store.resolution import Draw, Unroutable
 from store.snapshots import Snapshot
 
@@ -53,7 +53,7 @@ class Resolver:
 
     async def routing(self, number: str) -> Routing | None:
         return await self._cache.get(
-            cache.ROUTING, number, lambda: find_channel(self._pool, number)
+            codecs.ROUTING, number, lambda: find_channel(self._pool, number)
         )
 
     async def warm(self) -> None:
@@ -68,7 +68,7 @@ class Resolver:
         try:
             async with self._pool.acquire() as conn:
                 async for routing in channels.all_routings(conn):
-                    self._cache.preload(cache.ROUTING, routing.number, routing)
+                    self._cache.preload(codecs.ROUTING, routing.number, routing)
                     loaded += 1
                 snapshots = await conn.fetch(SERVED_SNAPSHOTS)
         except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
@@ -89,18 +89,18 @@ class Resolver:
 
     def _preload_snapshot(self, s: Snapshot) -> None:
         if s.version is None:
-            self._cache.preload(cache.DRAFT, s.agent_id, s)
+            self._cache.preload(codecs.DRAFT, s.agent_id, s)
         else:
-            self._cache.preload(cache.VERSION, _version_key(s.agent_id, s.version), s)
+            self._cache.preload(codecs.VERSION, _version_key(s.agent_id, s.version), s)
 
     async def snapshot(self, variant: Variant) -> Snapshot:
         agent_id, version = variant.agent_id, variant.version
         if version is None:
             return await self._cache.get(
-                cache.DRAFT, agent_id, lambda: snapshots.load_draft(self._pool, agent_id)
+                codecs.DRAFT, agent_id, lambda: snapshots.load_draft(self._pool, agent_id)
             )
         return await self._cache.get(
-            cache.VERSION,
+            codecs.VERSION,
             _version_key(agent_id, version),
             lambda: snapshots.load_version(self._pool, agent_id, version),
         )
