@@ -11,7 +11,6 @@ from router.recorder import CallWriter
 from router.resolve import Resolver
 from router.spool import Spool
 from router.telnyx import TelnyxApi
-from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
 from store.feed import ChangeFeed
 
@@ -25,5 +24,4 @@ RESOLVER = web.AppKey("resolver", Resolver)
 FEED = web.AppKey("change_feed", ChangeFeed)
 WRITER = web.AppKey("call_writer", CallWriter)
 SPOOL = web.AppKey("spool", Spool)
-PG_BREAKER = web.AppKey("postgres_breaker", CircuitBreaker)
 TELNYX = web.AppKey("telnyx", TelnyxApi)

@@ -1,4 +1,5 @@
-"""Call-time resolution: number → routing → variant → snapshot, read through the cache."""
+"""The router's Resolver: a call's Plan (number → routing → draw → candidate snapshots), read
+through the layered cache; the decisions themselves are store/resolution.py's."""
 
 from __future__ import annotations
 
@@ -15,29 +16,18 @@ from store.cache import LayeredCache
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.db import DATABASE_UNAVAILABLE
+from store.draw import live_variants
 from store.errors import StoreError
 from store.resolution import Draw, Unroutable
 from store.snapshots import Snapshot
 
 log = structlog.get_logger()
 
-# What the channels serve: the versions they pin and the drafts of the agents they route to a
-# draft, as snapshots (agent_id, version, draft_revision, config_hash).
-SERVED_SNAPSHOTS = """
-SELECT v.agent_id, v.version, NULL::integer AS draft_revision, v.config_hash
-FROM versions v
-WHERE (v.agent_id, v.version) IN (SELECT agent_id, version FROM channel_variants)
-UNION ALL
-SELECT d.agent_id, NULL, d.revision, d.config_hash
-FROM drafts d
-WHERE d.agent_id IN (SELECT agent_id FROM channel_variants WHERE version IS NULL)
-"""
-
 
 @dataclass(frozen=True)
 class Plan:
     """Everything needed to record a routed call; the remembered assignment is settled when
-    the record is written (record_call() in migration 0004)."""
+    the record is written (record_call() in migration 0005)."""
 
     routing: Routing
     draw: Draw
@@ -70,12 +60,12 @@ class Resolver:
                 async for routing in channels.all_routings(conn):
                     self._cache.preload(codecs.ROUTING, routing.number, routing)
                     loaded += 1
-                snapshots = await conn.fetch(SERVED_SNAPSHOTS)
+                served = await snapshots.served_snapshots(conn)
         except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
             log.warning("routing_warmup_failed", error=type(exc).__name__, loaded=loaded)
             return
-        for row in snapshots:
-            self._preload_snapshot(Snapshot(*row))
+        for snapshot in served:
+            self._preload_snapshot(snapshot)
         # The warm-up leaves about a million long-lived objects at 100,000 channels; frozen, the
         # cyclic collector stops re-walking them in every full collection, which otherwise
         # pauses every call in flight for a hundred milliseconds or more.
@@ -83,7 +73,7 @@ class Resolver:
         log.info(
             "routing_warmup",
             channels=loaded,
-            snapshots=len(snapshots),
+            snapshots=len(served),
             seconds=round(time.perf_counter() - started, 3),
         )
 
@@ -119,7 +109,7 @@ class Resolver:
                 return routing
             d = resolution.draw(routing, raw_from, provider_call_id)
             # Remembering needs every live variant at hand: the remembered one may win.
-            live = [v for v in routing.variants if v.weight > 0] if d.remember else [d.drawn]
+            live = live_variants(routing.variants) if d.remember else [d.drawn]
             # One after the other: on the usual L1 hits no await suspends, and gather would
             # cost a task per variant.
             candidates = [await self._candidate(v) for v in live]

@@ -44,7 +44,7 @@ def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Respo
 
 async def _served(request: web.Request, call_id: str) -> Snapshot:
     """What `call_id` was served: remembered when this worker recorded it, else from Postgres."""
-    served = request.app[WRITER].served(call_id)
+    served = request.app[WRITER].served.get(call_id)
     if served is not None:
         return served
     call = await calls.get_call(request.app[POOL], call_id)

@@ -11,6 +11,7 @@ import asyncpg
 
 from store import stats
 from store.channels import Variant
+from store.snapshots import DRAFT
 
 # Fewer analysed calls than this on either side and no verdict is given: the z- and t-tests
 # rest on normal approximations that the usual rule of thumb trusts from about 30 observations.
@@ -23,7 +24,6 @@ VERDICT_WORSE = "worse"
 VERDICT_UNCLEAR = "no clear difference"
 VERDICT_TOO_FEW = "too few calls"
 
-DRAFT = "draft"
 # The time window when a query names no bounds: every call ever recorded.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)

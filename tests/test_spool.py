@@ -14,16 +14,20 @@ import asyncpg
 import pytest
 
 from router.metrics import RouterMetrics
-from router.recorder import (
-    CallWriter,
-    Ending,
+from router.recorder import CallWriter
+from router.spool import (
+    HEADER,
+    Record,
+    Spool,
+    SpoolFull,
     decode_record,
+    decode_records,
     encode_call,
     encode_ending,
+    encode_record,
 )
-from router.spool import HEADER, Record, Spool, SpoolFull, decode_records, encode_record
 from store.breaker import CircuitBreaker
-from store.calls import Candidate, NewCall
+from store.calls import CallEnd, Candidate, NewCall
 from tests.conftest import AgentFactory, Api
 from tests.router_fixtures import CALLER, CHANNEL
 
@@ -140,8 +144,8 @@ def _call(sid: str, candidate: Candidate = CANDIDATE) -> NewCall:
     )
 
 
-def _ending(sid: str, duration_s: float | None = 42.0) -> Ending:
-    return Ending("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
+def _ending(sid: str, duration_s: float | None = 42.0) -> CallEnd:
+    return CallEnd("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
 
 
 def _legacy(call: NewCall) -> Record:
@@ -154,7 +158,7 @@ def _legacy(call: NewCall) -> Record:
 @pytest.mark.parametrize(
     "item", [_call("CA-1"), _ending("CA-1"), _ending("CA-1", None)], ids=["call", "ending", "null"]
 )
-def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | Ending) -> None:
+def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | CallEnd) -> None:
     record = encode_call(item) if isinstance(item, NewCall) else encode_ending(item)
     (decoded,), torn = decode_records(encode_record(record))
     assert not torn and decode_record(decoded) == item
