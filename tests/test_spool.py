@@ -168,6 +168,26 @@ def test_a_call_spooled_before_endings_were_still_reads_as_a_call() -> None:
     assert decode_record(_legacy(_call("CA-old"))) == _call("CA-old")
 
 
+def test_candidates_are_spooled_as_objects() -> None:
+    assert encode_call(_call("CA-1"))["candidates"] == [
+        {
+            "label": "a",
+            "agent_id": "agent_1",
+            "version": 1,
+            "draft_revision": None,
+            "config_hash": "f" * 64,
+        }
+    ]
+
+
+def test_a_call_spooled_with_positional_candidates_still_reads() -> None:
+    """Spooled before candidates were objects: [label, agent_id, version, draft_revision,
+    config_hash], possibly still on disk after an upgrade."""
+    record = {**encode_call(_call("CA-old")), "candidates": [["a", "agent_1", 1, None, "f" * 64]]}
+    (decoded,), torn = decode_records(encode_record(record))
+    assert not torn and decode_record(decoded) == _call("CA-old")
+
+
 @pytest.mark.parametrize(
     "record",
     [
