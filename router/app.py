@@ -32,7 +32,7 @@ from router.keys import (
 from router.metrics import RouterMetrics
 from router.providers import check_stream_url, parse_fallback
 from router.recorder import CallWriter
-from router.resolve import Resolver
+from router.resolver import Resolver
 from router.routes import setup_routes
 from router.spool import Spool
 from router.telnyx import TelnyxApi

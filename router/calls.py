@@ -10,9 +10,9 @@ import structlog
 from aiohttp import web
 
 from router.keys import METRICS, RESOLVER, WRITER
-from router.resolve import Plan
+from router.resolver import Plan
+from store.call_routing import Unroutable
 from store.calls import CallRecord, NewCall
-from store.resolution import Unroutable
 from store.snapshots import version_label
 
 log = structlog.get_logger()

@@ -8,7 +8,7 @@ from aiohttp import web
 from router.metrics import RouterMetrics
 from router.providers import FallbackAction
 from router.recorder import CallWriter
-from router.resolve import Resolver
+from router.resolver import Resolver
 from router.spool import Spool
 from router.telnyx import TelnyxApi
 from store.cache import LayeredCache

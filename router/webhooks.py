@@ -18,8 +18,8 @@ from httpkit.keys import SETTINGS
 from router import providers, signatures
 from router.calls import fallback, route_call
 from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
+from store.call_routing import Unroutable
 from store.calls import CallEnd
-from store.resolution import Unroutable
 
 log = structlog.get_logger()
 

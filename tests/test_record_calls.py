@@ -161,7 +161,7 @@ async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
 ) -> None:
     by_label = {c.label: c for c in ab}
     variants = [Variant(label, "", None, w) for label, w in case.weights.items()]
-    # What the router offers when it remembers: every live variant (router/resolve.py).
+    # What the router offers when it remembers: every live variant (router/resolver.py).
     offered = tuple(by_label[v.label] for v in live_variants(variants))
     if case.remembered is not None:
         await pool.execute(

@@ -1,5 +1,5 @@
 """The router's Resolver: a call's Plan (number → routing → draw → candidate snapshots), read
-through the layered cache; the decisions themselves are store/resolution.py's."""
+through the layered cache; the decisions themselves are store/call_routing.py's."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import asyncpg
 import structlog
 
-from store import channels, codecs, resolution, snapshots
+from store import call_routing, channels, codecs, snapshots
 from store.cache import LayeredCache
+from store.call_routing import Draw, Unroutable
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.db import DATABASE_UNAVAILABLE
 from store.draw import live_variants
 from store.errors import StoreError
-from store.resolution import Draw, Unroutable
 from store.snapshots import Snapshot
 
 log = structlog.get_logger()
@@ -104,10 +104,10 @@ class Resolver:
         if "\x00" in provider_call_id:  # no provider sends one, and Postgres text cannot hold it
             return Unroutable("malformed")
         try:
-            routing = await resolution.route(to, self.routing)
+            routing = await call_routing.route(to, self.routing)
             if isinstance(routing, Unroutable):
                 return routing
-            d = resolution.draw(routing, raw_from, provider_call_id)
+            d = call_routing.draw(routing, raw_from, provider_call_id)
             # Remembering needs every live variant at hand: the remembered one may win.
             live = live_variants(routing.variants) if d.remember else [d.drawn]
             # One after the other: on the usual L1 hits no await suspends, and gather would
@@ -119,7 +119,7 @@ class Resolver:
 
     async def explain(self, to: str, raw_from: str, call_id: str | None) -> dict[str, Any]:
         """The dry run through this worker's cache; records nothing."""
-        return await resolution.explain(
+        return await call_routing.explain(
             to,
             raw_from,
             call_id,
