@@ -45,6 +45,10 @@ MAX_SPOOL_BYTES = 512 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 
 Record = dict[str, Any]
+# The schema of a record's fields, in each record as `v`.
+SPOOL_SCHEMA = 1
+# The kinds of spool record. Records spooled before endings were carry no kind: calls.
+CALL, ENDING = "call", "ending"
 
 log = structlog.get_logger()
 
@@ -81,11 +85,6 @@ def decode_records(data: bytes) -> tuple[list[Record], bool]:
         records.append(record)
         offset = start + length
     return records, False
-
-
-SPOOL_SCHEMA = 1
-# The kinds of spool record. Records spooled before endings were carry no kind: calls.
-CALL, ENDING = "call", "ending"
 
 
 def encode_call(call: NewCall) -> Record:

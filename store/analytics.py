@@ -102,6 +102,11 @@ GROUP BY c.variant
 )
 
 
+def _version_json(version: int | None) -> int | str:
+    """A served version as the reports name it: its number, or "draft"."""
+    return DRAFT if version is None else version
+
+
 @dataclass(frozen=True)
 class Outcomes:
     """Aggregated outcomes of a group of calls (a version, a draft revision or a variant)."""
@@ -158,7 +163,7 @@ class VersionOutcomes:
 
     @property
     def label(self) -> int | str:
-        return DRAFT if self.version is None else self.version
+        return _version_json(self.version)
 
 
 @dataclass(frozen=True)
@@ -333,7 +338,7 @@ def variant_report(
         key = {
             "variant": group.variant,
             "agent_id": group.agent_id,
-            "version": DRAFT if group.version is None else group.version,
+            "version": _version_json(group.version),
             "weight": current[position].weight if position is not None else None,
         }
         rows.append(_row(key, group.outcomes, None if i == base_index else chosen))
