@@ -130,6 +130,8 @@ class CallEnd:
 
 @dataclass(frozen=True)
 class CallRecord:
+    """A recorded call: its row in `calls`, fields in CALL_COLUMNS' order."""
+
     call_id: str
     provider: str
     provider_call_id: str
@@ -177,7 +179,7 @@ class CallRecord:
         return {"sentiment": self.sentiment, "automated": self.automated, **self.analysis}
 
 
-_RECORD_FIELDS = len(CallRecord.__dataclass_fields__)
+_RECORD_FIELD_COUNT = len(CallRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,7 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
 def call_record(row: asyncpg.Record) -> CallRecord:
     """The call in a row that starts with CALL_COLUMNS, then `analysis` where the query wants
     it; columns after those are not the call's. By position: twice as fast as by name."""
-    return CallRecord(*row[:_RECORD_FIELDS])
+    return CallRecord(*row[:_RECORD_FIELD_COUNT])
 
 
 def _candidates(call: NewCall) -> str:

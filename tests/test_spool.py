@@ -270,3 +270,20 @@ async def test_an_ending_replayed_twice_changes_nothing(
     assert await writer.replay() == 3
     assert await pool.fetchval("SELECT duration_s FROM calls") == 42.0
     assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
+
+
+async def test_a_replay_attempt_waits_for_postgres_and_never_raises(
+    pool: asyncpg.Pool,
+    candidate: Candidate,
+    outage: Outage,
+) -> None:
+    writer, breaker, _ = outage
+    await writer.record(_call("CA-wait", candidate))
+
+    await writer.try_replay()  # the breaker is open: nothing is tried
+    assert writer.spooled == 1
+
+    breaker.succeeded()
+    await writer.try_replay()
+    assert writer.spooled == 0
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1
