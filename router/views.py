@@ -13,10 +13,10 @@ from httpkit.errors import ApiError
 from httpkit.json import dumps, json_response
 from httpkit.keys import POOL
 from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
-from store import agents, cache, calls, db
+from store import agents, calls, codecs, db
+from store.cache import REDIS_UNAVAILABLE
 from store.db import DATABASE_UNAVAILABLE
 from store.errors import ConfigNotFound
-from store.layered import REDIS_UNAVAILABLE
 from store.snapshots import Snapshot
 
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -34,7 +34,7 @@ async def _config_json(request: web.Request, digest: str) -> bytes:
     async def load() -> bytes:
         return dumps(await agents.get_config(pool, digest)).encode()
 
-    return await request.app[CONFIGS].get(cache.CONFIG_JSON, digest, load)
+    return await request.app[CONFIGS].get(codecs.CONFIG_JSON, digest, load)
 
 
 def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -44,7 +44,7 @@ def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Respo
 
 async def _served(request: web.Request, call_id: str) -> Snapshot:
     """What `call_id` was served: remembered when this worker recorded it, else from Postgres."""
-    served = request.app[WRITER].served(call_id)
+    served = request.app[WRITER].served.get(call_id)
     if served is not None:
         return served
     call = await calls.get_call(request.app[POOL], call_id)

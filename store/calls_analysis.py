@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from store import audit
-from store.calls import CallRecord
+from store.calls import CALL_COLUMNS, CallRecord, call_record
 from store.errors import CallNotFound, InvalidConfig
 
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -22,11 +22,7 @@ _FIELD_CHECKS: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
 }
 
-_CALL_COLUMNS = """
-call_id, provider, provider_call_id, channel, from_number, agent_id, version, draft_revision,
-config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
-automated, analysis
-"""
+_CALL_COLUMNS = CALL_COLUMNS + ", analysis "
 # The served config's analysis fields come along: a post is validated against exactly those.
 LOCK_CALL = (
     "SELECT"
@@ -52,10 +48,6 @@ class Analysis:
     sentiment: str
     automated: bool
     fields: dict[str, Any]
-
-
-def _call(row: asyncpg.Record) -> CallRecord:
-    return CallRecord(**{k: row[k] for k in CallRecord.__dataclass_fields__})
 
 
 def _fail(path: str, message: str) -> InvalidAnalysis:
@@ -109,13 +101,13 @@ async def record_analysis(
         if row is None:
             raise CallNotFound(f"no call {call_id}")
         analysis = parse_analysis(body, row["analysis_fields"] or [])
-        before = _call(row)
+        before = call_record(row)
         stored = {
             "fields": analysis.fields,
             "posted_at": datetime.now(UTC).isoformat(),
             "posted_by": actor,
         }
-        after = _call(
+        after = call_record(
             await conn.fetchrow(
                 UPDATE_ANALYSIS, call_id, analysis.sentiment, analysis.automated, stored
             )

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from nacl.signing import SigningKey
 
 from router.keys import FEED, METRICS, RESOLVER, SNAPSHOTS
-from store import cache
+from store import codecs
 from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
@@ -101,7 +101,7 @@ async def test_undecodable_redis_entry_is_a_miss(
     agent = await make_agent(versions=1)
     await pin(api, {"agent_id": agent["id"], "version": 1})
     redis = aioredis.Redis.from_url(settings.redis_url)
-    await redis.set(router.app[SNAPSHOTS].key(cache.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
+    await redis.set(router.app[SNAPSHOTS].key(codecs.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
     await redis.aclose()
 
     answer = await webhooks.twilio_call("CA-garbage")
@@ -132,8 +132,8 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
     await eventually(cached)
     # A mutable entry a worker may have written before an outage nobody saw.
     redis = aioredis.Redis.from_url(settings.redis_url)
-    stale_key = snapshots.key(cache.ROUTING, "+15550002222")
-    await redis.set(stale_key, cache.encode_routing(None))
+    stale_key = snapshots.key(codecs.ROUTING, "+15550002222")
+    await redis.set(stale_key, codecs.encode_routing(None))
 
     await pool.execute(TERMINATE_FEED, APPLICATION_NAME)
 
