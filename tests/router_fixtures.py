@@ -4,7 +4,6 @@ cleaned of this run's keys around every router test."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -18,16 +17,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from nacl.signing import SigningKey
 from twilio.request_validator import RequestValidator
 
+from harness.redis import delete_prefixed
 from router.app import create_app
 from router.keys import RESOLVER
 from store.settings import Settings
 from tests.conftest import Api
+from tests.polling import eventually
 
 TELNYX_API_KEY = "telnyx-test-api-key"
 CHANNEL = "+14155550100"
@@ -89,17 +89,9 @@ def router_settings(
 @pytest.fixture
 async def clean_redis(settings: Settings) -> AsyncIterator[None]:
     """Delete this run's keys (never anyone else's) before and after the test."""
-    client = aioredis.Redis.from_url(settings.redis_url)
-
-    async def wipe() -> None:
-        keys = [k async for k in client.scan_iter(match=settings.redis_prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-
-    await wipe()
+    await delete_prefixed(settings.redis_url, settings.redis_prefix)
     yield
-    await wipe()
-    await client.aclose()
+    await delete_prefixed(settings.redis_url, settings.redis_prefix)
 
 
 RouterClient = TestClient[web.Request, web.Application]
@@ -215,14 +207,6 @@ async def list_calls(api: Api, query: str = "") -> list[dict[str, Any]]:
     return items
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 2.0) -> None:
-    """Poll `check` until it holds; fail after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
     """Wait until the router resolves with this routing revision."""
 
@@ -230,4 +214,4 @@ async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
         seen = await router.app[RESOLVER].routing(CHANNEL)
         return seen is not None and seen.revision == routing["revision"]
 
-    await eventually(current, within_s=1.0)
+    await eventually(current)

@@ -18,12 +18,12 @@ from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
+from tests.polling import eventually
 from tests.router_fixtures import (
     CHANNEL,
     RouterClient,
     RouterFactory,
     Webhooks,
-    eventually,
     list_calls,
     pin,
     sees,
@@ -57,7 +57,7 @@ async def test_two_routers_see_a_pin_change_through_the_feed(
         routings = [await r.app[RESOLVER].routing(CHANNEL) for r in routers]
         return all(x is not None and x.variants[0].version == 2 for x in routings)
 
-    await eventually(both_on_v2, within_s=1.0)
+    await eventually(both_on_v2)
 
 
 async def test_cache_hits_read_no_database(
@@ -156,7 +156,7 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
         routing = await resolver.routing(CHANNEL)
         return routing is not None and routing.variants[0].version is None
 
-    await eventually(on_draft, within_s=1.0)
+    await eventually(on_draft)
 
 
 async def test_same_caller_keeps_their_variant_after_a_weight_change(

@@ -1,4 +1,4 @@
-"""The embedded servers `python -m store services` falls back on: they start, serve real clients,
+"""The embedded servers `python -m harness services` falls back on: they start, serve real clients,
 and leave no process behind."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from redis import Redis
 
-from store.services import embedded_postgres, embedded_redis
+from harness.services import embedded_postgres, embedded_redis
 
 
 @pytest.fixture
