@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
@@ -32,6 +33,15 @@ from tests.polling import eventually
 TELNYX_API_KEY = "telnyx-test-api-key"
 CHANNEL = "+14155550100"
 CALLER = "+12125550123"
+# The draw salt a test gives a channel (the service picks a random one), so that the variants it
+# expects come from hashes worked out with sha256sum, never from the code under test:
+# u = the first 16 hex digits of `printf '%s' 'hand-checked-salt:KEY' | sha256sum` / 16^16.
+DRAW_SALT = "hand-checked-salt"
+# Only a test changes a salt: the service keeps a channel's salt for life.
+SET_SALT = """
+UPDATE channels SET salt = $2, revision = revision + 1 WHERE number = $1
+RETURNING revision
+"""
 
 
 @pytest.fixture(scope="session")
@@ -199,6 +209,11 @@ async def pin(api: Api, body: dict[str, Any], number: str = CHANNEL) -> dict[str
     """Set a channel's routing through the admin API."""
     routing: dict[str, Any] = await api.ok("PUT", f"/v1/channels/{number}", json=body)
     return routing
+
+
+async def use_draw_salt(pool: asyncpg.Pool, number: str = CHANNEL) -> dict[str, Any]:
+    """Give the channel DRAW_SALT; its new revision, for `sees`."""
+    return {"revision": await pool.fetchval(SET_SALT, number, DRAW_SALT)}
 
 
 async def list_calls(api: Api, query: str = "") -> list[dict[str, Any]]:
