@@ -16,16 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from harness.net import HOST, free_port
+from harness.net import HOST
 from harness.processes import (
     STOP_TIMEOUT_S,
     UNPRIVILEGED_USER,
+    Server,
     package_file,
-    spawn,
-    stop,
     unprivileged,
     unprivileged_account,
-    wait_until,
 )
 from store.migrate import migrate
 
@@ -35,17 +33,19 @@ DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
 DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
-class PostgresServer:
-    """The wheel's postgres on a loopback port with its cluster in `pgdata`; it can be stopped
-    and started again on the same port. As root it runs as `nobody`, which needs search (o+x)
-    permission on every parent of `pgdata`."""
+class PostgresServer(Server):
+    """The wheel's postgres on a loopback port with its cluster in `pgdata`. As root it runs as
+    `nobody`, which needs search (o+x) permission on every parent of `pgdata`."""
+
+    name = "postgres"
+    # Postgres' "fast" shutdown: sessions are cut off, as in a failover or a restart.
+    stop_signal = signal.SIGINT
+    as_unprivileged = True
 
     def __init__(self, pgdata: Path, port: int | None = None) -> None:
+        super().__init__(pgdata / "server.log", port)
         self.pgdata = pgdata
-        self.port = port or free_port()
         self.url = f"postgresql://postgres@{HOST}:{self.port}/{DATABASE}"
-        self.log_path = pgdata / "server.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def init(self) -> None:
         """Create the cluster unless `pgdata` holds one, replacing what a failed initdb left."""
@@ -72,25 +72,7 @@ class PostgresServer:
                 )
             raise RuntimeError(f"initdb failed:\n{result.stdout}{result.stderr}{hint}")
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start the server and wait until it accepts connections; its process."""
-        with self.log_path.open("ab") as log:
-            proc = spawn(self._command(), log, as_unprivileged=True)
-        self.process = proc
-        try:
-            wait_until(lambda: self._ready(proc.pid), f"postgres (log: {self.log_path})", proc)
-        except BaseException:
-            self.stop()
-            raise
-        return proc
-
-    def stop(self) -> None:
-        """A fast shutdown (SIGINT): sessions are cut off, as in a failover or a restart."""
-        if self.process is not None:
-            stop(self.process, signal.SIGINT)
-            self.process = None
-
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
         """TCP on loopback only, no Unix socket to place or clean up."""
         return [
             str(_binary("postgres")),
@@ -107,7 +89,7 @@ class PostgresServer:
             "synchronous_commit=off",
         ]
 
-    def _ready(self, pid: int) -> bool:
+    def ready(self, pid: int) -> bool:
         """Whether our postmaster reports "ready" in postmaster.pid, as `pg_ctl -w` checks."""
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
@@ -139,36 +121,37 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-async def ensure_database(url: str) -> None:
-    """Create the database `url` names, through the server's `postgres` database, if missing."""
-    name = _checked(urlsplit(url).path.lstrip("/"))
-    admin = await asyncpg.connect(with_database(url, "postgres"))
+@contextlib.asynccontextmanager
+async def _maintenance(server_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the server's `postgres` database, where databases are made and dropped."""
+    conn = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database `url` names if missing."""
+    name = _checked(urlsplit(url).path.lstrip("/"))
+    async with _maintenance(url) as admin:
         if not await admin.fetchval(DATABASE_EXISTS, name):
             # Another process may create it between our check and our create.
             with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
 
 
 async def create_database(server_url: str, name: str) -> str:
     """Create the empty database `name` on the server of `server_url`; its URL."""
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
+    async with _maintenance(server_url) as admin:
         await admin.execute(f'CREATE DATABASE "{_checked(name)}"')
-    finally:
-        await admin.close()
     return with_database(server_url, name)
 
 
 async def drop_database(server_url: str, name: str) -> None:
     """Drop the database `name`, cutting off whoever is still connected to it."""
-    admin = await asyncpg.connect(with_database(server_url, "postgres"))
-    try:
+    async with _maintenance(server_url) as admin:
         await admin.execute(f'DROP DATABASE IF EXISTS "{_checked(name)}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @contextlib.asynccontextmanager

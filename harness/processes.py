@@ -9,9 +9,12 @@ import pwd
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from harness.net import free_port
 
 # Seconds. A first start on a slow disk may include crash recovery of a killed dev server.
 START_TIMEOUT_S = 60.0
@@ -73,6 +76,55 @@ def stop(
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+class Server(ABC):
+    """A server subprocess on a loopback port, its output appended to `log_path`; it can be
+    stopped, or killed, and started again on the same port."""
+
+    name: str
+    # The signal the server takes as a clean, quick shutdown.
+    stop_signal: signal.Signals
+    as_unprivileged = False
+
+    def __init__(self, log_path: Path, port: int | None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The server's command line."""
+
+    @abstractmethod
+    def ready(self, pid: int) -> bool:
+        """Whether the server started as `pid` serves."""
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the server and wait until it is ready; its process."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            proc = spawn(self.command(), log, as_unprivileged=self.as_unprivileged)
+        self.process = proc
+        try:
+            wait_until(lambda: self.ready(proc.pid), f"{self.name} (log: {self.log_path})", proc)
+        except BaseException:
+            self.stop()
+            raise
+        return proc
+
+    def stop(self) -> None:
+        """Shut the server down cleanly (killed if that takes too long)."""
+        self._signal(self.stop_signal)
+
+    def kill(self) -> None:
+        """Die at once, as a crashed or OOM-killed server does."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.process is not None:
+            stop(self.process, sig)
+            self.process = None
 
 
 def package_file(package: str, *parts: str) -> Path:
