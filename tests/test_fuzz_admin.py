@@ -20,10 +20,10 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from admin.app import create_app
 from admin.openapi import DOCUMENT
+from harness.net import free_port
 from httpkit.keys import POOL
 from store.settings import Settings
 from store.tokens import create_token
-from tests.faults import free_port
 
 # Examples per operation: enough to hit malformed ids, bodies and queries on each of ~27
 # operations while the module stays within a minute on two cores.
