@@ -230,11 +230,10 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             lookups = await _lookups(caller, rig, load.answered[spooled_sid])
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             during = load.sent - before
-            rig.postgres.start()
             await _repin_while_feed_is_down(rig)
-            # Read after the re-pin's commit: still down means it was committed while down (the
-            # feed retries every few seconds by now, store/feed.py RECONNECT_MAX_S).
+            # Read after the re-pin's commit: the router cannot have seen it through the feed.
             feed_down = await _metric(port, FEED_CONNECTED) == 0
+            rig.postgres.start()
             await asyncio.sleep(WARM_UP_S)
         honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
     recorded, ended = await eventually(
@@ -288,11 +287,18 @@ async def _lookups(caller: Caller, rig: Rig, call_id: str) -> dict[str, tuple[in
 
 
 async def _repin_while_feed_is_down(rig: Rig) -> None:
-    pool = await create_pool(rig.postgres.url, min_size=1, max_size=1)
+    """Re-pin through the stopped cluster started on a port no router knows, so the routers'
+    feeds, retrying on the real port, cannot reconnect before the change commits."""
+    aside = PostgresServer(rig.postgres.pgdata)
+    aside.start()
     try:
-        await _pin(pool, PINNED_LATER, rig.agent_id, 2)
+        pool = await create_pool(aside.url, min_size=1, max_size=1)
+        try:
+            await _pin(pool, PINNED_LATER, rig.agent_id, 2)
+        finally:
+            await pool.close()
     finally:
-        await pool.close()
+        aside.stop()
 
 
 async def _serves_version(caller: Caller, to: str, version: str, within_s: float = 10.0) -> float:
