@@ -94,14 +94,6 @@ class AbReportQuery(WindowQuery):
     baseline: str | None = Field(None, description="the variant label others are compared with")
 
 
-class ResolveQuery(Shape):
-    to: str = Field(description="the number dialled")
-    from_: str | None = Field(None, alias="from", description="the caller")
-    call_id: str | None = Field(
-        None, description="the provider call id, for channels sticky by call"
-    )
-
-
 class IfMatch(Shape):
     if_match: str | None = Field(
         None,

@@ -424,7 +424,7 @@ async def whoami(request: web.Request) -> web.Response:
 @endpoint(
     "Dry run: which variant and version a call would get now, and why; records nothing",
     role="viewer",
-    query=out.ResolveQuery,
+    query=schemas.ResolveQuery,
     responses={200: schemas.Resolution},
     errors=(400,),
 )

@@ -11,21 +11,25 @@ from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
+from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, parse_json
 from httpkit.keys import SETTINGS
-from router import providers, signatures
+from router import providers, schemas, signatures
 from router.keys import FALLBACK, METRICS, RESOLVER, STREAM_URL, TELNYX, WRITER
 from router.metrics import version_label
 from router.recorder import Ending
 from router.resolve import Plan
 from store.calls import CallRecord, NewCall
 from store.resolution import Unroutable
+from store.schemas import GenericCall
 
 log = structlog.get_logger()
 
 TWIML = "application/xml"
+FORM = "application/x-www-form-urlencoded"
 # Twilio's final call statuses: the call is over and CallDuration is set.
 TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 CALL_ID_BYTES = 12
@@ -131,6 +135,14 @@ def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) ->
 # --- Twilio ----------------------------------------------------------------------------------
 
 
+@endpoint(
+    "An incoming Twilio call: TwiML that streams it to the voice agent (or the fallback)",
+    headers=schemas.TwilioSignature,
+    body=schemas.TwilioCall,
+    media_types=(FORM,),
+    responses={200: Raw(TWIML)},
+    errors=(403, 413),
+)
 async def twilio_voice(request: web.Request) -> web.Response:
     """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback)."""
     params = await _twilio_params(request)
@@ -161,6 +173,14 @@ def _float(raw: str | None) -> float | None:
         return None
 
 
+@endpoint(
+    "A Twilio status callback: progress, or the end of the call with its duration",
+    headers=schemas.TwilioSignature,
+    body=schemas.TwilioCall,
+    media_types=(FORM,),
+    responses={204: None},
+    errors=(403, 413),
+)
 async def twilio_status(request: web.Request) -> web.Response:
     """A Twilio status callback: progress, or the end of the call with its duration."""
     params = await _twilio_params(request)
@@ -185,6 +205,13 @@ def _timestamp(raw: Any) -> datetime | None:
         return None
 
 
+@endpoint(
+    "A Telnyx Call Control event; commands follow in the background",
+    headers=schemas.TelnyxSignature,
+    body=schemas.TelnyxEvent,
+    responses={200: None},
+    errors=(400, 403, 413),
+)
 async def telnyx_event(request: web.Request) -> web.Response:
     """A Telnyx Call Control event. Answered 200 at once; commands follow in the background.
     Redeliveries and out-of-order events are expected: records and commands are idempotent."""
@@ -253,6 +280,13 @@ async def _telnyx_hangup(
 # --- generic ---------------------------------------------------------------------------------
 
 
+@endpoint(
+    "A provider-neutral call: where to stream it and fetch its config (or the fallback)",
+    headers=schemas.GenericSignature,
+    body=GenericCall,
+    responses={200: schemas.StreamAnswer | schemas.FallbackAnswer},
+    errors=(400, 403, 413),
+)
 async def generic_call(request: web.Request) -> web.Response:
     """A provider-neutral call `{call_id, from, to}` → JSON answer (or the fallback)."""
     raw = await request.read()
@@ -264,12 +298,13 @@ async def generic_call(request: web.Request) -> web.Response:
             settings.generic_secret, raw, request.headers.get("X-Agentver-Signature")
         ),
     )
-    body = parse_json(raw)
-    if not isinstance(body, dict) or not all(
-        isinstance(body.get(k), str) and body[k] for k in ("call_id", "from", "to")
-    ):
-        raise ApiError(400, "malformed_body", "send {call_id, from, to} as non-empty strings")
-    result = await _route(request, "generic", body["to"], body["from"], body["call_id"])
+    try:
+        call = GenericCall.model_validate(parse_json(raw))
+    except ValidationError:
+        raise ApiError(
+            400, "malformed_body", "send {call_id, from, to} as non-empty strings"
+        ) from None
+    result = await _route(request, "generic", call.to, call.from_, call.call_id)
     if isinstance(result, Unroutable):
         return json_response(providers.generic_fallback(request.app[FALLBACK]))
     config_url = f"{settings.public_base_url}/v1/calls/{result.call_id}/config"

@@ -284,7 +284,15 @@ class CreateToken(OpenBody):
     role: Annotated[Role, WrapValidator(_invalid_role)]
 
 
-# --- answers both services give ---------------------------------------------------------------
+# --- the resolution dry run both services answer -------------------------------------------
+
+
+class ResolveQuery(BaseModel):
+    to: str = Field(description="the number dialled")
+    from_: str | None = Field(None, alias="from", description="the caller")
+    call_id: str | None = Field(
+        None, description="the provider call id, for channels sticky by call"
+    )
 
 
 class Resolution(BaseModel):
