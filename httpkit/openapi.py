@@ -91,12 +91,21 @@ class _Components:
         required = schema.get("required", [])
         found = []
         for name, prop in schema["properties"].items():
-            prop = {k: v for k, v in prop.items() if k != "title"}
+            prop = _never_null({k: v for k, v in prop.items() if k != "title"})
             parameter = {"name": name, "in": where, "required": where == "path" or name in required}
             if "description" in prop:
                 parameter["description"] = prop.pop("description")
             found.append({**parameter, "schema": prop})
         return found
+
+
+def _never_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without the null of an optional field: an absent parameter is what
+    None stands for, and a query string cannot carry a null."""
+    alternatives = [a for a in schema.get("anyOf", ()) if a != {"type": "null"}]
+    if len(alternatives) == 1:
+        schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **alternatives[0]}
+    return {k: v for k, v in schema.items() if not (k == "default" and v is None)}
 
 
 def _operation(described: Endpoint, components: _Components) -> dict[str, Any]:
