@@ -96,7 +96,7 @@ async def create_agent(request: web.Request) -> web.Response:
     body = parse(schemas.CreateAgent, await read_object(request), InvalidConfig, "invalid agent")
     config = body.config
     # A config that is not an object is left for validation to name as such.
-    if body.name is not None and isinstance(config, dict):
+    if "name" in body.model_fields_set and isinstance(config, dict):
         config = {**config, "name": body.name}
     agent = await agents.create_agent(request.app[POOL], config, request[PRINCIPAL].name)
     return json_response(

@@ -10,7 +10,7 @@ import asyncpg
 from store import audit, schemas
 from store.calls import CallRecord
 from store.errors import CallNotFound, InvalidConfig
-from store.validation import parse
+from store.validation import CONTROL_MESSAGE, NUL, parse
 
 # The JSON types each call_analysis field type accepts (bool is not a number here, although
 # Python says it is an int).
@@ -53,8 +53,9 @@ def _call(row: asyncpg.Record) -> CallRecord:
 def _check_fields(fields: dict[str, Any], declared: list[dict[str, Any]]) -> None:
     """`fields` checked against the served config's call_analysis.fields.
 
-    A declared field may be missing or null (the agent could not tell); an undeclared one, or
-    a value of the wrong JSON type, is refused with its path.
+    A declared field may be missing or null (the agent could not tell); an undeclared one, a
+    value of the wrong JSON type, or text holding a NUL (which jsonb cannot store), is refused
+    with its path.
     """
     types = {f["name"]: f["type"] for f in declared}
     problems = []
@@ -67,6 +68,8 @@ def _check_fields(fields: dict[str, Any], declared: list[dict[str, Any]]) -> Non
             or not isinstance(value, _FIELD_CHECKS[types[name]])
         ):
             problems.append({"path": path, "message": f"must be of type {types[name]}"})
+        elif isinstance(value, str) and NUL in value:
+            problems.append({"path": path, "message": CONTROL_MESSAGE})
     if problems:
         raise InvalidAnalysis("analysis fields do not match the served config", problems)
 

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from store import channels, guardrails
-from store.config import MAX_NAME_CHARS, MAX_TEXT_CHARS, AgentConfig
+from store.config import MAX_NAME_CHARS, MAX_TEXT_CHARS, AgentConfig, Name
 from store.errors import InvalidRouting
 from store.guardrails import InvalidGuardrails
 from store.tokens import Role
@@ -87,9 +87,13 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-# A configuration as sent, documented as AgentConfig: `validate_config` checks it later, so that
-# its error paths are relative to the config.
-ConfigDocument = Annotated[Any, PlainValidator(_unchanged, json_schema_input_type=AgentConfig)]
+def checked_later(shape: Any) -> PlainValidator:
+    """Accept any value here and document it as `shape`: a validation further in checks it."""
+    return PlainValidator(_unchanged, json_schema_input_type=shape)
+
+
+# Checked by `validate_config`, so that its error paths are relative to the config.
+ConfigDocument = Annotated[Any, checked_later(AgentConfig)]
 
 
 # --- agents and drafts -----------------------------------------------------------------------
@@ -106,9 +110,8 @@ class CreateAgent(OpenBody):
     model_config = ConfigDict(json_schema_extra={"examples": [{"config": EXAMPLE_CONFIG}]})
 
     config: ConfigDocument
-    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)] | None = Field(
-        default=None, description="sets config.name"
-    )
+    # Merged into the config before it is validated, and checked there as config.name.
+    name: Annotated[Any, checked_later(Name)] = Field(None, description="sets config.name")
 
 
 class PutDraft(OpenBody):
