@@ -93,7 +93,9 @@ def _listing(items: list[Any], next_cursor: str | None, **extra: Any) -> web.Res
     response_headers={"Location": "the agent's URL"},
 )
 async def create_agent(request: web.Request) -> web.Response:
-    body = parse(schemas.CreateAgent, await read_object(request), InvalidConfig, "invalid agent")
+    body = parse(
+        schemas.CreateAgent, await read_object(request), InvalidConfig, "the agent is invalid"
+    )
     config = body.config
     # A config that is not an object is left for validation to name as such.
     if "name" in body.model_fields_set and isinstance(config, dict):
@@ -154,7 +156,9 @@ async def get_draft(request: web.Request) -> web.Response:
     errors=(404, 412),
 )
 async def put_draft(request: web.Request) -> web.Response:
-    body = parse(schemas.PutDraft, await read_object(request), InvalidConfig, "invalid draft")
+    body = parse(
+        schemas.PutDraft, await read_object(request), InvalidConfig, "the draft is invalid"
+    )
     draft = await agents.update_draft(
         request.app[POOL],
         request.match_info["agent_id"],
@@ -206,7 +210,9 @@ async def patch_draft(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def publish(request: web.Request) -> web.Response:
-    body = parse(schemas.Publish, await read_object(request), InvalidRequest, "invalid version")
+    body = parse(
+        schemas.Publish, await read_object(request), InvalidRequest, "the version is invalid"
+    )
     version = await agents.publish(
         request.app[POOL],
         request.match_info["agent_id"],
@@ -404,7 +410,9 @@ async def list_audit(request: web.Request) -> web.Response:
     responses={201: out.NewToken},
 )
 async def create_token(request: web.Request) -> web.Response:
-    body = parse(schemas.CreateToken, await read_object(request), InvalidRequest, "invalid token")
+    body = parse(
+        schemas.CreateToken, await read_object(request), InvalidRequest, "the token is invalid"
+    )
     secret = await tokens.create_token(request.app[POOL], body.name, body.role)
     return json_response({"name": body.name, "role": body.role, "token": secret}, status=201)
 
