@@ -92,6 +92,11 @@ def checked_later(shape: Any) -> PlainValidator:
     return PlainValidator(_unchanged, json_schema_input_type=shape)
 
 
+def _no_documented_default(schema: dict[str, JsonValue]) -> None:
+    # The None that stands for "absent" is no value a client may send.
+    schema.pop("default", None)
+
+
 # Checked by `validate_config`, so that its error paths are relative to the config.
 ConfigDocument = Annotated[Any, checked_later(AgentConfig)]
 
@@ -111,7 +116,9 @@ class CreateAgent(OpenBody):
 
     config: ConfigDocument
     # Merged into the config before it is validated, and checked there as config.name.
-    name: Annotated[Any, checked_later(Name)] = Field(None, description="sets config.name")
+    name: Annotated[Any, checked_later(Name)] = Field(
+        None, description="sets config.name", json_schema_extra=_no_documented_default
+    )
 
 
 class PutDraft(OpenBody):
