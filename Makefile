@@ -24,12 +24,12 @@ format: .venv
 	$(VENV)/bin/ruff check --fix .
 
 test: lint
-	$(PY) -m store services -- $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m harness services -- $(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: .venv
-	$(PY) -m store services -- scripts/dev-run.sh
+	$(PY) -m harness services -- scripts/dev-run.sh
 
 # The router against a bare aiohttp ceiling and a naive router (loadtests/bench.py): about four
 # minutes; prints the ratio table and saves it under loadtests/results/.
 bench: .venv
-	$(PY) -m store services -- $(PY) -m loadtests.bench
+	$(PY) -m harness services -- $(PY) -m loadtests.bench

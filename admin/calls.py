@@ -12,6 +12,7 @@ from httpkit.endpoint import endpoint
 from httpkit.json import json_response
 from httpkit.keys import POOL
 from store import calls
+from store.snapshots import DRAFT
 
 
 def call_json(call: calls.CallRecord) -> dict[str, Any]:
@@ -22,13 +23,13 @@ def call_json(call: calls.CallRecord) -> dict[str, Any]:
 def _filter(request: web.Request) -> calls.CallFilter:
     raw_version = request.query.get("version")
     version = None
-    if raw_version is not None and raw_version != "draft":
+    if raw_version is not None and raw_version != DRAFT:
         version = query.decimal(raw_version)
         if version is None:
             raise query.bad_query("version", "version must be a version number or 'draft'")
     return calls.CallFilter(
         agent_id=request.query.get("agent_id") or None,
-        draft=raw_version == "draft",
+        draft=raw_version == DRAFT,
         version=version,
         variant=request.query.get("variant") or None,
         channel=request.query.get("channel") or None,

@@ -8,10 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from httpkit.endpoint import Raw, endpoint
 from store.calls import CallRecord
 from store.guardrails import Trip
-
-
-def version_label(version: int | None) -> str:
-    return "draft" if version is None else str(version)
+from store.snapshots import version_label
 
 
 class AdminMetrics:

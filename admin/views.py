@@ -13,7 +13,7 @@ from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, audit, calls, channels, resolution, schemas, snapshots, tokens
+from store import agents, audit, call_routing, calls, channels, schemas, snapshots, tokens
 from store.diff import diff_configs, merge_patch
 from store.errors import InvalidConfig
 from store.validation import InvalidRequest, parse
@@ -439,7 +439,7 @@ async def whoami(request: web.Request) -> web.Response:
 async def resolve(request: web.Request) -> web.Response:
     """Dry run straight from Postgres: which variant and version a call would get, and why."""
     pool = request.app[POOL]
-    explanation = await resolution.explain(
+    explanation = await call_routing.explain(
         query.required(request, "to"),
         request.query.get("from", ""),
         request.query.get("call_id"),

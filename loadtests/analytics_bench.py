@@ -13,21 +13,19 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from admin.app import create_app
+from harness.postgres import scratch_database
 from store import agents, analytics
 from store.db import create_pool
-from store.migrate import migrate
 from store.settings import DEFAULT_DATABASE_URL, Settings
 from store.tokens import create_token
 
@@ -63,10 +61,6 @@ MINIMAL_CONFIG = {
     "llm": {"provider": "openai", "model": "gpt-4o-mini"},
     "voice": {"tts_provider": "elevenlabs", "tts_voice": "rachel"},
 }
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 def _with_prompt(prompt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -159,18 +153,8 @@ async def _measure(url: str, calls: int, runs: int) -> dict[str, Any]:
 
 async def main(calls: int, runs: int) -> dict[str, Any]:
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    name = f"agentver_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(_with_database(server, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = _with_database(server, name)
-            await migrate(url)
-            return await _measure(url, calls, runs)
-        finally:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(server, "bench") as url:
+        return await _measure(url, calls, runs)
 
 
 if __name__ == "__main__":

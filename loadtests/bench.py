@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -31,11 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import redis.asyncio as aioredis
 
+from harness.net import HOST, free_port
+from harness.postgres import create_database, drop_database
+from harness.processes import spawn, stop, wait_until
+from harness.redis import delete_prefixed
 from loadtests import dataset, procstat, workload
 from loadtests.httpclient import Connection, build_request
 from loadtests.loadgen import ROUTED_MARK, percentiles
@@ -46,7 +49,6 @@ from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from store.tokens import create_token
 
 RESULTS = Path(__file__).parent / "results"
-HOST = "127.0.0.1"
 SMALL_SET = 1_000
 LARGE_SET = 100_000
 # Channel LARGE_SET (one past the load's range): pinned, and repinned by the propagation test.
@@ -80,17 +82,6 @@ TARGETS = {
 }
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Env:
     """This run's scratch resources."""
@@ -110,7 +101,7 @@ class Servers:
 
     def __init__(self, env: Env, kind: str, workers: int) -> None:
         self.env, self.kind = env, kind
-        self.ports = [_free_port() for _ in range(workers)]
+        self.ports = [free_port() for _ in range(workers)]
         self.procs: list[subprocess.Popen[bytes]] = []
         # Seconds from launching the servers to every one of them answering.
         self.startup_s = 0.0
@@ -137,29 +128,18 @@ class Servers:
                 "AGENTVER_MEDIA_STREAM_URL": "wss://media.bench.example/stream",
                 "AGENTVER_SPOOL_DIR": str(self.env.workdir / f"spool-{port}"),
             }
-            log = (self.env.workdir / f"{self.kind}-{port}.log").open("ab")
-            self.procs.append(
-                subprocess.Popen(self._command(), env=env, stdout=log, stderr=log)  # noqa: S603
-            )
+            with (self.env.workdir / f"{self.kind}-{port}.log").open("ab") as log:
+                self.procs.append(spawn(self._command(), log, env=env))
         started = time.monotonic()
         deadline = started + START_TIMEOUT_S
         for proc, port in zip(self.procs, self.ports, strict=True):
-            while not _ready(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.kind} on port {port} did not start; see its log")
-                time.sleep(0.05)
+            what = f"{self.kind} on port {port} (log in {self.env.workdir})"
+            wait_until(functools.partial(_ready, port), what, proc, deadline - time.monotonic())
         self.startup_s = time.monotonic() - started
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, signal.SIGTERM, STOP_TIMEOUT_S)
         self.procs.clear()
 
 
@@ -333,12 +313,7 @@ async def propagation(env: Env, servers: Servers) -> dict[str, Any]:
 
 
 async def _create_database(server_url: str, name: str) -> str:
-    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(server_url, name)
+    url = await create_database(server_url, name)
     await migrate(url)
     conn = await asyncpg.connect(url)
     try:
@@ -347,24 +322,6 @@ async def _create_database(server_url: str, name: str) -> str:
     finally:
         await conn.close()
     return url
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(_with_database(server_url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-async def _delete_keys(redis_url: str, prefix: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        batch = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        for i in range(0, len(batch), 1000):
-            await client.unlink(*batch[i : i + 1000])
-    finally:
-        await client.aclose()
 
 
 async def _runtime_token(url: str) -> str:
@@ -409,8 +366,8 @@ def scratch_env() -> Iterator[Env]:
                 warmup_s=float(os.environ.get("BENCH_WARMUP_S", "2")),
             )
         finally:
-            asyncio.run(_drop_database(server_url, name))
-            asyncio.run(_delete_keys(redis_url, prefix))
+            asyncio.run(drop_database(server_url, name))
+            asyncio.run(delete_prefixed(redis_url, prefix))
 
 
 # --- the scenarios ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from store.settings import Settings
 # A worker holds hundreds of thousands of long-lived cache objects; at the default thresholds
 # (700, 10, 10) full collections re-walk them often enough to stall calls for 100+ ms (open-loop
 # p99 at 100,000 channels: 268 ms, 78 ms with the collector off). Young collections stay frequent
-# and cheap; full ones become rare. The warm-up also freezes what it loaded (router/resolve.py).
+# and cheap; full ones become rare. The warm-up also freezes what it loaded (router/resolver.py).
 GC_THRESHOLDS = (10_000, 50, 1_000)
 # Seconds between no longer accepting and closing connections that carry no request yet: a
 # connection accepted just before the listener closed has its request on the way, and closing

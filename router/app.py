@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import redis.asyncio as aioredis
-import structlog
 from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -22,7 +21,6 @@ from router.keys import (
     FALLBACK,
     FEED,
     METRICS,
-    PG_BREAKER,
     REDIS,
     RESOLVER,
     SNAPSHOTS,
@@ -34,18 +32,16 @@ from router.keys import (
 from router.metrics import RouterMetrics
 from router.providers import check_stream_url, parse_fallback
 from router.recorder import CallWriter
-from router.resolve import Resolver
+from router.resolver import Resolver
 from router.routes import setup_routes
 from router.spool import Spool
 from router.telnyx import TelnyxApi
-from store import cache
+from store import codecs
 from store.breaker import CircuitBreaker
-from store.db import DATABASE_UNAVAILABLE, create_pool
+from store.cache import LayeredCache
+from store.db import create_pool
 from store.feed import Change, ChangeFeed
-from store.layered import LayeredCache
 from store.settings import Settings
-
-log = structlog.get_logger()
 
 # Webhook bodies are a few KB; anything near this is not a provider.
 MAX_BODY_BYTES = 256 * 1024
@@ -62,9 +58,6 @@ SHUTDOWN_TIMEOUT_S = 10.0
 # Seconds start-up waits for the change feed and the routing warm-up (about 2 s per 100,000
 # channels on one core); past it the router serves anyway, reading Postgres until trusted.
 FEED_STARTUP_WAIT_S = 15.0
-# Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
-# and an idle worker does one directory listing per second.
-SPOOL_REPLAY_INTERVAL_S = 1.0
 # Seconds shutdown spends replaying the spool; what is left is replayed by the next worker.
 SPOOL_SHUTDOWN_REPLAY_S = 10.0
 
@@ -80,7 +73,7 @@ class CacheInvalidation:
         self._warm = warm
 
     async def changed(self, change: Change) -> None:
-        codec = cache.DRAFT if change.kind == "draft" else cache.ROUTING
+        codec = codecs.DRAFT if change.kind == "draft" else codecs.ROUTING
         await self._cache.invalidate(codec, change.key)
         if change.at is not None:
             self._metrics.feed_lag.observe(max(0.0, time.time() - change.at))
@@ -94,7 +87,7 @@ class CacheInvalidation:
         self._metrics.feed_connected.set(1)
 
 
-async def _background(task: asyncio.Task[None]) -> None:
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -137,7 +130,7 @@ async def _change_feed(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(feed.connected.wait(), FEED_STARTUP_WAIT_S)
     yield
-    await _background(task)
+    await _cancel_and_wait(task)
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
@@ -149,49 +142,22 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
     breaker, metrics = CircuitBreaker(), app[METRICS]
     metrics.dependency_up.labels("postgres").set_function(lambda: float(breaker.available))
-    app[PG_BREAKER] = breaker
     app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], breaker, metrics)
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())
     yield
-    await _background(task)
-
-
-async def _replay(app: web.Application) -> None:
-    """One attempt to move the spool into Postgres, unless Postgres is known to be down."""
-    breaker = app[PG_BREAKER]
-    if not breaker.allow():
-        return
-    try:
-        replayed = await app[WRITER].replay()
-    except DATABASE_UNAVAILABLE as exc:
-        breaker.failed()
-        log.warning("spool_replay_unavailable", error=type(exc).__name__)
-        return
-    # The flusher outlives any failure; the records stay spooled for the next attempt.
-    except Exception:
-        log.exception("spool_replay_failed")
-        return
-    breaker.succeeded()
-    if replayed:
-        log.info("spool_replayed", records=replayed)
-
-
-async def _replay_forever(app: web.Application) -> None:
-    while True:
-        await asyncio.sleep(SPOOL_REPLAY_INTERVAL_S)
-        if app[WRITER].spooled or app[SPOOL].pending_bytes():
-            await _replay(app)
+    await _cancel_and_wait(task)
 
 
 async def _spool_flusher(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_replay_forever(app))
+    writer = app[WRITER]
+    task = asyncio.create_task(writer.replay_forever())
     yield
-    await _background(task)
+    await _cancel_and_wait(task)
     # In-flight webhooks have finished: whatever they spooled goes to Postgres now if it can.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(_replay(app), SPOOL_SHUTDOWN_REPLAY_S)
+        await asyncio.wait_for(writer.try_replay(), SPOOL_SHUTDOWN_REPLAY_S)
 
 
 async def _telnyx(app: web.Application) -> AsyncIterator[None]:

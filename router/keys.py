@@ -8,12 +8,11 @@ from aiohttp import web
 from router.metrics import RouterMetrics
 from router.providers import FallbackAction
 from router.recorder import CallWriter
-from router.resolve import Resolver
+from router.resolver import Resolver
 from router.spool import Spool
 from router.telnyx import TelnyxApi
-from store.breaker import CircuitBreaker
+from store.cache import LayeredCache
 from store.feed import ChangeFeed
-from store.layered import LayeredCache
 
 METRICS = web.AppKey("metrics", RouterMetrics)
 FALLBACK = web.AppKey("fallback", FallbackAction)
@@ -25,5 +24,4 @@ RESOLVER = web.AppKey("resolver", Resolver)
 FEED = web.AppKey("change_feed", ChangeFeed)
 WRITER = web.AppKey("call_writer", CallWriter)
 SPOOL = web.AppKey("spool", Spool)
-PG_BREAKER = web.AppKey("postgres_breaker", CircuitBreaker)
 TELNYX = web.AppKey("telnyx", TelnyxApi)

@@ -6,7 +6,8 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from store.calls import Ended
+from store.calls import EndedCall
+from store.snapshots import version_label
 from store.stats import CALL_DURATION_BUCKETS_S
 
 # Seconds: resolution runs from microseconds (L1 hits) to tens of milliseconds (a cold miss and
@@ -17,9 +18,9 @@ LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 M = TypeVar("M", Counter, Histogram)
 
 
-class Children(Generic[M]):
-    """A labelled metric's children by label values: `labels()` validates and takes a lock on
-    every call, a dict lookup does not. Holds no more than the metric itself keeps anyway."""
+class ChildCache(Generic[M]):
+    """A labelled metric's children, cached by label values: `labels()` validates and takes a
+    lock on every call, a dict lookup does not. Holds no more than the metric itself keeps."""
 
     def __init__(self, metric: M) -> None:
         self._metric: M = metric
@@ -112,11 +113,11 @@ class RouterMetrics:
         )
 
         # The per-call ones, looked up on every webhook or cache lookup.
-        self.call = Children(self.calls)
-        self.resolved = Children(self.resolution)
-        self._cache_lookup = Children(self.cache)
+        self.call = ChildCache(self.calls)
+        self.resolved = ChildCache(self.resolution)
+        self._cache_lookup = ChildCache(self.cache)
 
-    def observe_ended(self, ended: Ended | None) -> None:
+    def observe_ended(self, ended: EndedCall | None) -> None:
         """Count a call's duration once, when an ending closes it (repeats return None)."""
         if ended is not None:
             self.call_duration.labels(ended.agent_id, version_label(ended.version)).observe(
@@ -128,7 +129,3 @@ class RouterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def version_label(version: int | None) -> str:
-    return "draft" if version is None else str(version)

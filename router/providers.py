@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape
 
 from store.calls import CallRecord
 from store.numbers import normalize_e164
+from store.snapshots import version_label
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 TELNYX_STREAM_TRACK = "both_tracks"
@@ -51,7 +52,7 @@ def stream_parameters(call: CallRecord) -> dict[str, str]:
     return {
         "call_id": call.call_id,
         "agent_id": call.agent_id,
-        "version": "draft" if call.version is None else str(call.version),
+        "version": version_label(call.version),
         "config_hash": call.config_hash,
     }
 

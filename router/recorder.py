@@ -5,7 +5,8 @@ trip); a few batches commit at once, so their fsyncs overlap.
 While Postgres is unavailable (its circuit breaker is open, or a commit fails for want of a
 server) a batch goes to the local spool instead, with one fsync for the batch. Spooled calls
 are answered from an index by provider call id until they are replayed into Postgres, where
-record_call's ON CONFLICT (migration 0004) makes a replay idempotent.
+record_call's ON CONFLICT (migration 0005) makes a replay idempotent. A background loop
+(`replay_forever`) replays the spool once Postgres is back.
 
 Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
 with end_call, which is idempotent too (it only closes an open call, and keeps an ending for a
@@ -16,21 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import TypeVar
 
 import asyncpg
 import structlog
 
 from router.metrics import RouterMetrics
-from router.spool import Record, Spool, SpoolFull
+from router.served import ServedSnapshots
+from router.spool import Record, Spool, SpoolFull, decode_record, encode_call, encode_ending
 from store.breaker import CircuitBreaker
-from store.calls import CallRecord, Candidate, Ended, NewCall, end_call, record_calls, set_status
+from store.calls import CallEnd, CallRecord, EndedCall, NewCall, end_call, record_calls, set_status
 from store.db import DATABASE_UNAVAILABLE
-from store.snapshots import Snapshot
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
@@ -38,13 +37,9 @@ MAX_BATCH = 100
 # them). A commit waits mostly on its fsync: three in flight keep Postgres' WAL writer busy and
 # calls from queuing behind one slow fsync, without splitting a burst into tiny batches.
 WRITERS = 3
-# Calls whose served snapshot a worker remembers (about 300 bytes each): the voice agent asks for
-# its call's config seconds after the answer, so this covers well over a minute of calls at the
-# worker's peak rate. Older calls, and other workers' calls, are looked up in Postgres.
-SERVED_CALLS = 50_000
-SPOOL_SCHEMA = 1
-# The kinds of spool record. Records spooled before endings were carry no kind: calls.
-CALL, ENDING = "call", "ending"
+# Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
+# and an idle worker does one directory listing per second.
+SPOOL_REPLAY_INTERVAL_S = 1.0
 
 log = structlog.get_logger()
 
@@ -61,22 +56,11 @@ class _Unavailable:
 UNAVAILABLE = _Unavailable()
 
 
-@dataclass(frozen=True)
-class Ending:
-    """A provider's word that a call is over: store.calls.end_call's arguments."""
-
-    provider: str
-    provider_call_id: str
-    status: str
-    ended_at: datetime
-    duration_s: float | None
-
-
 def _key(call: NewCall) -> CallKey:
     return call.provider, call.provider_call_id
 
 
-def served_alone(call: NewCall) -> NewCall:
+def pinned_to_draw(call: NewCall) -> NewCall:
     """The call pinned to its fresh draw: what is served while Postgres (and so the caller's
     remembered variant) is out of reach. Recording it later records that same variant, and
     makes it the caller's remembered one."""
@@ -85,7 +69,8 @@ def served_alone(call: NewCall) -> NewCall:
 
 
 def spooled_record(call: NewCall) -> CallRecord:
-    """The record a call served alone (`served_alone`) will have once it lands in Postgres."""
+    """The record a call pinned to its draw (`pinned_to_draw`) will have once it lands in
+    Postgres."""
     (c,) = call.candidates
     return CallRecord(
         call_id=call.call_id,
@@ -108,61 +93,7 @@ def spooled_record(call: NewCall) -> CallRecord:
     )
 
 
-def encode_call(call: NewCall) -> Record:
-    """A call as a spool record (schema-versioned JSON object)."""
-    return {
-        "v": SPOOL_SCHEMA,
-        "kind": CALL,
-        "call_id": call.call_id,
-        "provider": call.provider,
-        "provider_call_id": call.provider_call_id,
-        "channel": call.channel,
-        "from_number": call.from_number,
-        "routing_revision": call.routing_revision,
-        "started_at": call.started_at.isoformat(),
-        "drawn": call.drawn,
-        "remember": call.remember,
-        "candidates": [
-            [c.label, c.agent_id, c.version, c.draft_revision, c.config_hash]
-            for c in call.candidates
-        ],
-    }
-
-
-def encode_ending(ending: Ending) -> Record:
-    """An ending as a spool record (schema-versioned JSON object)."""
-    fields = asdict(ending) | {"ended_at": ending.ended_at.isoformat()}
-    return {"v": SPOOL_SCHEMA, "kind": ENDING, **fields}
-
-
-def _fields(record: Record, kind: str) -> dict[str, Any]:
-    """The fields of a spool record of `kind`, without the schema and kind markers."""
-    if record.get("v") != SPOOL_SCHEMA or record.get("kind", CALL) != kind:
-        raise ValueError(f"not a {kind} record: {record.get('v')!r}, {record.get('kind')!r}")
-    return {k: v for k, v in record.items() if k not in ("v", "kind")}
-
-
-def decode_call(record: Record) -> NewCall:
-    """The call a spool record holds; ValueError (or KeyError, TypeError) when it is not one."""
-    fields = _fields(record, CALL)
-    fields["started_at"] = datetime.fromisoformat(fields["started_at"])
-    fields["candidates"] = tuple(Candidate(*c) for c in fields["candidates"])
-    return NewCall(**fields)
-
-
-def decode_ending(record: Record) -> Ending:
-    """The ending a spool record holds; ValueError (or KeyError, TypeError) when it is not one."""
-    fields = _fields(record, ENDING)
-    fields["ended_at"] = datetime.fromisoformat(fields["ended_at"])
-    return Ending(**fields)
-
-
-def decode_record(record: Record) -> NewCall | Ending:
-    """Whatever a spool record holds; ValueError (or KeyError, TypeError) when unreadable."""
-    return decode_ending(record) if record.get("kind") == ENDING else decode_call(record)
-
-
-def _stopped(batch: list[Pending]) -> None:
+def _fail_waiting(batch: list[Pending]) -> None:
     """Fail the calls still waiting in `batch`: the writer is stopping."""
     for _, done in batch:
         if not done.done():
@@ -189,7 +120,7 @@ class CallWriter:
         self._writers = writers
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._spooled: dict[CallKey, CallRecord] = {}
-        self._served: OrderedDict[str, Snapshot] = OrderedDict()
+        self.served = ServedSnapshots()
 
     def index(self, records: list[Record]) -> None:
         """Remember spooled calls (a previous run's) so provider retries get the same answer.
@@ -204,18 +135,6 @@ class CallWriter:
     def spooled(self) -> int:
         """Calls spooled and not yet replayed into Postgres."""
         return len(self._spooled)
-
-    def served(self, call_id: str) -> Snapshot | None:
-        """The snapshot this worker recorded (or spooled) `call_id` as served, if it still
-        remembers it. Those fields of a call never change, so no invalidation is needed."""
-        return self._served.get(call_id)
-
-    def _remember(self, record: CallRecord) -> None:
-        self._served[record.call_id] = Snapshot(
-            record.agent_id, record.version, record.draft_revision, record.config_hash
-        )
-        while len(self._served) > SERVED_CALLS:
-            self._served.popitem(last=False)
 
     async def record(self, call: NewCall) -> CallRecord:
         """The durable record of `call`, or of the earlier call with its provider call id."""
@@ -232,7 +151,7 @@ class CallWriter:
         try:
             await asyncio.gather(*(self._drain() for _ in range(self._writers)))
         finally:
-            _stopped([self._queue.get_nowait() for _ in range(self._queue.qsize())])
+            _fail_waiting([self._queue.get_nowait() for _ in range(self._queue.qsize())])
 
     async def _drain(self) -> None:
         """One writer: take what is queued (up to a batch), commit it, repeat."""
@@ -245,7 +164,7 @@ class CallWriter:
                 await self._write(batch)
                 batch = []
         finally:
-            _stopped(batch)
+            _fail_waiting(batch)
 
     async def _write(self, batch: list[Pending]) -> None:
         calls = [call for call, _ in batch]
@@ -258,7 +177,7 @@ class CallWriter:
             if isinstance(result, Exception):
                 done.set_exception(result)
             else:
-                self._remember(result)
+                self.served.remember(result)
                 done.set_result(result)
 
     async def _attempt(self, query: Callable[[], Awaitable[T]], event: str) -> T | _Unavailable:
@@ -294,7 +213,7 @@ class CallWriter:
         fresh: dict[CallKey, NewCall] = {}
         for call in calls:
             if _key(call) not in self._spooled:
-                fresh.setdefault(_key(call), served_alone(call))
+                fresh.setdefault(_key(call), pinned_to_draw(call))
         try:
             await self._spool.append([encode_call(c) for c in fresh.values()])
         except (SpoolFull, OSError) as exc:
@@ -305,12 +224,12 @@ class CallWriter:
         self._spooled.update({key: spooled_record(c) for key, c in fresh.items()})
         return [self._spooled[_key(call)] for call in calls]
 
-    async def end(self, ending: Ending) -> Ended | None:
+    async def end(self, ending: CallEnd) -> EndedCall | None:
         """Close the call: in Postgres, or, while it is unavailable, by spooling the ending for
         the replay (one fsync; endings come one per call, not in bursts worth batching). None
         when the call was not open, or the ending was spooled. Raises when it could be neither
         applied nor spooled, so the provider sees an error and may retry."""
-        ended = await self._attempt(lambda: self._end_call(ending), "call_ending_unavailable")
+        ended = await self._attempt(lambda: end_call(self._pool, ending), "call_ending_unavailable")
         if not isinstance(ended, _Unavailable):
             return ended
         try:
@@ -332,15 +251,24 @@ class CallWriter:
             "call_progress_unavailable",
         )
 
-    async def _end_call(self, ending: Ending) -> Ended | None:
-        return await end_call(
-            self._pool,
-            ending.provider,
-            ending.provider_call_id,
-            ending.status,
-            ending.ended_at,
-            ending.duration_s,
-        )
+    async def replay_forever(self) -> None:
+        """Replay the spool every SPOOL_REPLAY_INTERVAL_S while it holds anything, until
+        cancelled."""
+        while True:
+            await asyncio.sleep(SPOOL_REPLAY_INTERVAL_S)
+            if self._spooled or self._spool.pending_bytes():
+                await self.try_replay()
+
+    async def try_replay(self) -> None:
+        """One attempt to move the spool into Postgres, unless Postgres is known to be down.
+        Never raises: what is not replayed stays spooled for the next attempt."""
+        try:
+            replayed = await self._attempt(self.replay, "spool_replay_unavailable")
+        except Exception:
+            log.exception("spool_replay_failed")
+            return
+        if not isinstance(replayed, _Unavailable) and replayed:
+            log.info("spool_replayed", records=replayed)
 
     async def replay(self) -> int:
         """Move spooled calls into Postgres; returns how many. Raises (leaving the rest spooled)
@@ -352,7 +280,7 @@ class CallWriter:
         when both were spooled together. One whose call is elsewhere (another worker's segment,
         or not written yet) is kept by end_call until record_call applies it."""
         calls: list[NewCall] = []
-        endings: list[Ending] = []
+        endings: list[CallEnd] = []
         for record in records:
             try:
                 item = decode_record(record)
@@ -368,11 +296,11 @@ class CallWriter:
         for ending in endings:
             await self._replay_ending(ending)
 
-    async def _replay_ending(self, ending: Ending) -> None:
+    async def _replay_ending(self, ending: CallEnd) -> None:
         """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
         forever, while an unavailable Postgres stops the replay."""
         try:
-            ended = await self._end_call(ending)
+            ended = await end_call(self._pool, ending)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, DATABASE_UNAVAILABLE):
                 raise

@@ -8,6 +8,9 @@ the tail of the segment being written, so a reader stops at the first short or c
 Segments are named `<time_ns>-<pid>.spool` and locked (flock) by the process writing them, so
 several workers can share one directory: a segment is replayed only by whoever can lock it,
 that is, once its writer has rotated away from it or died. A replayed segment is deleted.
+
+Records: a call to record (`encode_call`) or a call's end (`encode_ending`), each a JSON object
+carrying the spool schema `v` and its `kind`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
+
+from store.calls import CallEnd, Candidate, NewCall, candidate_json
 
 HEADER = struct.Struct(">II")
 SUFFIX = ".spool"
@@ -38,6 +45,10 @@ MAX_SPOOL_BYTES = 512 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 
 Record = dict[str, Any]
+# The schema of a record's fields, in each record as `v`.
+SPOOL_SCHEMA = 1
+# The kinds of spool record. Records spooled before endings were carry no kind: calls.
+CALL, ENDING = "call", "ending"
 
 log = structlog.get_logger()
 
@@ -74,6 +85,64 @@ def decode_records(data: bytes) -> tuple[list[Record], bool]:
         records.append(record)
         offset = start + length
     return records, False
+
+
+def encode_call(call: NewCall) -> Record:
+    """A call as a spool record."""
+    return {
+        "v": SPOOL_SCHEMA,
+        "kind": CALL,
+        "call_id": call.call_id,
+        "provider": call.provider,
+        "provider_call_id": call.provider_call_id,
+        "channel": call.channel,
+        "from_number": call.from_number,
+        "routing_revision": call.routing_revision,
+        "started_at": call.started_at.isoformat(),
+        "drawn": call.drawn,
+        "remember": call.remember,
+        "candidates": [candidate_json(c) for c in call.candidates],
+    }
+
+
+def encode_ending(ending: CallEnd) -> Record:
+    """A call's end as a spool record."""
+    fields = asdict(ending) | {"ended_at": ending.ended_at.isoformat()}
+    return {"v": SPOOL_SCHEMA, "kind": ENDING, **fields}
+
+
+def _fields(record: Record, kind: str) -> dict[str, Any]:
+    """The fields of a spool record of `kind`, without the schema and kind markers."""
+    if record.get("v") != SPOOL_SCHEMA or record.get("kind", CALL) != kind:
+        raise ValueError(f"not a {kind} record: {record.get('v')!r}, {record.get('kind')!r}")
+    return {k: v for k, v in record.items() if k not in ("v", "kind")}
+
+
+def _candidate(spooled: Any) -> Candidate:
+    """A spooled candidate: an object, or the positional array [label, agent_id, version,
+    draft_revision, config_hash] spooled before candidates were objects (still on disk)."""
+    return Candidate(**spooled) if isinstance(spooled, dict) else Candidate(*spooled)
+
+
+def decode_call(record: Record) -> NewCall:
+    """The call a spool record holds; ValueError (or KeyError, TypeError) when it is not one."""
+    fields = _fields(record, CALL)
+    fields["started_at"] = datetime.fromisoformat(fields["started_at"])
+    fields["candidates"] = tuple(_candidate(c) for c in fields["candidates"])
+    return NewCall(**fields)
+
+
+def decode_ending(record: Record) -> CallEnd:
+    """The call's end a spool record holds; ValueError (or KeyError, TypeError) when it is not
+    one."""
+    fields = _fields(record, ENDING)
+    fields["ended_at"] = datetime.fromisoformat(fields["ended_at"])
+    return CallEnd(**fields)
+
+
+def decode_record(record: Record) -> NewCall | CallEnd:
+    """Whatever a spool record holds; ValueError (or KeyError, TypeError) when unreadable."""
+    return decode_ending(record) if record.get("kind") == ENDING else decode_call(record)
 
 
 def _read_segment(file: IO[bytes], name: str) -> list[Record]:

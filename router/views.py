@@ -14,11 +14,11 @@ from httpkit.json import dumps, json_response
 from httpkit.keys import POOL
 from router import schemas as out
 from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
-from store import agents, cache, calls, db, schemas
+from store import agents, calls, codecs, db, schemas
+from store.cache import REDIS_UNAVAILABLE
 from store.config import AgentConfig
 from store.db import DATABASE_UNAVAILABLE
 from store.errors import ConfigNotFound
-from store.layered import REDIS_UNAVAILABLE
 from store.snapshots import Snapshot
 
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -36,7 +36,7 @@ async def _config_json(request: web.Request, digest: str) -> bytes:
     async def load() -> bytes:
         return dumps(await agents.get_config(pool, digest)).encode()
 
-    return await request.app[CONFIGS].get(cache.CONFIG_JSON, digest, load)
+    return await request.app[CONFIGS].get(codecs.CONFIG_JSON, digest, load)
 
 
 def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -46,7 +46,7 @@ def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Respo
 
 async def _served(request: web.Request, call_id: str) -> Snapshot:
     """What `call_id` was served: remembered when this worker recorded it, else from Postgres."""
-    served = request.app[WRITER].served(call_id)
+    served = request.app[WRITER].served.get(call_id)
     if served is not None:
         return served
     call = await calls.get_call(request.app[POOL], call_id)

@@ -1,8 +1,8 @@
-"""Provider webhooks: verify the signature on the raw body, then route or close the call."""
+"""Provider webhooks: verify the signature on the raw body, parse it, route or close the call
+(router/calls.py routes it), and answer in the provider's terms."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,12 +18,10 @@ from httpkit.errors import ApiError
 from httpkit.json import json_response, parse_json
 from httpkit.keys import SETTINGS
 from router import providers, schemas, signatures
-from router.keys import FALLBACK, METRICS, RESOLVER, STREAM_URL, TELNYX, WRITER
-from router.metrics import version_label
-from router.recorder import Ending
-from router.resolve import Plan
-from store.calls import CallRecord, NewCall
-from store.resolution import Unroutable
+from router.calls import fallback, route_call
+from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
+from store.call_routing import Unroutable
+from store.calls import CallEnd
 from store.schemas import GenericCall
 
 log = structlog.get_logger()
@@ -32,7 +30,6 @@ TWIML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
 # Twilio's final call statuses: the call is over and CallDuration is set.
 TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-CALL_ID_BYTES = 12
 
 
 def _reject(request: web.Request, provider: str, reason: str | None) -> None:
@@ -75,63 +72,6 @@ async def _twilio_params(request: web.Request) -> dict[str, str]:
     return dict(pairs or [])
 
 
-def _fallback(request: web.Request, provider: str, reason: str) -> Unroutable:
-    metrics = request.app[METRICS]
-    metrics.fallbacks.labels(provider, reason).inc()
-    metrics.call(provider, "", "fallback", "", "").inc()
-    log.info("call_fallback", provider=provider, reason=reason)
-    return Unroutable(reason)
-
-
-async def _route(
-    request: web.Request, provider: str, to: str, raw_from: str, provider_call_id: str
-) -> CallRecord | Unroutable:
-    """Resolve and durably record one call; Unroutable (counted) when it gets the fallback."""
-    app = request.app
-    started = time.perf_counter()
-    call_id = "call_" + secrets.token_hex(CALL_ID_BYTES)
-    try:
-        plan = await app[RESOLVER].plan(to, raw_from, provider_call_id)
-        if isinstance(plan, Unroutable):
-            return _fallback(request, provider, plan.reason)
-        record = await app[WRITER].record(_new_call(plan, call_id, provider, provider_call_id))
-    # Whatever failed, the provider still gets a valid answer: the fallback.
-    except Exception:
-        log.exception("call_routing_failed", provider=provider)
-        return _fallback(request, provider, "error")
-    version = version_label(record.version)
-    outcome = "routed" if record.call_id == call_id else "retry"
-    metrics = app[METRICS]
-    metrics.call(provider, record.variant, outcome, record.agent_id, version).inc()
-    metrics.resolved(provider, record.agent_id, version).observe(time.perf_counter() - started)
-    # One line per answered call: what operators grep for when a caller reports a broken bot.
-    log.info(
-        "call_routed",
-        call_id=record.call_id,
-        agent_id=record.agent_id,
-        version=version,
-        provider=provider,
-        variant=record.variant,
-        outcome=outcome,
-    )
-    return record
-
-
-def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) -> NewCall:
-    return NewCall(
-        call_id=call_id,
-        provider=provider,
-        provider_call_id=provider_call_id,
-        channel=plan.routing.number,
-        from_number=plan.draw.caller,
-        routing_revision=plan.routing.revision,
-        started_at=datetime.now(UTC),
-        drawn=plan.draw.drawn.label,
-        remember=plan.draw.remember,
-        candidates=plan.candidates,
-    )
-
-
 # --- Twilio ----------------------------------------------------------------------------------
 
 
@@ -148,9 +88,9 @@ async def twilio_voice(request: web.Request) -> web.Response:
     params = await _twilio_params(request)
     sid = params.get("CallSid")
     result = (
-        await _route(request, "twilio", params.get("To", ""), params.get("From", ""), sid)
+        await route_call(request.app, "twilio", params.get("To", ""), params.get("From", ""), sid)
         if sid
-        else _fallback(request, "twilio", "malformed")
+        else fallback(request.app, "twilio", "malformed")
     )
     if isinstance(result, Unroutable):
         twiml = providers.twiml_fallback(request.app[FALLBACK])
@@ -186,7 +126,7 @@ async def twilio_status(request: web.Request) -> web.Response:
     params = await _twilio_params(request)
     sid, status = params.get("CallSid"), params.get("CallStatus", "")
     if sid and status in TWILIO_FINAL:
-        ending = Ending(
+        ending = CallEnd(
             "twilio", sid, status, _twilio_ended_at(params), _float(params.get("CallDuration"))
         )
         request.app[METRICS].observe_ended(await request.app[WRITER].end(ending))
@@ -249,8 +189,8 @@ async def _telnyx_initiated(
     request: web.Request, call_control_id: str, payload: dict[str, Any]
 ) -> None:
     to, raw_from = payload.get("to"), payload.get("from")
-    result = await _route(
-        request,
+    result = await route_call(
+        request.app,
         "telnyx",
         to if isinstance(to, str) else "",
         raw_from if isinstance(raw_from, str) else "",
@@ -273,7 +213,7 @@ async def _telnyx_hangup(
     start, end = _timestamp(payload.get("start_time")), _timestamp(payload.get("end_time"))
     ended_at = end or _timestamp(occurred_at) or datetime.now(UTC)
     duration = max(0.0, (end - start).total_seconds()) if start and end else None
-    ending = Ending("telnyx", call_control_id, "completed", ended_at, duration)
+    ending = CallEnd("telnyx", call_control_id, "completed", ended_at, duration)
     request.app[METRICS].observe_ended(await request.app[WRITER].end(ending))
 
 
@@ -304,7 +244,7 @@ async def generic_call(request: web.Request) -> web.Response:
         raise ApiError(
             400, "malformed_body", "send {call_id, from, to} as non-empty strings"
         ) from None
-    result = await _route(request, "generic", call.to, call.from_, call.call_id)
+    result = await route_call(request.app, "generic", call.to, call.from_, call.call_id)
     if isinstance(result, Unroutable):
         return json_response(providers.generic_fallback(request.app[FALLBACK]))
     config_url = f"{settings.public_base_url}/v1/calls/{result.call_id}/config"

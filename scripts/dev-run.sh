@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: migrate, load the demo data (which prints an admin token and a curl to try), then
 # serve admin and the router until Ctrl-C. Expects DATABASE_URL and REDIS_URL,
-# which `python -m store services --` provides.
+# which `python -m harness services --` provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python

@@ -11,6 +11,7 @@ import asyncpg
 
 from store import stats
 from store.channels import Variant
+from store.snapshots import DRAFT
 
 # Fewer analysed calls than this on either side and no verdict is given: the z- and t-tests
 # rest on normal approximations that the usual rule of thumb trusts from about 30 observations.
@@ -23,7 +24,6 @@ VERDICT_WORSE = "worse"
 VERDICT_UNCLEAR = "no clear difference"
 VERDICT_TOO_FEW = "too few calls"
 
-DRAFT = "draft"
 # The time window when a query names no bounds: every call ever recorded.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -102,6 +102,11 @@ GROUP BY c.variant
 )
 
 
+def _version_json(version: int | None) -> int | str:
+    """A served version as the reports name it: its number, or "draft"."""
+    return DRAFT if version is None else version
+
+
 @dataclass(frozen=True)
 class Outcomes:
     """Aggregated outcomes of a group of calls (a version, a draft revision or a variant)."""
@@ -158,7 +163,7 @@ class VersionOutcomes:
 
     @property
     def label(self) -> int | str:
-        return DRAFT if self.version is None else self.version
+        return _version_json(self.version)
 
 
 @dataclass(frozen=True)
@@ -333,7 +338,7 @@ def variant_report(
         key = {
             "variant": group.variant,
             "agent_id": group.agent_id,
-            "version": DRAFT if group.version is None else group.version,
+            "version": _version_json(group.version),
             "weight": current[position].weight if position is not None else None,
         }
         rows.append(_row(key, group.outcomes, None if i == base_index else chosen))

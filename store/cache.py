@@ -1,147 +1,283 @@
-"""Redis cache entries: key names, lifetimes and one msgpack codec per cached type.
+"""A read-through cache in three tiers: in-process LRU (L1), Redis, then a loader (Postgres).
 
-Every payload carries `v`, its schema version: an entry written by another schema (or garbage)
-fails to decode, which callers treat as a cache miss, never as an error.
+Immutable entries (published versions, config blobs) are cached for good. Mutable ones (routing,
+drafts) are served from cache only while the cache is `trusted`, i.e. while the change feed is
+connected and has resynced since its last outage; otherwise they are read from the loader.
+
+Degraded modes: Redis sits behind a circuit breaker, so while it is down lookups go from L1
+straight to the loader without waiting on it. When the loader (Postgres) is unavailable, an
+untrusted mutable entry is served from what the cache last held (the L1 copy kept when trust
+was lost, else Redis): a possibly stale routing beats no answer to a phone call. A failed
+Redis delete leaves Redis `suspect` of stale mutable entries: they are not read until a wipe of
+every mutable key succeeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import msgpack
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from store.channels import Routing, Variant
-from store.snapshots import Snapshot
+from store.breaker import CircuitBreaker
+from store.codecs import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
+from store.db import DATABASE_UNAVAILABLE
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+Observe = Callable[[str, str, str], None]
+"""Told (kind, tier, result) on every lookup step: tier l1|redis|postgres, result hit|miss|..."""
 
-# Key names, below the deployment's Settings.redis_prefix (e.g. "agentver:routing:+1415...").
-ROUTING_KEY = "routing:"  # + E.164 number; mutable: invalidated through the change feed
-DRAFT_KEY = "draft:"  # + agent id; mutable: invalidated through the change feed
-VERSION_KEY = "version:"  # + agent id + ":" + number; immutable
-# + config hash; immutable: the blob as the JSON bytes the API answers with, encoded once
-CONFIG_JSON_KEY = "config-json:"
-MUTABLE_KEYS = (ROUTING_KEY, DRAFT_KEY)
+# Entries per process: every channel's routing (about 1 KB each) and every snapshot in use
+# (a few hundred bytes) of a deployment of 100,000 channels, with room to spare, so a call's
+# lookups are L1 hits in steady state; at most about 150 MB. Callers size the L1 of caches
+# holding bigger values (config blobs) down.
+DEFAULT_L1_SIZE = 150_000
+SCAN_BATCH = 500
 
-# Seconds. Mutable entries are deleted on every change notification; the TTL is only a backstop
-# for a notification every worker missed, so it bounds staleness without costing hit rate.
-MUTABLE_TTL_S = 3600
-# Seconds. Immutable entries are never stale; the TTL only lets Redis drop what nobody reads.
-IMMUTABLE_TTL_S = 7 * 24 * 3600
+REDIS_UNAVAILABLE = (OSError, RedisError)
+
+_MISSING: Any = object()
 
 
-class CacheDecodeError(ValueError):
-    """A cached payload that this code cannot read: treat it as a miss."""
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-@dataclass(frozen=True)
-class Codec(Generic[T]):
-    """How one cached type is named and (de)serialised, and whether it can change."""
+class LayeredCache:
+    """L1 → Redis → loader, with one load per key at a time (single flight)."""
 
-    kind: str
-    prefix: str
-    mutable: bool
-    encode: Callable[[T], bytes]
-    decode: Callable[[bytes], T]
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        observe: Observe,
+        l1_size: int = DEFAULT_L1_SIZE,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self._redis = redis
+        self.breaker = breaker or CircuitBreaker()
+        self._prefix = prefix
+        self._observe = observe
+        self._l1_size = l1_size
+        self._l1: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Keys invalidated while their load was running: that load must not fill the cache.
+        self._invalidated: set[str] = set()
+        # Mutable entries as last known while untrusted: served only when the loader fails.
+        self._stale: OrderedDict[str, Any] = OrderedDict()
+        self._redis_suspect = False
+        self._wipe: asyncio.Task[None] | None = None
+        self.trusted = False
 
+    def key(self, codec: Codec[Any], key: str) -> str:
+        """The full Redis key of an entry."""
+        return self._prefix + codec.prefix + key
 
-def _pack(fields: dict[str, Any]) -> bytes:
-    return msgpack.packb({"v": SCHEMA_VERSION, **fields}, use_bin_type=True)
+    async def get(self, codec: Codec[T], key: str, load: Callable[[], Awaitable[T]]) -> T:
+        """The entry for `key`, from the first tier that has it; `load` fills the misses."""
+        full = self.key(codec, key)
+        cacheable = not codec.mutable or self.trusted
+        if codec.mutable and self._redis_suspect:
+            self._start_wipe()
+        if cacheable:
+            entry = self._l1.get(full)
+            if entry is not None:
+                self._l1.move_to_end(full)
+                self._observe(codec.kind, "l1", "hit")
+                value: T = entry[1]
+                return value
+            self._observe(codec.kind, "l1", "miss")
+        flight = self._inflight.get(full)
+        if flight is None:
+            flight = asyncio.ensure_future(self._fill(codec, full, load, cacheable))
+            self._inflight[full] = flight
+            flight.add_done_callback(lambda f: self._landed(full, f))
+        result: T = await asyncio.shield(flight)
+        return result
 
+    def _landed(self, full: str, flight: asyncio.Future[Any]) -> None:
+        if self._inflight.get(full) is flight:
+            del self._inflight[full]
+            self._invalidated.discard(full)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here so an unawaited failure is not reported twice
 
-def _unpack(raw: bytes) -> dict[str, Any]:
-    try:
-        data = msgpack.unpackb(raw, raw=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise CacheDecodeError(f"not msgpack: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise CacheDecodeError("unknown payload schema")
-    return data
+    async def _fill(
+        self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
+    ) -> T:
+        if cacheable and self._redis_readable(codec):
+            cached = await self._from_redis(codec, full)
+            if cached is not _MISSING:
+                self._to_l1(codec, full, cached)
+                return cached  # type: ignore[no-any-return]
+        try:
+            value = await load()
+        except DATABASE_UNAVAILABLE:
+            if cacheable:
+                raise
+            stale = await self._last_known(codec, full)
+            if stale is _MISSING:
+                raise
+            return stale  # type: ignore[no-any-return]
+        self._observe(codec.kind, "postgres", "hit")
+        if full not in self._invalidated:
+            if cacheable:
+                self._to_l1(codec, full, value)
+            else:
+                self._keep_stale(full, value)
+            await self._to_redis(codec, full, value)
+            # Invalidated while the write was in flight: the delete may have run before it.
+            if full in self._invalidated:
+                await self._delete_redis(full)
+        return value
 
+    async def _last_known(self, codec: Codec[Any], full: str) -> Any:
+        """An untrusted entry for when the loader is unavailable, or _MISSING."""
+        if full in self._stale:
+            self._observe(codec.kind, "l1", "stale")
+            return self._stale[full]
+        return await self._from_redis(codec, full) if self._redis_readable(codec) else _MISSING
 
-def _get(data: dict[str, Any], name: str, *types: type) -> Any:
-    value = data.get(name)
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise CacheDecodeError(f"field {name} is missing or mistyped")
-    return value
+    def _keep_stale(self, full: str, value: Any) -> None:
+        self._stale[full] = value
+        self._stale.move_to_end(full)
+        while len(self._stale) > self._l1_size:
+            self._stale.popitem(last=False)
 
+    def _redis_readable(self, codec: Codec[Any]) -> bool:
+        return not (codec.mutable and self._redis_suspect)
 
-def encode_routing(routing: Routing | None) -> bytes:
-    """A channel's routing; None records that the number is not a channel (negative entry)."""
-    if routing is None:
-        return _pack({"absent": True})
-    return _pack(
-        {
-            "number": routing.number,
-            "salt": routing.salt,
-            "sticky": routing.sticky,
-            "revision": routing.revision,
-            "variants": [[v.label, v.agent_id, v.version, v.weight] for v in routing.variants],
-            "updated_at": routing.updated_at.isoformat(),
-            "updated_by": routing.updated_by,
-        }
-    )
+    def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
+        if full in self._invalidated:
+            return
+        self._l1[full] = (codec.mutable, value)
+        self._l1.move_to_end(full)
+        while len(self._l1) > self._l1_size:
+            self._l1.popitem(last=False)
 
+    async def _call_redis(self, kind: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        """`op`'s result, or _MISSING when Redis failed or its breaker is open (no wait)."""
+        if not self.breaker.allow():
+            self._observe(kind, "redis", "skipped")
+            return _MISSING
+        try:
+            result = await op()
+        except REDIS_UNAVAILABLE:
+            self.breaker.failed()
+            self._observe(kind, "redis", "error")
+            return _MISSING
+        self.breaker.succeeded()
+        return result
 
-def decode_routing(raw: bytes) -> Routing | None:
-    data = _unpack(raw)
-    if data.get("absent") is True:
-        return None
-    try:
-        variants = tuple(
-            Variant(str(label), str(agent_id), version, int(weight))
-            for label, agent_id, version, weight in _get(data, "variants", list)
+    async def _from_redis(self, codec: Codec[T], full: str) -> Any:
+        raw = await self._call_redis(codec.kind, lambda: self._redis.get(full))
+        if raw is _MISSING:
+            return _MISSING
+        if raw is None:
+            self._observe(codec.kind, "redis", "miss")
+            return _MISSING
+        try:
+            value = codec.decode(raw if isinstance(raw, bytes) else raw.encode())
+        except CacheDecodeError:
+            self._observe(codec.kind, "redis", "decode_error")
+            return _MISSING
+        self._observe(codec.kind, "redis", "hit")
+        return value
+
+    async def _to_redis(self, codec: Codec[T], full: str, value: T) -> None:
+        ttl = MUTABLE_TTL_S if codec.mutable else IMMUTABLE_TTL_S
+        await self._call_redis(
+            codec.kind, lambda: self._redis.set(full, codec.encode(value), ex=ttl)
         )
-        updated_at = datetime.fromisoformat(_get(data, "updated_at", str))
-    except (TypeError, ValueError):
-        raise CacheDecodeError("variants or updated_at malformed") from None
-    return Routing(
-        number=_get(data, "number", str),
-        salt=_get(data, "salt", str),
-        sticky=_get(data, "sticky", str),
-        revision=_get(data, "revision", int),
-        variants=variants,
-        updated_at=updated_at,
-        updated_by=_get(data, "updated_by", str),
-    )
 
+    async def _delete_redis(self, *keys: str) -> None:
+        if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
+            # The entry may outlive its change in Redis: keep Redis out of mutable reads.
+            self._redis_suspect = True
 
-def encode_snapshot(snapshot: Snapshot) -> bytes:
-    return _pack(
-        {
-            "agent_id": snapshot.agent_id,
-            "version": snapshot.version,
-            "draft_revision": snapshot.draft_revision,
-            "config_hash": snapshot.config_hash,
-        }
-    )
+    async def invalidate(self, codec: Codec[Any], key: str) -> None:
+        """Forget a mutable entry in every tier (a change notification arrived for it)."""
+        full = self.key(codec, key)
+        self._l1.pop(full, None)
+        self._stale.pop(full, None)
+        if full in self._inflight:
+            self._invalidated.add(full)
+        await self._delete_redis(full)
 
+    def lose_trust(self) -> None:
+        """The change feed is down: stop serving mutable entries from any tier (but keep them
+        for when the loader is unavailable too)."""
+        self.trusted = False
+        for full, (mutable, value) in list(self._l1.items()):
+            if mutable:
+                del self._l1[full]
+                self._keep_stale(full, value)
+        self._invalidated.update(self._inflight)
 
-def decode_snapshot(raw: bytes) -> Snapshot:
-    data = _unpack(raw)
-    return Snapshot(
-        agent_id=_get(data, "agent_id", str),
-        version=_get(data, "version", int, type(None)),
-        draft_revision=_get(data, "draft_revision", int, type(None)),
-        config_hash=_get(data, "config_hash", str),
-    )
+    async def resync(self, warm: Callable[[], Awaitable[None]] | None = None) -> None:
+        """The change feed is listening again: clear every mutable entry, let `warm` preload
+        fresh ones (see `preload`), then trust the cache.
 
+        Preloading here is safe because the feed already listens: a change committed after
+        `warm` read its data is announced, and applied (invalidating the entry) once this
+        returns. When Redis cannot be cleared now, it is left suspect (unread for mutable
+        entries) until a later wipe succeeds: the cache is trusted either way.
+        """
+        self.lose_trust()
+        self._stale.clear()
+        self._redis_suspect = True
+        await self._wipe_redis()
+        if warm is not None:
+            await warm()
+        self.trusted = True
 
-def encode_config_json(body: bytes) -> bytes:
-    return _pack({"json": body})
+    def preload(self, codec: Codec[T], key: str, value: T) -> None:
+        """Put an entry just read from the source of truth into L1 (a warm-up in `resync`)."""
+        self._to_l1(codec, self.key(codec, key), value)
 
+    def _start_wipe(self) -> None:
+        if self._wipe is None or self._wipe.done():
+            self._wipe = asyncio.ensure_future(self._wipe_redis())
 
-def decode_config_json(raw: bytes) -> bytes:
-    body: bytes = _get(_unpack(raw), "json", bytes)
-    return body
+    async def _wipe_redis(self) -> None:
+        """Delete every mutable entry from Redis, then read mutable entries from it again."""
+        if not self.breaker.allow():
+            return
+        # Cleared first: a delete failing during the wipe must leave Redis suspect again.
+        self._redis_suspect = False
+        try:
+            await self._unlink_mutable()
+        except REDIS_UNAVAILABLE:
+            self.breaker.failed()
+            self._redis_suspect = True
+            self._observe("any", "redis", "error")
+            return
+        self.breaker.succeeded()
 
+    async def _unlink_mutable(self) -> None:
+        for prefix in MUTABLE_KEYS:
+            pattern = _glob_escape(self._prefix + prefix) + "*"
+            batch: list[bytes] = []
+            async for found in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
+                batch.append(found)
+                if len(batch) >= SCAN_BATCH:
+                    await self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await self._redis.unlink(*batch)
 
-ROUTING = Codec[Routing | None]("routing", ROUTING_KEY, True, encode_routing, decode_routing)
-DRAFT = Codec[Snapshot]("draft", DRAFT_KEY, True, encode_snapshot, decode_snapshot)
-VERSION = Codec[Snapshot]("version", VERSION_KEY, False, encode_snapshot, decode_snapshot)
-CONFIG_JSON = Codec[bytes]("config", CONFIG_JSON_KEY, False, encode_config_json, decode_config_json)
+    async def close(self) -> None:
+        """Stop a wipe in progress (before the Redis client closes)."""
+        if self._wipe is not None:
+            self._wipe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wipe
+
+    def mutable_l1_size(self) -> int:
+        """How many mutable entries L1 holds (for tests and diagnostics)."""
+        return sum(1 for mutable, _ in self._l1.values() if mutable)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from store import audit, schemas
-from store.calls import CallRecord
+from store.calls import CALL_COLUMNS, CallRecord, call_record
 from store.errors import CallNotFound, InvalidConfig
 from store.validation import CONTROL_MESSAGE, NUL, parse
 
@@ -21,11 +21,7 @@ _FIELD_CHECKS: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
 }
 
-_CALL_COLUMNS = """
-call_id, provider, provider_call_id, channel, from_number, agent_id, version, draft_revision,
-config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
-automated, analysis
-"""
+_CALL_COLUMNS = CALL_COLUMNS + ", analysis "
 # The served config's analysis fields come along: a post is validated against exactly those.
 LOCK_CALL = (
     "SELECT"
@@ -44,10 +40,6 @@ UPDATE_ANALYSIS = (
 
 class InvalidAnalysis(InvalidConfig):
     code = "invalid_analysis"
-
-
-def _call(row: asyncpg.Record) -> CallRecord:
-    return CallRecord(**{k: row[k] for k in CallRecord.__dataclass_fields__})
 
 
 def _check_fields(fields: dict[str, Any], declared: list[dict[str, Any]]) -> None:
@@ -88,13 +80,13 @@ async def record_analysis(pool: asyncpg.Pool, call_id: str, body: Any, actor: st
         if row is None:
             raise CallNotFound(f"no call {call_id}")
         analysis = parse_analysis(body, row["analysis_fields"] or [])
-        before = _call(row)
+        before = call_record(row)
         stored = {
             "fields": analysis.fields,
             "posted_at": datetime.now(UTC).isoformat(),
             "posted_by": actor,
         }
-        after = _call(
+        after = call_record(
             await conn.fetchrow(
                 UPDATE_ANALYSIS, call_id, analysis.sentiment, analysis.automated, stored
             )

@@ -41,10 +41,16 @@ def pick(variants: Sequence[Variant], point: int) -> Variant:
     raise AssertionError("unreachable: point < 2^64")
 
 
-def keep_or_redraw(remembered: str | None, drawn: Variant, live: Sequence[Variant]) -> Variant:
+def live_variants(variants: Sequence[Variant]) -> list[Variant]:
+    """The variants a call may be served from: those with weight."""
+    return [v for v in variants if v.weight > 0]
+
+
+def keep_or_redraw(remembered: str | None, drawn: Variant, variants: Sequence[Variant]) -> Variant:
     """Sticky by caller: the remembered variant while it is live (present, weight > 0), else
-    the fresh draw. record_call() in migration 0004 applies the same rule atomically in SQL."""
-    for variant in live:
+    the fresh draw. record_call() (migration 0005) applies the same rule atomically in SQL, to
+    the live variants it is given; tests/sticky_cases.py holds the cases both must pass."""
+    for variant in variants:
         if variant.label == remembered and variant.weight > 0:
             return variant
     return drawn

@@ -11,6 +11,19 @@ from store.errors import AgentNotFound, VersionNotFound
 
 SELECT_DRAFT_SNAPSHOT = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
 SELECT_VERSION_SNAPSHOT = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
+# What the channels serve: the versions they pin and the drafts of the agents they route to a
+# draft.
+SERVED_SNAPSHOTS = """
+SELECT v.agent_id, v.version, NULL::integer AS draft_revision, v.config_hash
+FROM versions v
+WHERE (v.agent_id, v.version) IN (SELECT agent_id, version FROM channel_variants)
+UNION ALL
+SELECT d.agent_id, NULL, d.revision, d.config_hash
+FROM drafts d
+WHERE d.agent_id IN (SELECT agent_id FROM channel_variants WHERE version IS NULL)
+"""
+# How metrics, logs and reports name a draft where they would name a version number.
+DRAFT = "draft"
 
 
 @dataclass(frozen=True)
@@ -21,6 +34,11 @@ class Snapshot:
     version: int | None
     draft_revision: int | None
     config_hash: str
+
+
+def version_label(version: int | None) -> str:
+    """A served version as a label: its number, or "draft"."""
+    return DRAFT if version is None else str(version)
 
 
 async def load_draft(pool: asyncpg.Pool, agent_id: str) -> Snapshot:
@@ -44,3 +62,8 @@ async def load_variant(pool: asyncpg.Pool, variant: Variant) -> Snapshot:
     if variant.version is None:
         return await load_draft(pool, variant.agent_id)
     return await load_version(pool, variant.agent_id, variant.version)
+
+
+async def served_snapshots(conn: asyncpg.Connection) -> list[Snapshot]:
+    """Every snapshot some channel serves now."""
+    return [Snapshot(*row) for row in await conn.fetch(SERVED_SNAPSHOTS)]

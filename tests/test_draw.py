@@ -6,6 +6,7 @@ import pytest
 
 from store.channels import Variant
 from store.draw import SCALE, draw_point, draw_u, keep_or_redraw, pick
+from tests.sticky_cases import STICKY_CASES, StickyCase
 
 A80 = Variant("a", "agt_a", 1, 80)
 B20 = Variant("b", "agt_b", None, 20)
@@ -60,15 +61,8 @@ def test_eighty_twenty_split_over_many_callers() -> None:
     assert share == pytest.approx(0.8, abs=0.026)
 
 
-@pytest.mark.parametrize(
-    ("remembered", "live", "expected"),
-    [
-        ("a", [A80, B20], "a"),  # still live: kept
-        ("b", [A80, B20], "b"),
-        ("c", [A80, B20], "a"),  # label gone: the fresh draw (a)
-        ("b", [A80, Variant("b", "agt_b", None, 0)], "a"),  # no weight left: redraw
-        (None, [A80, B20], "a"),  # nothing remembered
-    ],
-)
-def test_keep_or_redraw(remembered: str | None, live: list[Variant], expected: str) -> None:
-    assert keep_or_redraw(remembered, A80, live).label == expected
+@pytest.mark.parametrize("case", STICKY_CASES)
+def test_keep_or_redraw(case: StickyCase) -> None:
+    variants = [Variant(label, f"agt_{label}", 1, w) for label, w in case.weights.items()]
+    drawn = next(v for v in variants if v.label == case.drawn)
+    assert keep_or_redraw(case.remembered, drawn, variants).label == case.expected

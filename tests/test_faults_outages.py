@@ -23,23 +23,17 @@ import aiohttp
 import asyncpg
 import pytest
 
+from harness.net import free_port
+from harness.postgres import PostgresServer, ensure_database
+from harness.redis import RedisServer
 from store.agents import create_agent, publish, update_draft
 from store.channels import Variant, set_channel
 from store.db import create_pool
 from store.migrate import migrate
 from store.tokens import create_token
 from tests.conftest import minimal_config
-from tests.faults import (
-    TWILIO_TOKEN,
-    Caller,
-    Load,
-    PostgresServer,
-    RedisServer,
-    RouterProcess,
-    free_port,
-    loaded,
-    session,
-)
+from tests.faults import TWILIO_TOKEN, Caller, Load, RouterProcess, loaded, session
+from tests.polling import eventually
 
 pytestmark = pytest.mark.faults
 
@@ -50,6 +44,7 @@ POSTGRES_OUTAGE_S = 30.0
 WARM_UP_S = 2.0
 # Seconds after Postgres returns for every spooled call to be replayed (one replay a second).
 REPLAY_WITHIN_S = 15.0
+FEED_CONNECTED = "agentver_change_feed_connected"
 
 
 @dataclass
@@ -80,11 +75,7 @@ class Rig:
 
 async def _seed(url: str) -> tuple[str, str]:
     """Create and migrate the database; the agent's id and a runtime token."""
-    admin = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await admin.execute("CREATE DATABASE agentver")
-    finally:
-        await admin.close()
+    await ensure_database(url)
     await migrate(url)
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
@@ -105,12 +96,14 @@ async def _pin(pool: asyncpg.Pool, number: str, agent_id: str, version: int) -> 
 
 @pytest.fixture(scope="module")
 async def rig() -> AsyncIterator[Rig]:
-    # Not pytest's tmp_path: Postgres runs as another account and needs to reach its directory.
+    # Not pytest's tmp_path: as root, Postgres runs as `nobody`, who must reach its directory.
     workdir = Path(tempfile.mkdtemp(prefix="agentver-faults-"))
-    postgres, redis = PostgresServer(workdir), RedisServer(workdir)
-    postgres.init()
-    redis.start()
+    os.chmod(workdir, 0o755)  # noqa: S103 (directories need o+x to be searched)
+    postgres, redis = PostgresServer(workdir / "postgres"), RedisServer(workdir / "redis")
     try:
+        postgres.init()
+        postgres.start()
+        redis.start()
         yield Rig(workdir, postgres, redis, *await _seed(postgres.url))
     finally:
         redis.kill()
@@ -170,6 +163,10 @@ async def _ended(rig: Rig, load: Load) -> dict[str, Any]:
     }
 
 
+async def _landed(rig: Rig, load: Load) -> tuple[dict[str, Any], dict[str, Any]]:
+    return await _recorded(rig, load), await _ended(rig, load)
+
+
 async def _metric(port: int, name: str) -> float:
     async with (
         aiohttp.ClientSession() as client,
@@ -223,6 +220,8 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             )
             before = load.sent
             rig.postgres.stop()
+            # A fast shutdown ends the feed's session: the worker notices at once.
+            await eventually(lambda: _metric(port, FEED_CONNECTED), lambda v: v == 0)
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             # A provider retry of a spooled call gets the answer the call got.
             spooled_sid = next(reversed(load.answered))
@@ -232,15 +231,18 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             during = load.sent - before
             rig.postgres.start()
-            feed_down = await _metric(port, "agentver_change_feed_connected") == 0
             await _repin_while_feed_is_down(rig)
+            # Read after the re-pin's commit: still down means it was committed while down (the
+            # feed retries every few seconds by now, store/feed.py RECONNECT_MAX_S).
+            feed_down = await _metric(port, FEED_CONNECTED) == 0
             await asyncio.sleep(WARM_UP_S)
         honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
-    for _ in range(int(REPLAY_WITHIN_S / 0.5)):
-        recorded, ended = await _recorded(rig, load), await _ended(rig, load)
-        if not recorded["missing"] and not ended["not_ended"]:
-            break
-        await asyncio.sleep(0.5)
+    recorded, ended = await eventually(
+        lambda: _landed(rig, load),
+        lambda landed: not landed[0]["missing"] and not landed[1]["not_ended"],
+        within_s=REPLAY_WITHIN_S,
+        interval_s=0.5,
+    )
     spool = {
         event: await _metric(port, f'agentver_spool_records_total{{event="{event}"}}')
         for event in ("spooled", "replayed", "dropped")
@@ -296,12 +298,13 @@ async def _repin_while_feed_is_down(rig: Rig) -> None:
 async def _serves_version(caller: Caller, to: str, version: str, within_s: float = 10.0) -> float:
     """Seconds until calls to `to` are served `version`."""
     started = time.monotonic()
-    while True:
-        answer = await caller.call(f"CA-probe-{time.monotonic_ns()}", to=to)
-        if answer is not None and answer["version"] == version:
-            return round(time.monotonic() - started, 3)
-        assert time.monotonic() - started < within_s, answer
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: caller.call(f"CA-probe-{time.monotonic_ns()}", to=to),
+        lambda answer: answer is not None and answer["version"] == version,
+        within_s=within_s,
+        interval_s=0.1,
+    )
+    return round(time.monotonic() - started, 3)
 
 
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")

@@ -19,10 +19,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from admin.app import create_app
+from harness.net import free_port
 from httpkit.keys import POOL
 from store.settings import Settings
 from store.tokens import create_token
-from tests.faults import free_port
 from tests.openapi_documents import admin_document
 
 # Examples per operation: enough to hit malformed ids, bodies and queries on each of ~27

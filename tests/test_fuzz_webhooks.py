@@ -18,8 +18,8 @@ from httpkit.json import parse_json
 from router import signatures
 from router.spool import decode_records, encode_record
 from router.webhooks import form_pairs
+from store.call_routing import MAX_FROM_CHARS, caller_of
 from store.numbers import normalize_e164
-from store.resolution import MAX_FROM_CHARS, caller_of
 
 # The autouse table-cleaning fixture runs once per test, not per example: fine for pure code.
 FUZZ = settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])

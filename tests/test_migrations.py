@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from harness.postgres import scratch_database
 from store.migrate import migrate, migration_files
-from tests.conftest import with_database
 
 
 @pytest.fixture
 async def fresh_database(database_url: str) -> AsyncIterator[str]:
     """An empty database of its own, dropped after the test."""
-    name = f"agentver_migrate_{secrets.token_hex(4)}"
-    server = await asyncpg.connect(with_database(database_url, "postgres"))
-    try:
-        await server.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(database_url, name)
-        await server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await server.close()
+    async with scratch_database(database_url, "migrate", migrated=False) as url:
+        yield url
 
 
 async def test_concurrent_migrate_runs_apply_each_migration_once(fresh_database: str) -> None:

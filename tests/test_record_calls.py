@@ -1,5 +1,6 @@
 """Recording a batch of calls in one statement (store.calls.record_calls): the same outcome as
-recording them one after another, and one bad call never sinks the others."""
+recording them one after another, one bad call never sinks the others, and the sticky rule
+is the dry run's (tests/sticky_cases.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,27 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from store.calls import CallNotRecorded, CallRecord, Candidate, NewCall, record_calls
+from store.calls import (
+    CALL_COLUMNS,
+    CallNotRecorded,
+    CallRecord,
+    Candidate,
+    NewCall,
+    record_calls,
+)
+from store.channels import Variant
+from store.draw import live_variants
 from tests.conftest import AgentFactory, Api
 from tests.router_fixtures import CALLER, CHANNEL, pin
+from tests.sticky_cases import STICKY_CASES, StickyCase
 
 OTHER_CALLER = "+12125550199"
+
+
+def test_call_columns_are_the_record_fields_in_order() -> None:
+    """call_record reads a row by position."""
+    columns = [c.strip() for c in CALL_COLUMNS.split(",")]
+    assert [*columns, "analysis"] == list(CallRecord.__dataclass_fields__)
 
 
 @pytest.fixture
@@ -149,3 +166,44 @@ async def test_one_bad_call_does_not_sink_the_batch(
     # The bad calls' caller assignments were rolled back with them.
     callers = await pool.fetch("SELECT caller FROM caller_assignments ORDER BY 1")
     assert [r["caller"] for r in callers] == sorted([CALLER, "+12125550112"])
+
+
+@pytest.mark.parametrize("case", STICKY_CASES)
+async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate], case: StickyCase
+) -> None:
+    by_label = {c.label: c for c in ab}
+    variants = [Variant(label, "", None, w) for label, w in case.weights.items()]
+    # What the router offers when it remembers: every live variant (router/resolver.py).
+    offered = tuple(by_label[v.label] for v in live_variants(variants))
+    if case.remembered is not None:
+        await pool.execute(
+            "INSERT INTO caller_assignments (number, caller, label) VALUES ($1, $2, $3)",
+            CHANNEL,
+            CALLER,
+            case.remembered,
+        )
+
+    [record] = await record_calls(pool, [_call("CA1", case.drawn, offered)])
+
+    assert _served([record]) == [("call_CA1", case.expected)]
+    label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)
+    assert label == case.expected
+
+
+async def test_record_call_still_reads_positional_candidates(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """A router from before migration 0005 sends candidates as arrays until a rolling restart
+    replaces it: its calls still record."""
+    _, b = ab
+    candidates = [[c.label, c.agent_id, c.version, c.draft_revision, c.config_hash] for c in ab]
+    row = await pool.fetchrow(
+        "SELECT variant, agent_id, version, draft_revision, config_hash"
+        " FROM record_call('call_CA1', 'twilio', 'CA1', $1, $2, 1, now(), 'b', true, $3::jsonb)",
+        CHANNEL,
+        CALLER,
+        candidates,
+    )
+
+    assert tuple(row) == ("b", b.agent_id, b.version, None, b.config_hash)

@@ -12,21 +12,23 @@ import redis.asyncio as aioredis
 from nacl.signing import SigningKey
 
 from router.keys import FEED, METRICS, RESOLVER, SNAPSHOTS
-from store import cache
+from store import codecs
 from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
+from tests.polling import eventually
 from tests.router_fixtures import (
     CHANNEL,
+    DRAW_SALT,
     RouterClient,
     RouterFactory,
     Webhooks,
-    eventually,
     list_calls,
     pin,
     sees,
+    use_draw_salt,
 )
 
 TERMINATE_FEED = """
@@ -57,7 +59,7 @@ async def test_two_routers_see_a_pin_change_through_the_feed(
         routings = [await r.app[RESOLVER].routing(CHANNEL) for r in routers]
         return all(x is not None and x.variants[0].version == 2 for x in routings)
 
-    await eventually(both_on_v2, within_s=1.0)
+    await eventually(both_on_v2)
 
 
 async def test_cache_hits_read_no_database(
@@ -101,7 +103,7 @@ async def test_undecodable_redis_entry_is_a_miss(
     agent = await make_agent(versions=1)
     await pin(api, {"agent_id": agent["id"], "version": 1})
     redis = aioredis.Redis.from_url(settings.redis_url)
-    await redis.set(router.app[SNAPSHOTS].key(cache.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
+    await redis.set(router.app[SNAPSHOTS].key(codecs.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
     await redis.aclose()
 
     answer = await webhooks.twilio_call("CA-garbage")
@@ -132,8 +134,8 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
     await eventually(cached)
     # A mutable entry a worker may have written before an outage nobody saw.
     redis = aioredis.Redis.from_url(settings.redis_url)
-    stale_key = snapshots.key(cache.ROUTING, "+15550002222")
-    await redis.set(stale_key, cache.encode_routing(None))
+    stale_key = snapshots.key(codecs.ROUTING, "+15550002222")
+    await redis.set(stale_key, codecs.encode_routing(None))
 
     await pool.execute(TERMINATE_FEED, APPLICATION_NAME)
 
@@ -156,11 +158,31 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
         routing = await resolver.routing(CHANNEL)
         return routing is not None and routing.variants[0].version is None
 
-    await eventually(on_draft, within_s=1.0)
+    await eventually(on_draft)
+
+
+# Callers new to the channel, and the variant each draws with DRAW_SALT at a 10 / b 90 (a while
+# u < 0.1); u worked out by hand (tests/router_fixtures.py).
+NEWCOMERS_AT_10_90 = {
+    "+16465550000": "b",  # u 0.496597
+    "+16465550001": "a",  # u 0.009182
+    "+16465550002": "b",  # u 0.929246
+    "+16465550003": "b",  # u 0.889850
+    "+16465550004": "b",  # u 0.271815
+    "+16465550005": "a",  # u 0.086245
+    "+16465550006": "a",  # u 0.067039
+    "+16465550007": "b",  # u 0.850131
+    "+16465550008": "b",  # u 0.470480
+    "+16465550009": "b",  # u 0.337803
+}
 
 
 async def test_same_caller_keeps_their_variant_after_a_weight_change(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    pool: asyncpg.Pool,
 ) -> None:
     a, b = await make_agent(versions=1), await make_agent(versions=1)
 
@@ -180,6 +202,7 @@ async def test_same_caller_keeps_their_variant_after_a_weight_change(
 
     routing = await pin(api, ab(50, 50))
     assert routing["sticky"] == "caller"
+    await sees(router, await use_draw_salt(pool))
     callers = [f"+1212555{n:04d}" for n in range(40)]
     first = await call_all("1", callers)
     assert set(first.values()) == {a["id"], b["id"]}
@@ -188,11 +211,9 @@ async def test_same_caller_keeps_their_variant_after_a_weight_change(
     await sees(router, await pin(api, ab(10, 90)))  # the feed delivered the new weights
     assert await call_all("3", callers) == first
     # New callers follow the new weights (the channel keeps its salt across changes).
-    newcomers = [f"+1646555{n:04d}" for n in range(10)]
-    variants = [Variant("a", a["id"], 1, 10), Variant("b", b["id"], 1, 90)]
-    salt = await _salt(router)
-    assert await call_all("new", newcomers) == {
-        c: pick(variants, draw_point(salt, c)).agent_id for c in newcomers
+    agent_of = {"a": a["id"], "b": b["id"]}
+    assert await call_all("new", list(NEWCOMERS_AT_10_90)) == {
+        c: agent_of[label] for c, label in NEWCOMERS_AT_10_90.items()
     }
 
     await sees(router, await pin(api, ab(0, 100)))  # a loses all weight: redrawn to b...
@@ -201,14 +222,36 @@ async def test_same_caller_keeps_their_variant_after_a_weight_change(
     assert set((await call_all("5", callers)).values()) == {b["id"]}
 
 
-async def _salt(router: RouterClient) -> str:
-    routing = await router.app[RESOLVER].routing(CHANNEL)
-    assert routing is not None
-    return routing.salt
+# Callers and the variant each draws with DRAW_SALT at control 80 / draft 20 (control while
+# u < 0.8); u worked out by hand (tests/router_fixtures.py).
+CALLERS_AT_80_20 = {
+    "+17185550000": "control",  # u 0.346444
+    "+17185550001": "control",  # u 0.340064
+    "+17185550002": "control",  # u 0.101582
+    "+17185550003": "control",  # u 0.351533
+    "+17185550004": "control",  # u 0.116936
+    "+17185550005": "control",  # u 0.609546
+    "+17185550006": "control",  # u 0.259713
+    "+17185550007": "control",  # u 0.021245
+    "+17185550008": "draft",  # u 0.835303
+    "+17185550009": "control",  # u 0.034891
+    "+17185550010": "control",  # u 0.297986
+    "+17185550011": "control",  # u 0.517831
+    "+17185550012": "draft",  # u 0.851113
+    "+17185550013": "control",  # u 0.692283
+    "+17185550014": "draft",  # u 0.950343
+    "+17185550015": "control",  # u 0.328939
+    "+17185550016": "control",  # u 0.547328
+    "+17185550017": "draft",  # u 0.866283
+}
 
 
 async def test_split_of_real_calls_follows_the_pure_draw(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    pool: asyncpg.Pool,
 ) -> None:
     agent = await make_agent(versions=1)
     variants = [
@@ -216,23 +259,42 @@ async def test_split_of_real_calls_follows_the_pure_draw(
         {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 20},
     ]
     await pin(api, {"variants": variants})
-    salt = await _salt(router)
+    await sees(router, await use_draw_salt(pool))
     pure = [Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants]
     callers = [f"+1718555{n:04d}" for n in range(1200)]
     # Over many distinct callers the pure draw splits 80/20 (sd 1.2 points at n = 1200)...
-    split = Counter(pick(pure, draw_point(salt, c)).label for c in callers)
+    split = Counter(pick(pure, draw_point(DRAW_SALT, c)).label for c in callers)
     assert abs(split["control"] / len(callers) - 0.8) < 0.05
-    # ...and real webhook calls land exactly where the pure draw says.
-    for c in callers[:30]:
+    # ...and real webhook calls land exactly where the hand-worked draw says.
+    for c, label in CALLERS_AT_80_20.items():
         answer = await webhooks.generic_call(f"g-{c}", caller=c)
-        expected = pick(pure, draw_point(salt, c))
-        assert answer["version"] == ("draft" if expected.version is None else "1")
-    calls = await list_calls(api)
-    assert {c["variant"] for c in calls} <= {"control", "draft"}
+        assert answer["version"] == ("draft" if label == "draft" else "1"), c
+    calls = {c["from"]: c["variant"] for c in await list_calls(api)}
+    assert calls == CALLERS_AT_80_20
+
+
+# Provider call ids and the variant each draws with DRAW_SALT at v1 50 / draft 50 (v1 while
+# u < 0.5); u worked out by hand (tests/router_fixtures.py).
+CALL_IDS_AT_50_50 = {
+    "g-call-0": "draft",  # u 0.521882
+    "g-call-1": "draft",  # u 0.680097
+    "g-call-2": "draft",  # u 0.809053
+    "g-call-3": "draft",  # u 0.632024
+    "g-call-4": "v1",  # u 0.167193
+    "g-call-5": "draft",  # u 0.759724
+    "g-call-6": "draft",  # u 0.606478
+    "g-call-7": "v1",  # u 0.391739
+    "g-call-8": "v1",  # u 0.413140
+    "g-call-9": "draft",  # u 0.575160
+}
 
 
 async def test_sticky_call_draws_per_provider_call_id(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    pool: asyncpg.Pool,
 ) -> None:
     agent = await make_agent(versions=1)
     variants = [
@@ -240,16 +302,18 @@ async def test_sticky_call_draws_per_provider_call_id(
         {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 50},
     ]
     await pin(api, {"variants": variants, "sticky": "call"})
-    salt = await _salt(router)
-    pure = [Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants]
-    for n in range(10):
-        answer = await webhooks.generic_call(f"g-call-{n}")
-        expected = pick(pure, draw_point(salt, f"g-call-{n}"))
-        assert answer["version"] == ("draft" if expected.version is None else "1")
+    await sees(router, await use_draw_salt(pool))
+    for call_id, label in CALL_IDS_AT_50_50.items():
+        answer = await webhooks.generic_call(call_id)
+        assert answer["version"] == ("draft" if label == "draft" else "1"), call_id
 
 
 async def test_resolve_dry_run_explains_and_records_nothing(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api,
+    make_agent: AgentFactory,
+    webhooks: Webhooks,
+    router: RouterClient,
+    pool: asyncpg.Pool,
 ) -> None:
     agent = await make_agent(versions=1)
     body = {
@@ -259,14 +323,16 @@ async def test_resolve_dry_run_explains_and_records_nothing(
         ]
     }
     await pin(api, body)
+    await sees(router, await use_draw_salt(pool))
     auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
     url = "/v1/resolve?to=%2B1%20415%20555%200100&from=%2B12125550123"
 
     fresh = await (await router.get(url, headers=auth)).json()
     assert await list_calls(api) == []
     assert fresh["rule"] == "draw" and fresh["channel"] == CHANNEL
-    assert fresh["u"] == draw_point(await _salt(router), "+12125550123") / 2**64
-    assert fresh["variant"] == fresh["drawn"]
+    # By hand: sha256("hand-checked-salt:+12125550123") starts 0d9114ba58192868, u 0.052995.
+    assert fresh["u"] == 0x0D9114BA58192868 / 2**64
+    assert fresh["variant"] == fresh["drawn"] == "a"
 
     await webhooks.twilio_call("CA-remember")
     body["variants"][0 if fresh["variant"] == "b" else 1]["weight"] = 100

@@ -16,9 +16,12 @@ from twilio.request_validator import RequestValidator
 from router import signatures
 from router.signatures import BAD, MISSING, NOT_CONFIGURED, STALE
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers.json"
+# The providers' vectors as shared beside the checkout: ../shared/fixtures/providers.json from
+# the repository root.
+CHECKOUT = Path(__file__).resolve().parents[1]
+FIXTURES = CHECKOUT.parent / "shared" / "fixtures" / "providers.json"
 TWILIO_VECTOR: dict[str, Any] = {
-    # /work/shared/fixtures/providers.json, Twilio's published example.
+    # Twilio's published example, as in FIXTURES.
     "auth_token": "12345",
     "url": "https://mycompany.com/myapp.php?foo=1&bar=2",
     "params": {

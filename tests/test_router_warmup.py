@@ -12,7 +12,8 @@ from router.keys import METRICS, RESOLVER, SNAPSHOTS
 from store import channels
 from store.channels import Routing
 from tests.conftest import AgentFactory, Api
-from tests.router_fixtures import CHANNEL, RouterClient, RouterFactory, eventually, pin
+from tests.polling import eventually
+from tests.router_fixtures import CHANNEL, RouterClient, RouterFactory, pin
 
 
 def _routing_loads(router: RouterClient) -> float:
@@ -63,4 +64,4 @@ async def test_change_committed_during_warm_up_is_not_lost(
         routing = await router.app[RESOLVER].routing(CHANNEL)
         return routing is not None and routing.variants[0].version == 2
 
-    await eventually(on_v2, within_s=1.0)
+    await eventually(on_v2)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import asyncpg
+from nacl.signing import SigningKey
 
 from router.keys import METRICS, TELNYX
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
+from tests.polling import eventually
 from tests.router_fixtures import (
     CALLER,
     CHANNEL,
@@ -27,6 +31,8 @@ from tests.router_fixtures import (
 )
 
 STREAM_URL = "wss://media.example.com/stream"
+# A stream URL a router accepts (ws(s), no query) that breaks XML unless escaped.
+HOSTILE_STREAM_URL = "wss://media.example.com/a&b<c>\"d'e/</Stream>"
 
 
 def _metric(router: RouterClient, name: str, labels: dict[str, str]) -> float:
@@ -73,15 +79,25 @@ async def test_pinned_version_is_served_and_recorded(
 
 
 async def test_twiml_stream_url_has_no_query_and_values_are_escaped(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+    api: Api,
+    make_agent: AgentFactory,
+    start_router: RouterFactory,
+    router_settings: Settings,
+    telnyx_key: SigningKey,
 ) -> None:
     agent = await make_agent()
     await pin(api, {"agent_id": agent["id"], "version": None})
+    # The stream URL is echoed into the TwiML as is: markup in it must arrive as text.
+    hostile = Webhooks(
+        await start_router(media_stream_url=HOSTILE_STREAM_URL), router_settings, telnyx_key
+    )
     params = {"CallSid": 'CA<&">', "From": CALLER, "To": CHANNEL}
-    resp = await webhooks.twilio("/webhooks/twilio/voice", params)
+    resp = await hostile.twilio("/webhooks/twilio/voice", params)
     text = await resp.text()
     assert resp.content_type == "application/xml"
-    assert "?" not in text.split('url="')[1].split('"')[0]
+    stream = ET.fromstring(text).find("./Connect/Stream")  # noqa: S314 (our own answer)
+    assert stream is not None, text
+    assert stream.attrib["url"] == HOSTILE_STREAM_URL and "?" not in stream.attrib["url"]
     [call] = await list_calls(api)
     assert call["provider_call_id"] == 'CA<&">' and call["version"] is None
 
@@ -156,7 +172,7 @@ async def test_unknown_number_hears_the_fallback(
     assert await generic.json() == {"fallback": {"action": "dial", "number": "+14155550199"}}
 
 
-async def test_draft_pin_follows_an_edit_within_a_second(
+async def test_draft_pin_follows_an_edit_within_the_propagation_budget(
     api: Api, make_agent: AgentFactory, webhooks: Webhooks
 ) -> None:
     agent = await make_agent()
@@ -167,15 +183,11 @@ async def test_draft_pin_follows_an_edit_within_a_second(
     draft = await api.ok(
         "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"welcome_message": "Hi!"}}
     )
-    edited_at = time.monotonic()
-    n = 0
-    while True:
-        n += 1
-        answer = await webhooks.generic_call(f"g-{n}")
-        if answer["config_hash"] == draft["config_hash"]:
-            break
-        assert time.monotonic() - edited_at < 1.0, "the edit did not reach the router in 1 s"
-        await asyncio.sleep(0.01)
+    call_numbers = itertools.count(1)
+    answer = await eventually(
+        lambda: webhooks.generic_call(f"g-{next(call_numbers)}"),
+        lambda answer: answer["config_hash"] == draft["config_hash"],
+    )
     calls = {c["call_id"]: c for c in await list_calls(api)}
     assert calls[answer["call_id"]]["draft_revision"] == draft["revision"]
     assert calls[before["call_id"]]["draft_revision"] == draft["revision"] - 1
@@ -185,13 +197,14 @@ async def test_generic_answer(
     api: Api, make_agent: AgentFactory, webhooks: Webhooks, router_settings: Settings
 ) -> None:
     agent = await make_agent(versions=1)
+    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
     await pin(api, {"agent_id": agent["id"], "version": 1})
     answer = await webhooks.generic_call("g-answer")
     assert answer == {
         "call_id": answer["call_id"],
         "agent_id": agent["id"],
         "version": "1",
-        "config_hash": answer["config_hash"],
+        "config_hash": v1["config_hash"],
         "stream_url": STREAM_URL,
         "config_url": f"https://router.example.com/v1/calls/{answer['call_id']}/config",
     }
@@ -282,14 +295,18 @@ async def test_progress_statuses_only_move_forward(
     agent = await make_agent()
     await pin(api, {"agent_id": agent["id"], "version": None})
     await webhooks.twilio_call("CA-order")
-    for status in ("in-progress", "ringing", "completed", "ringing"):
+    # (status sent, status recorded): a late `ringing` overwrites neither in-progress nor completed.
+    for sent, recorded in (
+        ("in-progress", "in-progress"),
+        ("ringing", "in-progress"),
+        ("completed", "completed"),
+        ("ringing", "completed"),
+    ):
         await webhooks.twilio(
-            "/webhooks/twilio/status", {"CallSid": "CA-order", "CallStatus": status}
+            "/webhooks/twilio/status", {"CallSid": "CA-order", "CallStatus": sent}
         )
         [call] = await list_calls(api)
-        if status == "ringing":  # late: neither in-progress nor completed is overwritten
-            assert call["status"] in ("in-progress", "completed")
-    assert call["status"] == "completed"
+        assert call["status"] == recorded, sent
 
 
 def _telnyx_event(kind: str, ccid: str, **payload: Any) -> dict[str, Any]:

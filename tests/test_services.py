@@ -1,10 +1,12 @@
-"""The embedded servers `python -m store services` falls back on: they start, serve real clients,
+"""The embedded servers `python -m harness services` falls back on: they start, serve real clients,
 and leave no process behind."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import asyncpg
 import pytest
 from redis import Redis
 
-from store.services import embedded_postgres, embedded_redis
+from harness.services import embedded_postgres, embedded_redis
 
 
 @pytest.fixture
@@ -58,3 +60,22 @@ def test_embedded_servers_serve_then_leave_nothing_running(data_dir: Path) -> No
 
     assert pg.process.returncode is not None and redis.process.returncode is not None
     assert [pid for pid in pids if is_running(pid)] == []
+
+
+def test_the_command_runs_with_the_configured_servers_and_its_status_is_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/agentver")
+    monkeypatch.setenv("REDIS_URL", "redis://cache.example/0")
+    echo = "import os, sys; print(os.environ['DATABASE_URL'], os.environ['REDIS_URL']); sys.exit(3)"
+    run = subprocess.run(  # noqa: S603 (fixed arguments)
+        [sys.executable, "-m", "harness", "services", "--", sys.executable, "-c", echo],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (
+        3,
+        "postgresql://db.example/agentver redis://cache.example/0\n",
+    )
+    assert "postgres real (DATABASE_URL), redis real (REDIS_URL)" in run.stderr

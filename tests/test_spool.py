@@ -14,16 +14,20 @@ import asyncpg
 import pytest
 
 from router.metrics import RouterMetrics
-from router.recorder import (
-    CallWriter,
-    Ending,
+from router.recorder import CallWriter
+from router.spool import (
+    HEADER,
+    Record,
+    Spool,
+    SpoolFull,
     decode_record,
+    decode_records,
     encode_call,
     encode_ending,
+    encode_record,
 )
-from router.spool import HEADER, Record, Spool, SpoolFull, decode_records, encode_record
 from store.breaker import CircuitBreaker
-from store.calls import Candidate, NewCall
+from store.calls import CallEnd, Candidate, NewCall
 from tests.conftest import AgentFactory, Api
 from tests.router_fixtures import CALLER, CHANNEL
 
@@ -140,8 +144,8 @@ def _call(sid: str, candidate: Candidate = CANDIDATE) -> NewCall:
     )
 
 
-def _ending(sid: str, duration_s: float | None = 42.0) -> Ending:
-    return Ending("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
+def _ending(sid: str, duration_s: float | None = 42.0) -> CallEnd:
+    return CallEnd("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
 
 
 def _legacy(call: NewCall) -> Record:
@@ -154,7 +158,7 @@ def _legacy(call: NewCall) -> Record:
 @pytest.mark.parametrize(
     "item", [_call("CA-1"), _ending("CA-1"), _ending("CA-1", None)], ids=["call", "ending", "null"]
 )
-def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | Ending) -> None:
+def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | CallEnd) -> None:
     record = encode_call(item) if isinstance(item, NewCall) else encode_ending(item)
     (decoded,), torn = decode_records(encode_record(record))
     assert not torn and decode_record(decoded) == item
@@ -162,6 +166,26 @@ def test_calls_and_endings_round_trip_through_the_spool_format(item: NewCall | E
 
 def test_a_call_spooled_before_endings_were_still_reads_as_a_call() -> None:
     assert decode_record(_legacy(_call("CA-old"))) == _call("CA-old")
+
+
+def test_candidates_are_spooled_as_objects() -> None:
+    assert encode_call(_call("CA-1"))["candidates"] == [
+        {
+            "label": "a",
+            "agent_id": "agent_1",
+            "version": 1,
+            "draft_revision": None,
+            "config_hash": "f" * 64,
+        }
+    ]
+
+
+def test_a_call_spooled_with_positional_candidates_still_reads() -> None:
+    """Spooled before candidates were objects: [label, agent_id, version, draft_revision,
+    config_hash], possibly still on disk after an upgrade."""
+    record = {**encode_call(_call("CA-old")), "candidates": [["a", "agent_1", 1, None, "f" * 64]]}
+    (decoded,), torn = decode_records(encode_record(record))
+    assert not torn and decode_record(decoded) == _call("CA-old")
 
 
 @pytest.mark.parametrize(
@@ -246,3 +270,20 @@ async def test_an_ending_replayed_twice_changes_nothing(
     assert await writer.replay() == 3
     assert await pool.fetchval("SELECT duration_s FROM calls") == 42.0
     assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
+
+
+async def test_a_replay_attempt_waits_for_postgres_and_never_raises(
+    pool: asyncpg.Pool,
+    candidate: Candidate,
+    outage: Outage,
+) -> None:
+    writer, breaker, _ = outage
+    await writer.record(_call("CA-wait", candidate))
+
+    await writer.try_replay()  # the breaker is open: nothing is tried
+    assert writer.spooled == 1
+
+    breaker.succeeded()
+    await writer.try_replay()
+    assert writer.spooled == 0
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1

@@ -1,4 +1,5 @@
-"""Call-time resolution: number → routing → variant → snapshot, read through the cache."""
+"""The router's Resolver: a call's Plan (number → routing → draw → candidate snapshots), read
+through the layered cache; the decisions themselves are store/call_routing.py's."""
 
 from __future__ import annotations
 
@@ -10,34 +11,23 @@ from typing import Any
 import asyncpg
 import structlog
 
-from store import cache, channels, resolution, snapshots
+from store import call_routing, channels, codecs, snapshots
+from store.cache import LayeredCache
+from store.call_routing import Draw, Unroutable
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.db import DATABASE_UNAVAILABLE
+from store.draw import live_variants
 from store.errors import StoreError
-from store.layered import LayeredCache
-from store.resolution import Draw, Unroutable
 from store.snapshots import Snapshot
 
 log = structlog.get_logger()
-
-# What the channels serve: the versions they pin and the drafts of the agents they route to a
-# draft, as snapshots (agent_id, version, draft_revision, config_hash).
-SERVED_SNAPSHOTS = """
-SELECT v.agent_id, v.version, NULL::integer AS draft_revision, v.config_hash
-FROM versions v
-WHERE (v.agent_id, v.version) IN (SELECT agent_id, version FROM channel_variants)
-UNION ALL
-SELECT d.agent_id, NULL, d.revision, d.config_hash
-FROM drafts d
-WHERE d.agent_id IN (SELECT agent_id FROM channel_variants WHERE version IS NULL)
-"""
 
 
 @dataclass(frozen=True)
 class Plan:
     """Everything needed to record a routed call; the remembered assignment is settled when
-    the record is written (record_call() in migration 0004)."""
+    the record is written (record_call() in migration 0005)."""
 
     routing: Routing
     draw: Draw
@@ -53,7 +43,7 @@ class Resolver:
 
     async def routing(self, number: str) -> Routing | None:
         return await self._cache.get(
-            cache.ROUTING, number, lambda: find_channel(self._pool, number)
+            codecs.ROUTING, number, lambda: find_channel(self._pool, number)
         )
 
     async def warm(self) -> None:
@@ -68,14 +58,14 @@ class Resolver:
         try:
             async with self._pool.acquire() as conn:
                 async for routing in channels.all_routings(conn):
-                    self._cache.preload(cache.ROUTING, routing.number, routing)
+                    self._cache.preload(codecs.ROUTING, routing.number, routing)
                     loaded += 1
-                snapshots = await conn.fetch(SERVED_SNAPSHOTS)
+                served = await snapshots.served_snapshots(conn)
         except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
             log.warning("routing_warmup_failed", error=type(exc).__name__, loaded=loaded)
             return
-        for row in snapshots:
-            self._preload_snapshot(Snapshot(*row))
+        for snapshot in served:
+            self._preload_snapshot(snapshot)
         # The warm-up leaves about a million long-lived objects at 100,000 channels; frozen, the
         # cyclic collector stops re-walking them in every full collection, which otherwise
         # pauses every call in flight for a hundred milliseconds or more.
@@ -83,24 +73,24 @@ class Resolver:
         log.info(
             "routing_warmup",
             channels=loaded,
-            snapshots=len(snapshots),
+            snapshots=len(served),
             seconds=round(time.perf_counter() - started, 3),
         )
 
     def _preload_snapshot(self, s: Snapshot) -> None:
         if s.version is None:
-            self._cache.preload(cache.DRAFT, s.agent_id, s)
+            self._cache.preload(codecs.DRAFT, s.agent_id, s)
         else:
-            self._cache.preload(cache.VERSION, _version_key(s.agent_id, s.version), s)
+            self._cache.preload(codecs.VERSION, _version_key(s.agent_id, s.version), s)
 
     async def snapshot(self, variant: Variant) -> Snapshot:
         agent_id, version = variant.agent_id, variant.version
         if version is None:
             return await self._cache.get(
-                cache.DRAFT, agent_id, lambda: snapshots.load_draft(self._pool, agent_id)
+                codecs.DRAFT, agent_id, lambda: snapshots.load_draft(self._pool, agent_id)
             )
         return await self._cache.get(
-            cache.VERSION,
+            codecs.VERSION,
             _version_key(agent_id, version),
             lambda: snapshots.load_version(self._pool, agent_id, version),
         )
@@ -114,12 +104,12 @@ class Resolver:
         if "\x00" in provider_call_id:  # no provider sends one, and Postgres text cannot hold it
             return Unroutable("malformed")
         try:
-            routing = await resolution.route(to, self.routing)
+            routing = await call_routing.route(to, self.routing)
             if isinstance(routing, Unroutable):
                 return routing
-            d = resolution.draw(routing, raw_from, provider_call_id)
+            d = call_routing.draw(routing, raw_from, provider_call_id)
             # Remembering needs every live variant at hand: the remembered one may win.
-            live = [v for v in routing.variants if v.weight > 0] if d.remember else [d.drawn]
+            live = live_variants(routing.variants) if d.remember else [d.drawn]
             # One after the other: on the usual L1 hits no await suspends, and gather would
             # cost a task per variant.
             candidates = [await self._candidate(v) for v in live]
@@ -129,7 +119,7 @@ class Resolver:
 
     async def explain(self, to: str, raw_from: str, call_id: str | None) -> dict[str, Any]:
         """The dry run through this worker's cache; records nothing."""
-        return await resolution.explain(
+        return await call_routing.explain(
             to,
             raw_from,
             call_id,

@@ -86,7 +86,7 @@ async def explain(
         return {"to": to, "from": raw_from, "rule": "fallback", "reason": routing.reason}
     d = draw(routing, raw_from, call_id or "dry-run-" + secrets.token_hex(8))
     remembered = await assignment_of(routing.number, d.key) if d.remember else None
-    chosen = keep_or_redraw(remembered, d.drawn, [v for v in routing.variants if v.weight > 0])
+    chosen = keep_or_redraw(remembered, d.drawn, routing.variants)
     if remembered is None:
         rule = "draw"
     else:

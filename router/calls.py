@@ -1,0 +1,77 @@
+"""Route one incoming call: plan it, record it, count it, log it; or count its fallback."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from router.keys import METRICS, RESOLVER, WRITER
+from router.resolver import Plan
+from store.call_routing import Unroutable
+from store.calls import CallRecord, NewCall
+from store.snapshots import version_label
+
+log = structlog.get_logger()
+
+CALL_ID_BYTES = 12
+
+
+def fallback(app: web.Application, provider: str, reason: str) -> Unroutable:
+    """Count (and log) a call answered with the fallback, and say why."""
+    metrics = app[METRICS]
+    metrics.fallbacks.labels(provider, reason).inc()
+    metrics.call(provider, "", "fallback", "", "").inc()
+    log.info("call_fallback", provider=provider, reason=reason)
+    return Unroutable(reason)
+
+
+async def route_call(
+    app: web.Application, provider: str, to: str, raw_from: str, provider_call_id: str
+) -> CallRecord | Unroutable:
+    """Resolve and durably record one call; Unroutable (counted) when it gets the fallback."""
+    started = time.perf_counter()
+    call_id = "call_" + secrets.token_hex(CALL_ID_BYTES)
+    try:
+        plan = await app[RESOLVER].plan(to, raw_from, provider_call_id)
+        if isinstance(plan, Unroutable):
+            return fallback(app, provider, plan.reason)
+        record = await app[WRITER].record(_new_call(plan, call_id, provider, provider_call_id))
+    # Whatever failed, the provider still gets a valid answer: the fallback.
+    except Exception:
+        log.exception("call_routing_failed", provider=provider)
+        return fallback(app, provider, "error")
+    version = version_label(record.version)
+    outcome = "routed" if record.call_id == call_id else "retry"
+    metrics = app[METRICS]
+    metrics.call(provider, record.variant, outcome, record.agent_id, version).inc()
+    metrics.resolved(provider, record.agent_id, version).observe(time.perf_counter() - started)
+    # One line per answered call: what operators grep for when a caller reports a broken bot.
+    log.info(
+        "call_routed",
+        call_id=record.call_id,
+        agent_id=record.agent_id,
+        version=version,
+        provider=provider,
+        variant=record.variant,
+        outcome=outcome,
+    )
+    return record
+
+
+def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) -> NewCall:
+    return NewCall(
+        call_id=call_id,
+        provider=provider,
+        provider_call_id=provider_call_id,
+        channel=plan.routing.number,
+        from_number=plan.draw.caller,
+        routing_revision=plan.routing.revision,
+        started_at=datetime.now(UTC),
+        drawn=plan.draw.drawn.label,
+        remember=plan.draw.remember,
+        candidates=plan.candidates,
+    )
