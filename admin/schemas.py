@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from httpkit.openapi import Shape
 from store import channels
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -19,12 +20,6 @@ Hash = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of ca
 Number = Annotated[str, Field(pattern=E164.pattern, examples=[EXAMPLE_NUMBER])]
 Revision = Annotated[int, Field(ge=1)]
 VersionNumber = Annotated[int, Field(ge=1)]
-
-
-class Shape(BaseModel):
-    """A closed response object: documented fields only."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- parameters ------------------------------------------------------------------------------

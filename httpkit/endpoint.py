@@ -58,16 +58,16 @@ def endpoint(
     tokens that hold it (see httpkit.auth.requires). None: no token needed."""
     roles = (role,) if isinstance(role, str) else (role or ())
     described = Endpoint(
-        summary,
-        roles,
-        responses,
-        body,
-        media_types,
-        path,
-        query,
-        headers,
-        response_headers or {},
-        errors,
+        summary=summary,
+        roles=roles,
+        responses=responses,
+        body=body,
+        media_types=media_types,
+        path=path,
+        query=query,
+        headers=headers,
+        response_headers=response_headers or {},
+        errors=errors,
     )
 
     def decorate(view: View) -> View:

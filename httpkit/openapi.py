@@ -16,24 +16,24 @@ from httpkit.json import dumps
 SCHEMAS = "#/components/schemas/"
 
 
-class FieldError(BaseModel):
+class Shape(BaseModel):
+    """A documented JSON object that holds its documented fields only."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class FieldError(Shape):
     path: str = Field(examples=["variants[0].version"])
     message: str
 
 
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ErrorBody(Shape):
     code: str = Field(description="stable machine-readable name")
     message: str
     details: Any = Field(description="what exactly failed, e.g. a list of FieldError")
 
 
-class Error(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Error(Shape):
     error: ErrorBody
 
 

@@ -7,12 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from httpkit.openapi import Shape
 from store.schemas import EXAMPLE_NUMBER
-
-
-class Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 # --- webhook headers and forms -----------------------------------------------------------------
 
