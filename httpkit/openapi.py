@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -61,7 +62,8 @@ class _Components:
         self.schemas: dict[str, Any] = {}
 
     def _add(self, name: str, schema: Any) -> None:
-        assert self.schemas.setdefault(name, schema) == schema, f"two schemas named {name}"
+        if self.schemas.setdefault(name, schema) != schema:
+            raise ValueError(f"two different schemas are named {name}")
 
     def _inline(self, shape: Any) -> dict[str, Any]:
         """The JSON schema of `shape` itself; the models it refers to become components."""
@@ -135,7 +137,7 @@ def _operation(described: Endpoint, components: _Components) -> dict[str, Any]:
             errors.update(BODY_ERRORS)
     responses: dict[int, Any] = {}
     for status, shape in described.responses.items():
-        responses[status] = {"description": "Success" if status < 300 else "See the body"}
+        responses[status] = {"description": HTTPStatus(status).phrase}
         if shape is not None:
             responses[status]["content"] = components.content(shape)
         if described.response_headers and status < 300:
