@@ -6,13 +6,14 @@ from datetime import datetime
 
 from aiohttp import web
 
+from admin import schemas as out
 from admin.calls import call_json
 from admin.metrics import METRICS
 from httpkit import query
-from httpkit.auth import requires
+from httpkit.endpoint import endpoint
 from httpkit.json import json_response, read_json, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, analytics, calls_analysis, channels, guardrails
+from store import agents, analytics, calls_analysis, channels, guardrails, schemas
 
 
 def _window(request: web.Request) -> tuple[datetime, datetime]:
@@ -26,7 +27,14 @@ def _window(request: web.Request) -> tuple[datetime, datetime]:
 # --- calls -----------------------------------------------------------------------------------
 
 
-@requires("runtime", "editor")
+@endpoint(
+    "Record the voice agent's results for a call",
+    role=("runtime", "editor"),
+    path=out.CallPath,
+    body=schemas.Analysis,
+    responses={200: out.Call},
+    errors=(404, 409),
+)
 async def post_analysis(request: web.Request) -> web.Response:
     """Store the voice agent's results, then check the channel's guardrails with them."""
     body = await read_object(request)
@@ -43,7 +51,13 @@ async def post_analysis(request: web.Request) -> web.Response:
 # --- analytics -------------------------------------------------------------------------------
 
 
-@requires("viewer")
+@endpoint(
+    "Outcomes per version of an agent, with confidence intervals and comparisons",
+    role="viewer",
+    query=out.VersionsReportQuery,
+    responses={200: out.VersionsReport},
+    errors=(400, 404),
+)
 async def versions(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     agent_id = query.required(request, "agent_id")
@@ -68,7 +82,13 @@ async def versions(request: web.Request) -> web.Response:
     )
 
 
-@requires("viewer")
+@endpoint(
+    "Outcomes per variant of a channel's A/B test",
+    role="viewer",
+    query=out.AbReportQuery,
+    responses={200: out.AbReport},
+    errors=(400, 422),
+)
 async def ab(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     number = channels.parse_number(query.required(request, "channel"))
@@ -92,17 +112,30 @@ async def ab(request: web.Request) -> web.Response:
 # --- guardrails ------------------------------------------------------------------------------
 
 
-@requires("viewer")
+@endpoint(
+    "Read a channel's A/B guardrails",
+    role="viewer",
+    path=out.ChannelPath,
+    responses={200: out.Guardrails},
+    errors=(404, 422),
+)
 async def get_guardrails(request: web.Request) -> web.Response:
     number = channels.parse_number(request.match_info["number"])
     found = await guardrails.get_guardrails(request.app[POOL], number)
     return json_response(found.public())
 
 
-@requires("publisher")
+@endpoint(
+    "Set a channel's A/B guardrails",
+    role="publisher",
+    path=out.ChannelPath,
+    body=schemas.SetGuardrails,
+    responses={200: out.Guardrails},
+    errors=(404,),
+)
 async def put_guardrails(request: web.Request) -> web.Response:
     number = channels.parse_number(request.match_info["number"])
-    rules = guardrails.parse_guardrails(await read_json(request))
+    rules = schemas.parse_guardrails(await read_json(request))
     saved = await guardrails.set_guardrails(
         request.app[POOL], number, rules, request[PRINCIPAL].name
     )

@@ -6,8 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from admin import schemas as out
 from httpkit import query
-from httpkit.auth import requires
+from httpkit.endpoint import endpoint
 from httpkit.json import json_response
 from httpkit.keys import POOL
 from store import calls
@@ -40,10 +41,14 @@ def _filter(request: web.Request) -> calls.CallFilter:
     )
 
 
-@requires("viewer")
+@endpoint(
+    "List calls, newest first, filtered",
+    role="viewer",
+    query=out.CallsQuery,
+    responses={200: out.CallList},
+    errors=(400,),
+)
 async def list_calls(request: web.Request) -> web.Response:
-    """GET /v1/calls?agent_id=&version=&variant=&channel=&status=&sentiment=&automated=
-    &since=&until=, newest first."""
     items, cursor = await calls.list_calls(
         request.app[POOL],
         _filter(request),
@@ -53,7 +58,13 @@ async def list_calls(request: web.Request) -> web.Response:
     return json_response({"items": [c.public() for c in items], "next_cursor": cursor})
 
 
-@requires("runtime", "viewer")
+@endpoint(
+    "Read one call",
+    role=("runtime", "viewer"),
+    path=out.CallPath,
+    responses={200: out.Call},
+    errors=(404,),
+)
 async def get_call(request: web.Request) -> web.Response:
     call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
     return json_response(call_json(call))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from httpkit.endpoint import Raw, endpoint
 from store.calls import CallRecord
 from store.guardrails import Trip
 from store.snapshots import version_label
@@ -54,7 +55,8 @@ class AdminMetrics:
 METRICS = web.AppKey("metrics", AdminMetrics)
 
 
+@endpoint("Prometheus exposition of the admin service", responses={200: Raw("text/plain")})
 async def serve(request: web.Request) -> web.Response:
-    """GET /metrics: the Prometheus text exposition of this app's registry."""
+    """The Prometheus text exposition of this app's registry."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import analytics, calls, metrics, openapi, views, webconsole
+from admin import analytics, calls, metrics, views, webconsole
+from httpkit import openapi
 
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + r"/versions/{n:\d+}"
 CHANNEL = "/v1/channels/{number}"
+INFO = {
+    "title": "agentver admin",
+    "description": "Agents, drafts, immutable versions, channel routing, calls, analytics.",
+}
 
 
 def setup_routes(app: web.Application) -> None:
@@ -39,7 +44,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", metrics.serve),
             web.get("/v1/audit", views.list_audit),
             web.post("/v1/tokens", views.create_token),
-            web.get("/openapi.json", openapi.serve),
+            web.get("/openapi.json", openapi.view(INFO)),
             web.get("/v1/whoami", views.whoami),
             web.get("/v1/resolve", views.resolve),
         ]

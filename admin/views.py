@@ -7,16 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
+from admin import schemas as out
 from httpkit import query
-from httpkit.auth import requires
+from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, audit, call_routing, calls, channels, snapshots, tokens
+from store import agents, audit, call_routing, calls, channels, schemas, snapshots, tokens
 from store.diff import diff_configs, merge_patch
+from store.errors import InvalidConfig
+from store.validation import InvalidRequest, parse
 
-MAX_VERSION_NAME_CHARS = 200
-MAX_DESCRIPTION_CHARS = 10_000
+DRAFT_ETAG = {"ETag": "the draft revision, quoted; send it back in If-Match"}
+CHANNEL_ETAG = {"ETag": "the routing revision, quoted; send it back in If-Match"}
 
 
 # --- request parsing -------------------------------------------------------------------------
@@ -39,27 +42,6 @@ def _if_match(request: web.Request) -> int | None:
         # An ETag we never issued cannot match the current revision.
         raise ApiError(412, "revision_conflict", "If-Match names no revision")
     return revision
-
-
-def _text(body: dict[str, Any], field: str, limit: int, *, required: bool) -> str:
-    value = body.get(field, None if required else "")
-    if value is None and not required:
-        value = ""
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"{field} must be {'a non-empty' if required else 'a'} string of at most {limit} chars",
-            [{"path": field, "message": "invalid"}],
-        )
-    if "\x00" in value:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"{field} contains a NUL character",
-            [{"path": field, "message": "control characters are not allowed"}],
-        )
-    return value
 
 
 # --- shaping ---------------------------------------------------------------------------------
@@ -100,36 +82,37 @@ def _listing(items: list[Any], next_cursor: str | None, **extra: Any) -> web.Res
     return json_response({**extra, "items": items, "next_cursor": next_cursor})
 
 
-async def _with_config(request: web.Request) -> dict[str, Any]:
-    """A request body that must carry a `config` (validated later, with field paths)."""
-    body = await read_object(request)
-    if "config" not in body:
-        raise ApiError(
-            422,
-            "invalid_config",
-            "config is required",
-            [{"path": "config", "message": "Field required"}],
-        )
-    return body
-
-
 # --- agents and drafts -----------------------------------------------------------------------
 
 
-@requires("editor")
+@endpoint(
+    "Create an agent with its initial draft",
+    role="editor",
+    body=schemas.CreateAgent,
+    responses={201: out.Agent},
+    response_headers={"Location": "the agent's URL"},
+)
 async def create_agent(request: web.Request) -> web.Response:
-    body = await _with_config(request)
-    config = body["config"]
+    body = parse(
+        schemas.CreateAgent, await read_object(request), InvalidConfig, "the agent is invalid"
+    )
+    config = body.config
     # A config that is not an object is left for validation to name as such.
-    if "name" in body and isinstance(config, dict):
-        config = {**config, "name": body["name"]}
+    if "name" in body.model_fields_set and isinstance(config, dict):
+        config = {**config, "name": body.name}
     agent = await agents.create_agent(request.app[POOL], config, request[PRINCIPAL].name)
     return json_response(
         agent_json(agent), status=201, headers={"Location": f"/v1/agents/{agent.id}"}
     )
 
 
-@requires("viewer")
+@endpoint(
+    "List agents, newest first",
+    role="viewer",
+    query=out.PageQuery,
+    responses={200: out.AgentList},
+    errors=(400,),
+)
 async def list_agents(request: web.Request) -> web.Response:
     items, cursor = await agents.list_agents(
         request.app[POOL], limit=query.limit(request), cursor=request.query.get("cursor")
@@ -137,45 +120,77 @@ async def list_agents(request: web.Request) -> web.Response:
     return _listing([agent_json(a) for a in items], cursor)
 
 
-@requires("viewer")
+@endpoint(
+    "Read an agent",
+    role="viewer",
+    path=out.AgentPath,
+    responses={200: out.Agent},
+    errors=(404,),
+)
 async def get_agent(request: web.Request) -> web.Response:
     agent = await agents.get_agent(request.app[POOL], request.match_info["agent_id"])
     return json_response(agent_json(agent))
 
 
-@requires("viewer")
+@endpoint(
+    "Read the draft",
+    role="viewer",
+    path=out.AgentPath,
+    responses={200: out.Draft},
+    response_headers=DRAFT_ETAG,
+    errors=(404,),
+)
 async def get_draft(request: web.Request) -> web.Response:
     agent = await agents.get_agent(request.app[POOL], request.match_info["agent_id"])
     return _draft_response(agent.draft)
 
 
-@requires("editor")
+@endpoint(
+    "Replace the draft's configuration (revision + 1)",
+    role="editor",
+    path=out.AgentPath,
+    headers=out.IfMatch,
+    body=schemas.PutDraft,
+    responses={200: out.Draft},
+    response_headers=DRAFT_ETAG,
+    errors=(404, 412),
+)
 async def put_draft(request: web.Request) -> web.Response:
-    body = await _with_config(request)
+    body = parse(
+        schemas.PutDraft, await read_object(request), InvalidConfig, "the draft is invalid"
+    )
     draft = await agents.update_draft(
         request.app[POOL],
         request.match_info["agent_id"],
-        lambda _current: body["config"],
+        lambda _current: body.config,
         request[PRINCIPAL].name,
         if_match=_if_match(request),
     )
     return _draft_response(draft)
 
 
-@requires("editor")
+@endpoint(
+    "Edit the draft with a JSON merge patch (RFC 7396) of the draft resource",
+    role="editor",
+    path=out.AgentPath,
+    headers=out.IfMatch,
+    body=schemas.PatchDraft,
+    media_types=("application/json", "application/merge-patch+json"),
+    responses={200: out.Draft},
+    response_headers=DRAFT_ETAG,
+    errors=(404, 412),
+)
 async def patch_draft(request: web.Request) -> web.Response:
-    patch = await read_object(request)
-    if set(patch) - {"config"} or not isinstance(patch.get("config", {}), dict):
-        raise ApiError(
-            422,
-            "invalid_request",
-            "a draft merge patch may only change config, with an object",
-            [{"path": next(iter(set(patch) - {"config"}), "config"), "message": "not patchable"}],
-        )
+    patch = parse(
+        schemas.PatchDraft,
+        await read_object(request),
+        InvalidRequest,
+        "a draft merge patch may only change config, with an object",
+    )
     draft = await agents.update_draft(
         request.app[POOL],
         request.match_info["agent_id"],
-        lambda current: merge_patch(current, patch.get("config", {})),
+        lambda current: merge_patch(current, patch.config),
         request[PRINCIPAL].name,
         if_match=_if_match(request),
     )
@@ -185,21 +200,38 @@ async def patch_draft(request: web.Request) -> web.Response:
 # --- versions --------------------------------------------------------------------------------
 
 
-@requires("publisher")
+@endpoint(
+    "Publish the draft as the next version (the draft is unchanged)",
+    role="publisher",
+    path=out.AgentPath,
+    body=schemas.Publish,
+    responses={201: out.Version},
+    response_headers={"Location": "the version's URL"},
+    errors=(404,),
+)
 async def publish(request: web.Request) -> web.Response:
-    body = await read_object(request)
+    body = parse(
+        schemas.Publish, await read_object(request), InvalidRequest, "the version is invalid"
+    )
     version = await agents.publish(
         request.app[POOL],
         request.match_info["agent_id"],
-        _text(body, "name", MAX_VERSION_NAME_CHARS, required=True),
-        _text(body, "description", MAX_DESCRIPTION_CHARS, required=False),
+        body.name,
+        body.description or "",
         request[PRINCIPAL].name,
     )
     location = f"/v1/agents/{version.agent_id}/versions/{version.version}"
     return json_response(version_json(version), status=201, headers={"Location": location})
 
 
-@requires("viewer")
+@endpoint(
+    "History: the draft's summary, then versions newest first",
+    role="viewer",
+    path=out.AgentPath,
+    query=out.PageQuery,
+    responses={200: out.History},
+    errors=(400, 404),
+)
 async def list_versions(request: web.Request) -> web.Response:
     history = await agents.history(
         request.app[POOL],
@@ -211,7 +243,14 @@ async def list_versions(request: web.Request) -> web.Response:
     return _listing([version_json(v) for v in history.versions], history.next_cursor, draft=summary)
 
 
-@requires("viewer")
+@endpoint(
+    "Read one version's full snapshot",
+    role="viewer",
+    path=out.VersionPath,
+    responses={200: out.Version},
+    response_headers={"ETag": "the config hash, quoted"},
+    errors=(404,),
+)
 async def get_version(request: web.Request) -> web.Response:
     version = await agents.get_version(
         request.app[POOL], request.match_info["agent_id"], _version_param(request)
@@ -219,7 +258,14 @@ async def get_version(request: web.Request) -> web.Response:
     return json_response(version_json(version), headers={"ETag": f'"{version.config_hash}"'})
 
 
-@requires("viewer")
+@endpoint(
+    "Diff version n against another version or the draft",
+    role="viewer",
+    path=out.VersionPath,
+    query=out.DiffQuery,
+    responses={200: out.Diff},
+    errors=(400, 404),
+)
 async def diff_version(request: web.Request) -> web.Response:
     pool, agent_id = request.app[POOL], request.match_info["agent_id"]
     base = await agents.get_version(pool, agent_id, _version_param(request))
@@ -244,7 +290,14 @@ async def diff_version(request: web.Request) -> web.Response:
     )
 
 
-@requires("publisher")
+@endpoint(
+    "Overwrite the draft with version n (revision + 1); no version is made",
+    role="publisher",
+    path=out.VersionPath,
+    responses={200: out.Draft},
+    response_headers=DRAFT_ETAG,
+    errors=(404,),
+)
 async def restore(request: web.Request) -> web.Response:
     draft = await agents.restore(
         request.app[POOL],
@@ -262,10 +315,19 @@ def _number(request: web.Request) -> str:
     return channels.parse_number(request.match_info["number"])
 
 
-@requires("publisher")
+@endpoint(
+    "Set a number's routing: a pin or weighted A/B variants",
+    role="publisher",
+    path=out.ChannelPath,
+    headers=out.IfMatch,
+    body=schemas.Routing,
+    responses={200: out.Channel},
+    response_headers=CHANNEL_ETAG,
+    errors=(412,),
+)
 async def put_channel(request: web.Request) -> web.Response:
     number = _number(request)
-    variants, sticky = channels.parse_routing(await read_object(request))
+    variants, sticky = schemas.parse_routing(await read_object(request))
     routing = await channels.set_channel(
         request.app[POOL],
         number,
@@ -277,19 +339,38 @@ async def put_channel(request: web.Request) -> web.Response:
     return json_response(routing.public(), headers={"ETag": f'"{routing.revision}"'})
 
 
-@requires("viewer")
+@endpoint(
+    "Read a number's routing",
+    role="viewer",
+    path=out.ChannelPath,
+    responses={200: out.Channel},
+    response_headers=CHANNEL_ETAG,
+    errors=(404, 422),
+)
 async def get_channel(request: web.Request) -> web.Response:
     routing = await channels.get_channel(request.app[POOL], _number(request))
     return json_response(routing.public(), headers={"ETag": f'"{routing.revision}"'})
 
 
-@requires("publisher")
+@endpoint(
+    "Remove a number's routing",
+    role="publisher",
+    path=out.ChannelPath,
+    responses={204: None},
+    errors=(404, 422),
+)
 async def delete_channel(request: web.Request) -> web.Response:
     await channels.delete_channel(request.app[POOL], _number(request), request[PRINCIPAL].name)
     return web.Response(status=204)
 
 
-@requires("viewer")
+@endpoint(
+    "List channels by number",
+    role="viewer",
+    query=out.ChannelsQuery,
+    responses={200: out.ChannelList},
+    errors=(400,),
+)
 async def list_channels(request: web.Request) -> web.Response:
     items, cursor = await channels.list_channels(
         request.app[POOL],
@@ -303,7 +384,13 @@ async def list_channels(request: web.Request) -> web.Response:
 # --- audit and tokens ------------------------------------------------------------------------
 
 
-@requires("viewer")
+@endpoint(
+    "The audit log, newest first",
+    role="viewer",
+    query=out.AuditQuery,
+    responses={200: out.AuditList},
+    errors=(400,),
+)
 async def list_audit(request: web.Request) -> web.Response:
     items, cursor = await audit.list_entries(
         request.app[POOL],
@@ -316,33 +403,39 @@ async def list_audit(request: web.Request) -> web.Response:
     return _listing([asdict(e) for e in items], cursor)
 
 
-@requires("admin")
+@endpoint(
+    "Create an API token; its secret is shown once",
+    role="admin",
+    body=schemas.CreateToken,
+    responses={201: out.NewToken},
+)
 async def create_token(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    name = _text(body, "name", MAX_VERSION_NAME_CHARS, required=True)
-    role = body.get("role")
-    if role not in tokens.ROLES:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"role must be one of {', '.join(tokens.ROLES)}",
-            [{"path": "role", "message": "invalid"}],
-        )
-    secret = await tokens.create_token(request.app[POOL], name, role)
-    return json_response({"name": name, "role": role, "token": secret}, status=201)
+    body = parse(
+        schemas.CreateToken, await read_object(request), InvalidRequest, "the token is invalid"
+    )
+    secret = await tokens.create_token(request.app[POOL], body.name, body.role)
+    return json_response({"name": body.name, "role": body.role, "token": secret}, status=201)
 
 
 # --- the signed-in principal (the web console asks what its token may do) ---------------------
 
 
-@requires("viewer", "runtime")
+@endpoint(
+    "The calling token's principal", role=("viewer", "runtime"), responses={200: out.Principal}
+)
 async def whoami(request: web.Request) -> web.Response:
     """Any valid token: its principal's name and role."""
     principal = request[PRINCIPAL]
     return json_response({"name": principal.name, "role": principal.role})
 
 
-@requires("viewer")
+@endpoint(
+    "Dry run: which variant and version a call would get now, and why; records nothing",
+    role="viewer",
+    query=schemas.ResolveQuery,
+    responses={200: schemas.Resolution},
+    errors=(400,),
+)
 async def resolve(request: web.Request) -> web.Response:
     """Dry run straight from Postgres: which variant and version a call would get, and why."""
     pool = request.app[POOL]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from httpkit import openapi
 from router import views, webhooks
+
+INFO = {
+    "title": "agentver router",
+    "description": "Provider webhooks that route calls, and the voice agents' runtime lookups.",
+}
 
 
 def setup_routes(app: web.Application) -> None:
@@ -20,5 +26,6 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", views.metrics),
             web.get("/healthz", views.healthz),
             web.get("/readyz", views.readyz),
+            web.get("/openapi.json", openapi.view(INFO)),
         ]
     )

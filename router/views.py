@@ -8,13 +8,15 @@ import re
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from httpkit.auth import requires
+from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
 from httpkit.json import dumps, json_response
 from httpkit.keys import POOL
+from router import schemas as out
 from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
-from store import agents, calls, codecs, db
+from store import agents, calls, codecs, db, schemas
 from store.cache import REDIS_UNAVAILABLE
+from store.config import AgentConfig
 from store.db import DATABASE_UNAVAILABLE
 from store.errors import ConfigNotFound
 from store.snapshots import Snapshot
@@ -51,7 +53,13 @@ async def _served(request: web.Request, call_id: str) -> Snapshot:
     return Snapshot(call.agent_id, call.version, call.draft_revision, call.config_hash)
 
 
-@requires("runtime", "viewer")
+@endpoint(
+    "The exact configuration a call was served",
+    role=("runtime", "viewer"),
+    path=out.CallPath,
+    responses={200: out.CallConfig},
+    errors=(404, 503),
+)
 async def call_config(request: web.Request) -> web.Response:
     """The exact configuration a call was served, whatever happened to the draft or routing."""
     call_id = request.match_info["call_id"]
@@ -77,7 +85,15 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-@requires("runtime", "viewer")
+@endpoint(
+    "An immutable config blob by hash, cacheable forever",
+    role=("runtime", "viewer"),
+    path=out.ConfigPath,
+    headers=out.IfNoneMatch,
+    responses={200: AgentConfig, 304: None},
+    response_headers={"ETag": "the config hash, quoted", "Cache-Control": "immutable"},
+    errors=(404, 503),
+)
 async def config_blob(request: web.Request) -> web.Response:
     """An immutable config blob by hash, cacheable forever; If-None-Match → 304."""
     digest = request.match_info["config_hash"]
@@ -89,7 +105,13 @@ async def config_blob(request: web.Request) -> web.Response:
     return _json_bytes(await _config_json(request, digest), headers)
 
 
-@requires("runtime", "viewer")
+@endpoint(
+    "Dry run: which variant and version a call would get now, and by which rule",
+    role=("runtime", "viewer"),
+    query=schemas.ResolveQuery,
+    responses={200: schemas.Resolution},
+    errors=(400,),
+)
 async def resolve(request: web.Request) -> web.Response:
     """Dry run: which variant and version a call would get now, and by which rule."""
     to = request.query.get("to")
@@ -101,16 +123,22 @@ async def resolve(request: web.Request) -> web.Response:
     return json_response(explanation)
 
 
+@endpoint("Prometheus exposition of this worker", responses={200: Raw("text/plain")})
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 
+@endpoint("Liveness: the process answers", responses={200: out.Health})
 async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@endpoint(
+    "Readiness: Postgres and Redis both answer",
+    responses={200: out.Readiness, 503: out.Readiness},
+)
 async def readyz(request: web.Request) -> web.Response:
     """200 when Postgres and Redis both answer; 503 naming the degraded ones otherwise."""
     app = request.app

@@ -11,19 +11,23 @@ from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
+from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, parse_json
 from httpkit.keys import SETTINGS
-from router import providers, signatures
+from router import providers, schemas, signatures
 from router.calls import fallback, route_call
 from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
 from store.call_routing import Unroutable
 from store.calls import CallEnd
+from store.schemas import GenericCall
 
 log = structlog.get_logger()
 
 TWIML = "application/xml"
+FORM = "application/x-www-form-urlencoded"
 # Twilio's final call statuses: the call is over and CallDuration is set.
 TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
@@ -71,6 +75,14 @@ async def _twilio_params(request: web.Request) -> dict[str, str]:
 # --- Twilio ----------------------------------------------------------------------------------
 
 
+@endpoint(
+    "An incoming Twilio call: TwiML that streams it to the voice agent (or the fallback)",
+    headers=schemas.TwilioSignature,
+    body=schemas.TwilioCall,
+    media_types=(FORM,),
+    responses={200: Raw(TWIML)},
+    errors=(403, 413),
+)
 async def twilio_voice(request: web.Request) -> web.Response:
     """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback)."""
     params = await _twilio_params(request)
@@ -101,6 +113,14 @@ def _float(raw: str | None) -> float | None:
         return None
 
 
+@endpoint(
+    "A Twilio status callback: progress, or the end of the call with its duration",
+    headers=schemas.TwilioSignature,
+    body=schemas.TwilioCall,
+    media_types=(FORM,),
+    responses={204: None},
+    errors=(403, 413),
+)
 async def twilio_status(request: web.Request) -> web.Response:
     """A Twilio status callback: progress, or the end of the call with its duration."""
     params = await _twilio_params(request)
@@ -125,6 +145,13 @@ def _timestamp(raw: Any) -> datetime | None:
         return None
 
 
+@endpoint(
+    "A Telnyx Call Control event; commands follow in the background",
+    headers=schemas.TelnyxSignature,
+    body=schemas.TelnyxEvent,
+    responses={200: None},
+    errors=(400, 403, 413),
+)
 async def telnyx_event(request: web.Request) -> web.Response:
     """A Telnyx Call Control event. Answered 200 at once; commands follow in the background.
     Redeliveries and out-of-order events are expected: records and commands are idempotent."""
@@ -193,6 +220,13 @@ async def _telnyx_hangup(
 # --- generic ---------------------------------------------------------------------------------
 
 
+@endpoint(
+    "A provider-neutral call: where to stream it and fetch its config (or the fallback)",
+    headers=schemas.GenericSignature,
+    body=GenericCall,
+    responses={200: schemas.StreamAnswer | schemas.FallbackAnswer},
+    errors=(400, 403, 413),
+)
 async def generic_call(request: web.Request) -> web.Response:
     """A provider-neutral call `{call_id, from, to}` → JSON answer (or the fallback)."""
     raw = await request.read()
@@ -204,12 +238,13 @@ async def generic_call(request: web.Request) -> web.Response:
             settings.generic_secret, raw, request.headers.get("X-Agentver-Signature")
         ),
     )
-    body = parse_json(raw)
-    if not isinstance(body, dict) or not all(
-        isinstance(body.get(k), str) and body[k] for k in ("call_id", "from", "to")
-    ):
-        raise ApiError(400, "malformed_body", "send {call_id, from, to} as non-empty strings")
-    result = await route_call(request.app, "generic", body["to"], body["from"], body["call_id"])
+    try:
+        call = GenericCall.model_validate(parse_json(raw))
+    except ValidationError:
+        raise ApiError(
+            400, "malformed_body", "send {call_id, from, to} as non-empty strings"
+        ) from None
+    result = await route_call(request.app, "generic", call.to, call.from_, call.call_id)
     if isinstance(result, Unroutable):
         return json_response(providers.generic_fallback(request.app[FALLBACK]))
     config_url = f"{settings.public_base_url}/v1/calls/{result.call_id}/config"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from store import audit
+from store import audit, schemas
 from store.calls import CALL_COLUMNS, CallRecord, call_record
 from store.errors import CallNotFound, InvalidConfig
+from store.validation import CONTROL_MESSAGE, NUL, parse
 
-SENTIMENTS = ("positive", "neutral", "negative")
 # The JSON types each call_analysis field type accepts (bool is not a number here, although
 # Python says it is an int).
 _FIELD_CHECKS: dict[str, tuple[type, ...]] = {
@@ -43,25 +42,13 @@ class InvalidAnalysis(InvalidConfig):
     code = "invalid_analysis"
 
 
-@dataclass(frozen=True)
-class Analysis:
-    sentiment: str
-    automated: bool
-    fields: dict[str, Any]
-
-
-def _fail(path: str, message: str) -> InvalidAnalysis:
-    return InvalidAnalysis("analysis is invalid", [{"path": path, "message": message}])
-
-
-def _check_fields(fields: Any, declared: list[dict[str, Any]]) -> dict[str, Any]:
+def _check_fields(fields: dict[str, Any], declared: list[dict[str, Any]]) -> None:
     """`fields` checked against the served config's call_analysis.fields.
 
-    A declared field may be missing or null (the agent could not tell); an undeclared one, or
-    a value of the wrong JSON type, is refused with its path.
+    A declared field may be missing or null (the agent could not tell); an undeclared one, a
+    value of the wrong JSON type, or text holding a NUL (which jsonb cannot store), is refused
+    with its path.
     """
-    if not isinstance(fields, dict):
-        raise _fail("fields", "must be an object")
     types = {f["name"]: f["type"] for f in declared}
     problems = []
     for name, value in fields.items():
@@ -73,28 +60,20 @@ def _check_fields(fields: Any, declared: list[dict[str, Any]]) -> dict[str, Any]
             or not isinstance(value, _FIELD_CHECKS[types[name]])
         ):
             problems.append({"path": path, "message": f"must be of type {types[name]}"})
+        elif isinstance(value, str) and NUL in value:
+            problems.append({"path": path, "message": CONTROL_MESSAGE})
     if problems:
         raise InvalidAnalysis("analysis fields do not match the served config", problems)
-    return fields
 
 
-def parse_analysis(body: dict[str, Any], declared: list[dict[str, Any]]) -> Analysis:
+def parse_analysis(body: Any, declared: list[dict[str, Any]]) -> schemas.Analysis:
     """The analysis in a POST body, its fields validated against `declared`."""
-    unknown = set(body) - {"sentiment", "automated", "fields"}
-    if unknown:
-        raise _fail(sorted(unknown)[0], "unknown field")
-    if body.get("sentiment") not in SENTIMENTS:
-        raise _fail("sentiment", f"must be one of {', '.join(SENTIMENTS)}")
-    if not isinstance(body.get("automated"), bool):
-        raise _fail("automated", "must be true or false")
-    return Analysis(
-        body["sentiment"], body["automated"], _check_fields(body.get("fields", {}), declared)
-    )
+    analysis = parse(schemas.Analysis, body, InvalidAnalysis, "analysis is invalid")
+    _check_fields(analysis.fields, declared)
+    return analysis
 
 
-async def record_analysis(
-    pool: asyncpg.Pool, call_id: str, body: dict[str, Any], actor: str
-) -> CallRecord:
+async def record_analysis(pool: asyncpg.Pool, call_id: str, body: Any, actor: str) -> CallRecord:
     """Validate and store a call's analysis, replacing any earlier one; audited."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(LOCK_CALL, call_id)

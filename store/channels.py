@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any, TypeGuard
+from typing import Any, Literal, get_args
 
 import asyncpg
 
@@ -23,7 +23,9 @@ MAX_AGENT_ID_CHARS = 64
 MAX_WEIGHT = 1_000_000
 # versions.version is a Postgres integer.
 MAX_VERSION = 2**31 - 1
-STICKY_MODES = ("caller", "call")
+# Whether a caller keeps their variant across calls, or each call draws afresh (by call id).
+Sticky = Literal["caller", "call"]
+STICKY_MODES: tuple[str, ...] = get_args(Sticky)
 SHORTHAND_LABEL = "default"
 SHORTHAND_WEIGHT = 100
 
@@ -110,7 +112,8 @@ class Routing:
         }
 
 
-def _fail(path: str, message: str) -> InvalidRouting:
+def routing_error(path: str, message: str) -> InvalidRouting:
+    """The error for one problem at `path` of a channel PUT (or its number)."""
     return InvalidRouting("routing is invalid", [{"path": path, "message": message}])
 
 
@@ -118,71 +121,8 @@ def parse_number(raw: str) -> str:
     """A channel number in strict E.164; InvalidRouting otherwise."""
     number = normalize_e164(raw)
     if number is None or number != raw:
-        raise _fail("number", "must be an E.164 number such as +14155550100")
+        raise routing_error("number", "must be an E.164 number such as +14155550100")
     return number
-
-
-def _printable(value: Any, max_chars: int) -> TypeGuard[str]:
-    """A non-empty string of at most `max_chars` with no control characters."""
-    return isinstance(value, str) and 0 < len(value) <= max_chars and value.isprintable()
-
-
-def _parse_variant(raw: Any, path: str) -> Variant:
-    """One variant; `path` is where it sits in the body ("" for the shorthand, the body itself)."""
-
-    def at(field: str) -> str:
-        return f"{path}.{field}" if path else field
-
-    if not isinstance(raw, dict):
-        raise _fail(path, "must be an object")
-    unknown = set(raw) - {"label", "agent_id", "version", "weight"}
-    if unknown:
-        raise _fail(at(sorted(unknown)[0]), "unknown field")
-    label, agent_id = raw.get("label"), raw.get("agent_id")
-    version, weight = raw.get("version"), raw.get("weight")
-    if not _printable(label, MAX_LABEL_CHARS):
-        raise _fail(at("label"), f"must be 1 to {MAX_LABEL_CHARS} printable characters")
-    if not _printable(agent_id, MAX_AGENT_ID_CHARS):
-        raise _fail(at("agent_id"), "must be an agent id")
-    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
-        raise _fail(at("version"), "must be a version number (1 or more) or null for the draft")
-    if type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:
-        raise _fail(at("weight"), f"must be an integer from 0 to {MAX_WEIGHT}")
-    return Variant(label, agent_id, version, weight)
-
-
-def parse_routing(body: Any) -> tuple[tuple[Variant, ...], str]:
-    """Variants and sticky mode from a channel PUT body.
-
-    Either the `{agent_id, version}` shorthand (one variant with all the weight) or
-    `{variants: [...], sticky: "caller" | "call"}`.
-    """
-    if not isinstance(body, dict):
-        raise _fail("$", "must be an object")
-    sticky = body.get("sticky", "caller")
-    if sticky not in STICKY_MODES:
-        raise _fail("sticky", "must be 'caller' or 'call'")
-    if "variants" not in body:
-        unknown = set(body) - {"agent_id", "version", "sticky"}
-        if unknown:
-            raise _fail(sorted(unknown)[0], "unknown field")
-        shorthand = {"label": SHORTHAND_LABEL, "weight": SHORTHAND_WEIGHT}
-        shorthand |= {k: body.get(k) for k in ("agent_id", "version")}
-        return (_parse_variant(shorthand, ""),), sticky
-    unknown = set(body) - {"variants", "sticky"}
-    if unknown:
-        raise _fail(sorted(unknown)[0], "unknown field")
-    raw = body["variants"]
-    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_VARIANTS:
-        raise _fail("variants", f"must be a list of 1 to {MAX_VARIANTS} variants")
-    variants = tuple(_parse_variant(v, f"variants[{i}]") for i, v in enumerate(raw))
-    labels = [v.label for v in variants]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise _fail(f"variants[{i}].label", f"duplicate label {label!r}")
-    if sum(v.weight for v in variants) <= 0:
-        raise _fail("variants", "weights must add up to more than zero")
-    return variants, sticky
 
 
 def _routing(row: asyncpg.Record, variants: list[asyncpg.Record]) -> Routing:
@@ -274,8 +214,8 @@ async def _check_targets(conn: asyncpg.Connection, variants: tuple[Variant, ...]
         first = missing[0]
         i = first["i"] - 1
         if first["no_agent"]:
-            raise _fail(f"variants[{i}].agent_id", f"no agent {first['agent_id']}")
-        raise _fail(f"variants[{i}].version", f"agent has no version {first['version']}")
+            raise routing_error(f"variants[{i}].agent_id", f"no agent {first['agent_id']}")
+        raise routing_error(f"variants[{i}].version", f"agent has no version {first['version']}")
 
 
 def _audit_action(before: Routing | None, variants: tuple[Variant, ...]) -> str:

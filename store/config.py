@@ -8,9 +8,10 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from store.errors import InvalidConfig
+from store.validation import CONTROL_MESSAGE, control_character_paths, parse
 
 # A 100 KB prompt is ordinary; a multi-megabyte one is a mistake or an attack.
 MAX_PROMPT_CHARS = 200_000
@@ -144,30 +145,6 @@ def _unique(items: list[T], key: Callable[[T], str], what: str) -> list[T]:
     return items
 
 
-def _control_character_paths(value: Any, path: str = "") -> list[str]:
-    """Paths of every string (key or value) holding a forbidden control character."""
-    if isinstance(value, str):
-        return [path or "$"] if _CONTROL.search(value) else []
-    if isinstance(value, dict):
-        found = []
-        for k, v in value.items():
-            child = f"{path}.{k}" if path else str(k)
-            if isinstance(k, str) and _CONTROL.search(k):
-                found.append(child)
-            found.extend(_control_character_paths(v, child))
-        return found
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _control_character_paths(v, f"{path}[{i}]")]
-    return []
-
-
-def _error_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "$"
-
-
 def validate_config(raw: Any) -> dict[str, Any]:
     """Validate a configuration and return it with every default filled in.
 
@@ -177,21 +154,13 @@ def validate_config(raw: Any) -> dict[str, Any]:
         raise InvalidConfig(
             "config must be a JSON object", [{"path": "$", "message": "expected an object"}]
         )
-    bad = _control_character_paths(raw)
+    bad = control_character_paths(raw, _CONTROL)
     if bad:
         raise InvalidConfig(
             "config contains control characters",
-            [{"path": p, "message": "control characters are not allowed"} for p in bad],
+            [{"path": p, "message": CONTROL_MESSAGE} for p in bad],
         )
-    try:
-        model = AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        details = [
-            {"path": _error_path(err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        raise InvalidConfig("config is invalid", details) from None
-    return model.model_dump(mode="json")
+    return parse(AgentConfig, raw, InvalidConfig, "config is invalid").model_dump(mode="json")
 
 
 def canonical_json(config: dict[str, Any]) -> bytes:

@@ -6,16 +6,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 
 from store import analytics, audit, channels, stats
 from store.errors import ChannelNotFound, InvalidConfig, RevisionConflict
 
-METRICS = ("automation_rate", "negative_sentiment_share", "mean_duration_s")
+Metric = Literal["automation_rate", "negative_sentiment_share", "mean_duration_s"]
+METRICS: tuple[str, ...] = get_args(Metric)
+# Metrics that are shares of calls, so their thresholds lie between 0 and 1.
 RATE_METRICS = ("automation_rate", "negative_sentiment_share")
-OPS = ("<", ">")
+# A variant breaks a rule when its metric is below (<) or above (>) the threshold.
+Op = Literal["<", ">"]
+OPS: tuple[str, ...] = get_args(Op)
 MAX_RULES = 20
 # A rule without min_calls waits for as many calls as the version comparison does.
 DEFAULT_MIN_CALLS = analytics.MIN_SAMPLE_SIZE
@@ -89,48 +93,6 @@ class Trip:
             "ci": list(self.ci),
             "calls": self.calls,
         }
-
-
-def _fail(path: str, message: str) -> InvalidGuardrails:
-    return InvalidGuardrails("guardrails are invalid", [{"path": path, "message": message}])
-
-
-def _parse_rule(raw: Any, path: str) -> Rule:
-    if not isinstance(raw, dict):
-        raise _fail(path, "must be an object")
-    unknown = set(raw) - {"metric", "op", "threshold", "min_calls"}
-    if unknown:
-        raise _fail(f"{path}.{sorted(unknown)[0]}", "unknown field")
-    metric, op = raw.get("metric"), raw.get("op")
-    threshold, min_calls = raw.get("threshold"), raw.get("min_calls", DEFAULT_MIN_CALLS)
-    if metric not in METRICS:
-        raise _fail(f"{path}.metric", f"must be one of {', '.join(METRICS)}")
-    if op not in OPS:
-        raise _fail(f"{path}.op", "must be '<' or '>'")
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, int | float)
-        or threshold < 0
-        or (metric in RATE_METRICS and threshold > 1)
-    ):
-        bound = "between 0 and 1" if metric in RATE_METRICS else "a number of seconds, 0 or more"
-        raise _fail(f"{path}.threshold", f"must be {bound}")
-    if type(min_calls) is not int or min_calls < 1:
-        raise _fail(f"{path}.min_calls", "must be a whole number of calls, 1 or more")
-    return Rule(metric, op, float(threshold), min_calls)
-
-
-def parse_guardrails(body: Any) -> tuple[Rule, ...]:
-    """The rules of a guardrails PUT body `{"rules": [...]}`; InvalidGuardrails with paths."""
-    if not isinstance(body, dict):
-        raise _fail("$", "must be an object")
-    unknown = set(body) - {"rules"}
-    if unknown:
-        raise _fail(sorted(unknown)[0], "unknown field")
-    raw = body.get("rules")
-    if not isinstance(raw, list) or len(raw) > MAX_RULES:
-        raise _fail("rules", f"must be a list of at most {MAX_RULES} rules")
-    return tuple(_parse_rule(r, f"rules[{i}]") for i, r in enumerate(raw))
 
 
 def _guardrails(row: asyncpg.Record) -> Guardrails:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import asyncpg
 
 from store.errors import StoreError
 
 # Lowest first; `runtime` is the voice agent's own token: call lookups and analysis only.
-ROLES = ("runtime", "viewer", "editor", "publisher", "admin")
+Role = Literal["runtime", "viewer", "editor", "publisher", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
 TOKEN_PREFIX = "agv_"
 TOKEN_BYTES = 32
 

@@ -205,3 +205,15 @@ async def test_metrics_count_analyses_by_agent_and_version(
     ):
         assert line in text
     assert sample("agentver_calls_automated_total", agent_id=agent_id, version="draft") not in text
+
+
+async def test_a_nul_in_a_field_is_422_naming_it(
+    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
+) -> None:
+    # Postgres jsonb cannot hold NUL: refused like every other stored text.
+    calls = await _served_calls(api, pool, make_agent)
+    path = f"/v1/calls/{calls['v1']}/analysis"
+    body = await api.ok("POST", path, 422, role="runtime", json=_analysis(summary="a\x00b"))
+    assert body["error"]["details"] == [
+        {"path": "fields.summary", "message": "control characters are not allowed"}
+    ]

@@ -16,7 +16,7 @@ from admin.app import create_app
 from store.settings import Settings
 from store.tokens import ROLES
 from tests.conftest import AgentFactory, Api
-from tests.test_openapi import app_endpoints
+from tests.openapi_documents import admin_document, admin_endpoints
 
 VIEWER = frozenset({"viewer", "editor", "publisher", "admin"})
 EDITOR = VIEWER - {"viewer"}
@@ -60,7 +60,22 @@ NUMBER = "+14155550100"
 
 
 def test_the_table_covers_every_endpoint(settings: Settings) -> None:
-    assert {(m, p) for m, p, _ in ENDPOINTS} == app_endpoints(settings)
+    assert {(m, p) for m, p, _ in ENDPOINTS} == admin_endpoints(settings)
+
+
+def test_the_document_names_the_roles_each_endpoint_lets_in(settings: Settings) -> None:
+    doc = admin_document(settings)
+    for method, template, allowed in ENDPOINTS:
+        operation = doc["paths"][template][method.lower()]
+        assert (operation["security"] == []) == (None in allowed), (method, template)
+        if None in allowed:
+            continue
+        # The lowest role of each run of allowed roles is the one the document names.
+        lowest = {
+            r for r in allowed if r and (r == ROLES[0] or ROLES[ROLES.index(r) - 1] not in allowed)
+        }
+        for role in lowest:
+            assert role in operation.get("description", ""), (method, template, role)
 
 
 @pytest.mark.parametrize(

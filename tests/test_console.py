@@ -21,6 +21,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from admin.app import create_app
+from store import guardrails, schemas
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
 
@@ -270,6 +271,13 @@ async def test_publish_with_diff_preview(
     await expect(dialog.locator(".diff-add")).to_have_count(2)
     await dialog.get_by_role("button", name="Publish V2").click()
     await expect(dialog.get_by_text("Give the version a name.")).to_be_visible()
+    # Limits come from the server's document, not from copies in the console.
+    name_limit = str(schemas.MAX_VERSION_NAME_CHARS)
+    await expect(dialog.get_by_label("Version name")).to_have_attribute("maxlength", name_limit)
+    description_limit = str(schemas.MAX_DESCRIPTION_CHARS)
+    await expect(dialog.get_by_label("Description")).to_have_attribute(
+        "maxlength", description_limit
+    )
     await dialog.get_by_label("Version name").fill("Shorter prompt")
     await dialog.get_by_label("Description").fill("Cuts the prompt and moves to gpt-4o.")
     await screenshot(page, request)
@@ -342,7 +350,14 @@ async def test_start_80_20_test(
     await expect(versions.nth(1)).to_have_value("2")
     await dialog.get_by_label("By caller").check()
     await dialog.get_by_role("button", name="Add rule").click()
-    await dialog.get_by_label("Metric", exact=True).select_option("automation_rate")
+    metric = dialog.get_by_label("Metric", exact=True)
+    assert await metric.locator("option").evaluate_all("os => os.map(o => o.value)") == list(
+        guardrails.METRICS
+    )
+    await expect(dialog.get_by_label("Minimum calls before the rule applies")).to_have_value(
+        str(guardrails.DEFAULT_MIN_CALLS)
+    )
+    await metric.select_option("automation_rate")
     await dialog.get_by_label("Breaks when the metric is").select_option("<")
     await dialog.get_by_label("Threshold").fill("0.5")
     await dialog.get_by_label("Minimum calls before the rule applies").fill("50")
@@ -359,8 +374,8 @@ async def test_start_80_20_test(
         ("control", 1, 80),
         ("challenger", 2, 20),
     ]
-    guardrails = await api.ok("GET", f"/v1/channels/{NUMBER}/guardrails")
-    assert guardrails["rules"] == [
+    saved = await api.ok("GET", f"/v1/channels/{NUMBER}/guardrails")
+    assert saved["rules"] == [
         {"metric": "automation_rate", "op": "<", "threshold": 0.5, "min_calls": 50}
     ]
     await screenshot(page, request)

@@ -19,11 +19,11 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from admin.app import create_app
-from admin.openapi import DOCUMENT
 from harness.net import free_port
 from httpkit.keys import POOL
 from store.settings import Settings
 from store.tokens import create_token
+from tests.openapi_documents import admin_document
 
 # Examples per operation: enough to hit malformed ids, bodies and queries on each of ~27
 # operations while the module stays within a minute on two cores.
@@ -81,7 +81,7 @@ def admin_server(settings: Settings) -> Iterator[ThreadedAdmin]:
 
 def _operations() -> dict[str, Any]:
     """Every operation of the document by label ("POST /v1/agents"); fails on an invalid one."""
-    results: Any = schemathesis.openapi.from_dict(DOCUMENT).get_all_operations()
+    results: Any = schemathesis.openapi.from_dict(admin_document(Settings())).get_all_operations()
     return {op.label: op for op in (result.ok() for result in results)}
 
 

@@ -1,87 +1,96 @@
-"""The OpenAPI document: a valid OpenAPI 3.1 document that describes every route the admin app
-serves, and whose schemas the real responses satisfy."""
-
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
+import pytest
 from aiohttp import ClientResponse
-from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from admin import webconsole
-from admin.app import create_app
-from admin.openapi import DOCUMENT
+from store.schemas import EXAMPLE_AGENT, EXAMPLE_NUMBER
 from store.settings import Settings
+from tests.call_rows import Outcome, insert_calls
 from tests.conftest import AgentFactory, Api, minimal_config
+from tests.openapi_documents import (
+    admin_document,
+    admin_endpoints,
+    body_examples,
+    conforms,
+    documented_endpoints,
+    router_document,
+    router_endpoints,
+    success_status,
+)
+from tests.router_fixtures import CHANNEL, RouterClient, Webhooks, pin
 
 NUMBER = "+14155550100"
 
 
-def app_endpoints(settings: Settings) -> set[tuple[str, str]]:
-    """(method, path template) of every route the admin app serves, but the web console's
-    pages, which are HTML for browsers rather than API."""
-    console = {(route.method, route.path) for route in webconsole.routes()}
-    return {
-        (route.method, route.resource.canonical)
-        for route in create_app(settings).router.routes()
-        if route.method != "HEAD" and route.resource is not None
-    } - console
+@pytest.fixture
+def admin_doc(settings: Settings) -> dict[str, Any]:
+    return admin_document(settings)
 
 
-def documented_endpoints() -> set[tuple[str, str]]:
-    return {
-        (method.upper(), path)
-        for path, operations in DOCUMENT["paths"].items()
-        for method in operations
-    }
+@pytest.fixture
+def router_doc(router_settings: Settings) -> dict[str, Any]:
+    return router_document(router_settings)
 
 
-def test_the_document_is_valid_openapi() -> None:
-    validate(DOCUMENT)
+def test_the_documents_are_valid_openapi(
+    admin_doc: dict[str, Any], router_doc: dict[str, Any]
+) -> None:
+    validate(admin_doc)
+    validate(router_doc)
 
 
-def test_every_route_is_documented_and_nothing_else(settings: Settings) -> None:
-    assert documented_endpoints() == app_endpoints(settings)
+def test_every_route_is_documented_and_nothing_else(
+    settings: Settings,
+    router_settings: Settings,
+    admin_doc: dict[str, Any],
+    router_doc: dict[str, Any],
+) -> None:
+    assert documented_endpoints(admin_doc) == admin_endpoints(settings)
+    assert documented_endpoints(router_doc) == router_endpoints(router_settings)
 
 
-def test_every_reference_resolves() -> None:
-    text = json.dumps(DOCUMENT)
-    for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
-        node: Any = DOCUMENT
-        for segment in ref.removeprefix("#/").split("/"):
-            node = node[segment]
-        assert isinstance(node, dict), ref
+def test_every_reference_resolves(admin_doc: dict[str, Any], router_doc: dict[str, Any]) -> None:
+    for doc in (admin_doc, router_doc):
+        text = json.dumps(doc)
+        for ref in {part.split('"')[0] for part in text.split('"$ref": "')[1:]}:
+            node: Any = doc
+            for segment in ref.removeprefix("#/").split("/"):
+                node = node[segment]
+            assert isinstance(node, dict), ref
 
 
-async def test_the_document_is_served_without_a_token(api: Api) -> None:
-    assert await api.ok("GET", "/openapi.json", role=None) == json.loads(json.dumps(DOCUMENT))
+async def test_the_documents_are_served_without_a_token(
+    api: Api, router: RouterClient, admin_doc: dict[str, Any], router_doc: dict[str, Any]
+) -> None:
+    assert await api.ok("GET", "/openapi.json", role=None) == json.loads(json.dumps(admin_doc))
+    resp = await router.get("/openapi.json")
+    assert resp.status == 200
+    assert await resp.json() == json.loads(json.dumps(router_doc))
 
 
-def _response_schema(method: str, template: str, status: int) -> dict[str, Any] | None:
-    """The documented body schema of that response; fails when the status is undocumented."""
-    responses = DOCUMENT["paths"][template][method.lower()]["responses"]
-    assert str(status) in responses, (method, template, status)
-    response = responses[str(status)]
-    if "$ref" in response:
-        response = DOCUMENT["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
-    content = response.get("content", {}).get("application/json")
-    return None if content is None else dict(content["schema"])
+def test_required_fields_are_documented(admin_doc: dict[str, Any]) -> None:
+    schemas = admin_doc["components"]["schemas"]
+    assert set(schemas["Analysis"]["required"]) == {"sentiment", "automated"}
+    assert schemas["Pin"]["required"] == ["agent_id"]
+    assert schemas["Variants"]["required"] == ["variants"]
 
 
-async def _conforms(resp: ClientResponse, method: str, template: str) -> Any:
+async def _conforms(doc: dict[str, Any], resp: ClientResponse, method: str, template: str) -> Any:
     """Assert that a real response matches the document; returns its JSON body."""
-    schema = _response_schema(method, template, resp.status)
-    if schema is None:
-        return None
-    body = await resp.json()
-    # The components travel with the schema so that its "#/components/..." refs resolve.
-    OAS31Validator({**schema, "components": DOCUMENT["components"]}).validate(body)
+    body = await resp.json() if resp.content_type == "application/json" else None
+    conforms(doc, template, method, resp.status, body)
     return body
 
 
-async def test_responses_match_the_documented_schemas(api: Api, make_agent: AgentFactory) -> None:
+async def test_responses_match_the_documented_schemas(
+    api: Api, make_agent: AgentFactory, admin_doc: dict[str, Any]
+) -> None:
     agent = await make_agent(versions=2, tools=[{"name": "t", "type": "webhook"}])
     a = f"/v1/agents/{agent['id']}"
     variants = [
@@ -149,7 +158,7 @@ async def test_responses_match_the_documented_schemas(api: Api, make_agent: Agen
     statuses = []
     for method, template, path, body, role in calls:
         resp = await api.call(method, path, json=body, role=role)
-        await _conforms(resp, method, template)
+        await _conforms(admin_doc, resp, method, template)
         statuses.append(resp.status)
     assert statuses == [
         201,
@@ -178,3 +187,79 @@ async def test_responses_match_the_documented_schemas(api: Api, make_agent: Agen
         204,
         404,
     ]
+
+
+async def test_every_admin_body_example_gets_the_documented_success(
+    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory, admin_doc: dict[str, Any]
+) -> None:
+    agent = await make_agent(versions=1)
+    # Guardrails need a routed channel, an analysis a call; the examples name a made-up agent.
+    await pin(api, {"agent_id": agent["id"], "version": 1}, EXAMPLE_NUMBER)
+    [call_id] = await insert_calls(pool, agent["id"], 1, [Outcome()], channel=EXAMPLE_NUMBER)
+    values = {"agent_id": agent["id"], "n": "1", "number": EXAMPLE_NUMBER, "call_id": call_id}
+    sent = 0
+    for template, operations in admin_doc["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" not in operation:
+                continue
+            for example in body_examples(admin_doc, operation):
+                body = json.loads(json.dumps(example).replace(EXAMPLE_AGENT, agent["id"]))
+                resp = await api.call(method.upper(), template.format(**values), json=body)
+                assert resp.status == success_status(operation), (template, await resp.text())
+                await _conforms(admin_doc, resp, method, template)
+                sent += 1
+    assert sent >= 9
+
+
+async def test_every_router_body_example_gets_the_documented_success(
+    api: Api, webhooks: Webhooks, make_agent: AgentFactory, router_doc: dict[str, Any]
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1}, EXAMPLE_NUMBER)
+    senders: dict[str, Callable[[Any], Awaitable[ClientResponse]]] = {
+        "/webhooks/twilio/voice": lambda ex: webhooks.twilio("/webhooks/twilio/voice", ex),
+        "/webhooks/twilio/status": lambda ex: webhooks.twilio("/webhooks/twilio/status", ex),
+        "/webhooks/telnyx": webhooks.telnyx,
+        "/webhooks/generic/call": webhooks.generic,
+    }
+    with_bodies = {
+        path
+        for path, operations in router_doc["paths"].items()
+        for operation in operations.values()
+        if "requestBody" in operation
+    }
+    assert with_bodies == set(senders)
+    for template, send in senders.items():
+        operation = router_doc["paths"][template]["post"]
+        for example in body_examples(router_doc, operation):
+            resp = await send(example)
+            assert resp.status == success_status(operation), (template, await resp.text())
+            await _conforms(router_doc, resp, "POST", template)
+
+
+async def test_router_answers_match_its_document(
+    api: Api, webhooks: Webhooks, make_agent: AgentFactory, router_doc: dict[str, Any]
+) -> None:
+    agent = await make_agent(versions=1)
+    await pin(api, {"agent_id": agent["id"], "version": 1})
+    call = await webhooks.generic_call("c-doc")
+    token = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    calls = [
+        ("/v1/calls/{call_id}/config", f"/v1/calls/{call['call_id']}/config", token),
+        ("/v1/calls/{call_id}/config", "/v1/calls/nope/config", token),
+        ("/v1/configs/{config_hash}", f"/v1/configs/{call['config_hash']}", token),
+        ("/v1/configs/{config_hash}", "/v1/configs/" + "0" * 64, token),
+        ("/v1/resolve", f"/v1/resolve?to={CHANNEL}&from=%2B1555", token),
+        ("/v1/resolve", "/v1/resolve?to=%2B1999", token),
+        ("/v1/resolve", "/v1/resolve", token),
+        ("/v1/resolve", "/v1/resolve?to=x", {}),
+        ("/healthz", "/healthz", {}),
+        ("/readyz", "/readyz", {}),
+        ("/metrics", "/metrics", {}),
+    ]
+    statuses = []
+    for template, path, headers in calls:
+        resp = await webhooks.client.get(path, headers=headers)
+        await _conforms(router_doc, resp, "GET", template)
+        statuses.append(resp.status)
+    assert statuses == [200, 404, 200, 404, 200, 200, 400, 401, 200, 200, 200]

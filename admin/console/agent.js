@@ -4,6 +4,7 @@ import { api, can, query, reasonFor } from './api.js';
 import {
   announce, clearAnnouncement, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
 } from './dom.js';
+import { limits } from './limits.js';
 import { diffView, guardedButton, lineDiff, renderLineDiff, stableJson } from './widgets.js';
 
 // The settings most edits touch get their own controls; everything else is edited as JSON.
@@ -59,7 +60,7 @@ class AgentPage {
   async load() {
     const [agent, history] = await Promise.all([
       api('GET', this.base),
-      api('GET', `${this.base}/versions` + query({ limit: 50 })),
+      api('GET', `${this.base}/versions` + query({})),
     ]);
     this.agent = agent;
     this.draft = agent.draft;
@@ -324,8 +325,8 @@ class AgentPage {
 
   async openPublish() {
     const nextNumber = (this.latest?.version ?? 0) + 1;
-    const name = field('Version name', h('input', { type: 'text', required: true, maxlength: '200', autocomplete: 'off', id: 'publish-name' }));
-    const description = field('Description', h('textarea', { rows: '3', maxlength: '10000', id: 'publish-description' }), { hint: 'What changed and why; shown in the history.' });
+    const name = field('Version name', h('input', { type: 'text', required: true, maxlength: String(limits.versionNameChars), autocomplete: 'off', id: 'publish-name' }));
+    const description = field('Description', h('textarea', { rows: '3', maxlength: String(limits.descriptionChars), id: 'publish-description' }), { hint: 'What changed and why; shown in the history.' });
     const diffSlot = h('div', { class: 'diff-slot' }, h('p', { class: 'muted' }, 'Loading the diff…'));
     const error = h('p', { class: 'form-error', role: 'alert' });
     let preview = null;
@@ -426,7 +427,7 @@ class AgentPage {
   }
 
   async loadOlder() {
-    const page = await api('GET', `${this.base}/versions` + query({ limit: 50, cursor: this.nextCursor }));
+    const page = await api('GET', `${this.base}/versions` + query({ cursor: this.nextCursor }));
     this.versions.push(...page.items);
     this.nextCursor = page.next_cursor;
     this.renderHistory();

@@ -18,7 +18,7 @@ export async function render(main) {
 }
 
 async function renderList(section, cursor = null, rows = []) {
-  const data = await api('GET', '/v1/agents' + query({ limit: 50, cursor }));
+  const data = await api('GET', '/v1/agents' + query({ cursor }));
   rows.push(...data.items);
   const body = rows.length
     ? rows.map((agent) => h('tr', {},

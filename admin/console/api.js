@@ -1,7 +1,8 @@
 // The admin API client and the signed-in session (token in sessionStorage only).
 
+import { limits } from './limits.js';
+
 const TOKEN_KEY = 'agentver.token';
-const ROLE_ORDER = ['viewer', 'editor', 'publisher', 'admin'];
 
 export const session = { token: sessionStorage.getItem(TOKEN_KEY), name: null, role: null };
 
@@ -70,7 +71,7 @@ export async function listAll(path, params = {}, maxPages = 20) {
   const items = [];
   let cursor = null;
   for (let page = 0; page < maxPages; page += 1) {
-    const data = await api('GET', path + query({ ...params, limit: 1000, cursor }));
+    const data = await api('GET', path + query({ ...params, limit: limits.maxPageSize, cursor }));
     items.push(...data.items);
     cursor = data.next_cursor;
     if (!cursor) break;
@@ -103,7 +104,7 @@ export function signOut() {
 
 /** True when the signed-in role is at least `needed`. */
 export function can(needed) {
-  return ROLE_ORDER.indexOf(session.role) >= ROLE_ORDER.indexOf(needed);
+  return limits.roles.indexOf(session.role) >= limits.roles.indexOf(needed);
 }
 
 /** Why the current role cannot do something needing `needed` (null when it can). */

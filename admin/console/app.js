@@ -7,6 +7,7 @@ import { onUnauthorized, resume, session, signIn, signOut } from './api.js';
 import * as calls from './calls.js';
 import * as channels from './channels.js';
 import { field, fill, h, showFieldError } from './dom.js';
+import { loadLimits } from './limits.js';
 
 const ROUTES = [
   [/^\/agents\/?$/, agents.render, 'agents'],
@@ -126,6 +127,12 @@ window.addEventListener('beforeunload', (event) => {
 });
 
 (async () => {
+  try {
+    await loadLimits();
+  } catch (error) {
+    fill(main, h('h1', { tabindex: '-1' }, 'Cannot start'), h('p', { class: 'form-error', role: 'alert' }, error.message));
+    return;
+  }
   const me = await resume();
   showChrome(Boolean(me));
   await route();

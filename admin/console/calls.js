@@ -48,7 +48,7 @@ export async function render(main, _params, search) {
 }
 
 async function renderResults(section, filters, names, cursor = null, rows = []) {
-  const page = await api('GET', '/v1/calls' + query({ ...filters, limit: 50, cursor }));
+  const page = await api('GET', '/v1/calls' + query({ ...filters, cursor }));
   rows.push(...page.items);
   const described = Object.entries(filters).filter(([, v]) => v)
     .map(([k, v]) => `${k.replace('_id', '')} ${k === 'version' ? versionLabel(v === 'draft' ? null : v) : k === 'agent_id' ? names.get(v) ?? v : v}`);

@@ -4,16 +4,17 @@ import { api, can, listAll, query, reasonFor } from './api.js';
 import {
   announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
 } from './dom.js';
+import { limits } from './limits.js';
 import { guardedButton, parseVersionValue, versionSelect } from './widgets.js';
 
-const GUARDRAIL_METRICS = [
-  ['automation_rate', 'Automation rate (0–1)'],
-  ['negative_sentiment_share', 'Negative sentiment share (0–1)'],
-  ['mean_duration_s', 'Mean duration (seconds)'],
-];
-const GUARDRAIL_OPS = [['<', 'below'], ['>', 'above']];
-// The server's default: as many calls as a version comparison needs before it gives a verdict.
-const DEFAULT_MIN_CALLS = 30;
+// Names for the server's guardrail metrics and operators (limits.js); one the console does not
+// know yet shows as it is.
+const METRIC_NAMES = {
+  automation_rate: 'Automation rate (0–1)',
+  negative_sentiment_share: 'Negative sentiment share (0–1)',
+  mean_duration_s: 'Mean duration (seconds)',
+};
+const OP_NAMES = { '<': 'below', '>': 'above' };
 
 /**
  * The guardrail rules of a channel as an editable table. `load()` resolves false when the
@@ -34,13 +35,14 @@ class GuardrailsEditor {
   }
 
   add(rule = {}) {
-    const metric = h('select', { 'aria-label': 'Metric' }, GUARDRAIL_METRICS.map(([v, t]) => h('option', { value: v }, t)));
-    if (rule.metric && !GUARDRAIL_METRICS.some(([v]) => v === rule.metric)) metric.append(h('option', { value: rule.metric }, rule.metric));
-    metric.value = rule.metric ?? GUARDRAIL_METRICS[0][0];
-    const op = h('select', { 'aria-label': 'Breaks when the metric is' }, GUARDRAIL_OPS.map(([v, t]) => h('option', { value: v }, `${t} (${v})`)));
-    op.value = rule.op ?? '<';
+    const metrics = [...limits.guardrailMetrics];
+    if (rule.metric && !metrics.includes(rule.metric)) metrics.push(rule.metric);
+    const metric = h('select', { 'aria-label': 'Metric' }, metrics.map((v) => h('option', { value: v }, METRIC_NAMES[v] ?? v)));
+    metric.value = rule.metric ?? metrics[0];
+    const op = h('select', { 'aria-label': 'Breaks when the metric is' }, limits.guardrailOps.map((v) => h('option', { value: v }, `${OP_NAMES[v] ?? v} (${v})`)));
+    op.value = rule.op ?? limits.guardrailOps[0];
     const threshold = h('input', { type: 'number', step: 'any', value: String(rule.threshold ?? ''), 'aria-label': 'Threshold', class: 'short' });
-    const minCalls = h('input', { type: 'number', min: '1', step: '1', value: String(rule.min_calls ?? DEFAULT_MIN_CALLS), 'aria-label': 'Minimum calls before the rule applies', class: 'short' });
+    const minCalls = h('input', { type: 'number', min: '1', step: '1', value: String(rule.min_calls ?? limits.defaultMinCalls), 'aria-label': 'Minimum calls before the rule applies', class: 'short' });
     const entry = { metric, op, threshold, minCalls };
     const tr = h('tr', {}, h('td', {}, metric), h('td', {}, op), h('td', {}, threshold), h('td', {}, minCalls),
       h('td', {}, h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this rule', onclick: () => { this.rows.splice(this.rows.indexOf(entry), 1); tr.remove(); } }, 'Remove')));
@@ -248,7 +250,7 @@ class ChannelsPage {
       clearFieldErrors(form);
       error.textContent = '';
       const target = number.input.value.trim();
-      if (!/^\+[1-9]\d{1,14}$/.test(target)) {
+      if (!limits.e164.test(target)) {
         showFieldError(number.input, 'Use E.164: a + then the country code and number, digits only.');
         number.input.focus();
         return;
@@ -281,7 +283,7 @@ class ChannelsPage {
     const error = h('div', { class: 'form-error', role: 'alert' });
     const addRow = async (variant) => {
       const index = nextId('var');
-      const label = h('input', { type: 'text', value: variant.label, 'aria-label': 'Label', class: 'short', maxlength: '64' });
+      const label = h('input', { type: 'text', value: variant.label, 'aria-label': 'Label', class: 'short', maxlength: String(limits.labelChars) });
       const pair = await agentVersionPair(this.catalogue, variant.agent_id, variant.version, { idPrefix: index });
       pair.agent.setAttribute('aria-label', 'Agent');
       const weight = h('input', { type: 'number', min: '0', max: '100', step: '1', value: String(variant.weight), 'aria-label': 'Weight in percent', class: 'pct' });

@@ -1,0 +1,84 @@
+"""What each handler accepts and answers, declared beside it: the role it needs (enforced here),
+its parameters, body and responses (documented by the OpenAPI generator in httpkit.openapi)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from httpkit.auth import View, requires
+
+JSON = "application/json"
+_KEY = "endpoint"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A body that is not JSON, e.g. TwiML or the Prometheus exposition."""
+
+    media_type: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation. Schemas are pydantic models or types (a union of models, `list[...]`),
+    `Raw` for other media, or None for a response without a body."""
+
+    summary: str
+    roles: tuple[str, ...]
+    responses: Mapping[int, Any]
+    body: Any = None
+    media_types: tuple[str, ...] = (JSON,)
+    path: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    headers: type[BaseModel] | None = None
+    # Response headers of the success answers, by name: what each one means.
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    # Error statuses beyond those implied by the role (401, 403) and a JSON body (400, 413, ...).
+    errors: tuple[int, ...] = ()
+
+
+def endpoint(
+    summary: str,
+    *,
+    role: str | tuple[str, ...] | None = None,
+    responses: Mapping[int, Any],
+    body: Any = None,
+    media_types: tuple[str, ...] = (JSON,),
+    path: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    headers: type[BaseModel] | None = None,
+    response_headers: Mapping[str, str] | None = None,
+    errors: tuple[int, ...] = (),
+) -> Callable[[View], View]:
+    """Describe a handler; with `role` (the lowest allowed, or several ladders) it runs only for
+    tokens that hold it (see httpkit.auth.requires). None: no token needed."""
+    roles = (role,) if isinstance(role, str) else (role or ())
+    described = Endpoint(
+        summary=summary,
+        roles=roles,
+        responses=responses,
+        body=body,
+        media_types=media_types,
+        path=path,
+        query=query,
+        headers=headers,
+        response_headers=response_headers or {},
+        errors=errors,
+    )
+
+    def decorate(view: View) -> View:
+        handler = requires(*roles)(view) if roles else view
+        vars(handler)[_KEY] = described
+        return handler
+
+    return decorate
+
+
+def endpoint_of(handler: object) -> Endpoint | None:
+    """The description a handler was declared with, if any."""
+    found = getattr(handler, "__dict__", {}).get(_KEY)
+    return found if isinstance(found, Endpoint) else None

@@ -1,0 +1,324 @@
+"""Every request body the two services accept, as pydantic models: one description that both
+validates the body and documents it (OpenAPI is generated from these, examples included), and
+the resolution dry run both services answer with.
+
+Limits and enums come from the modules that own them; checks that need the database (a pinned
+version exists, analysis fields match the served config) stay in those modules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainValidator,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+from store import channels, guardrails
+from store.config import MAX_NAME_CHARS, MAX_TEXT_CHARS, AgentConfig, Name
+from store.errors import InvalidRouting
+from store.guardrails import InvalidGuardrails
+from store.tokens import Role
+from store.validation import no_nul, parse
+
+Sentiment = Literal["positive", "neutral", "negative"]
+SENTIMENTS: tuple[str, ...] = get_args(Sentiment)
+MAX_VERSION_NAME_CHARS = MAX_NAME_CHARS
+MAX_DESCRIPTION_CHARS = MAX_TEXT_CHARS
+EXAMPLE_NUMBER = "+14155550100"
+EXAMPLE_AGENT = "agt_0123456789abcdef"
+
+
+class Body(BaseModel):
+    """A closed request body: an unknown field is named as such, types are never coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OpenBody(BaseModel):
+    """A request body whose unknown fields are ignored, as they always were."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise PydanticCustomError("printable", "must be printable characters")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("blank", "must not be blank")
+    return value
+
+
+def _invalid_role(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # The one message clients have always been given for a role, whatever is wrong with it.
+    try:
+        return handler(value)
+    except ValueError:
+        raise PydanticCustomError("invalid", "invalid") from None
+
+
+Printable = Annotated[str, AfterValidator(_printable)]
+Label = Annotated[Printable, Field(min_length=1, max_length=channels.MAX_LABEL_CHARS)]
+AgentId = Annotated[
+    Printable, Field(min_length=1, max_length=channels.MAX_AGENT_ID_CHARS, examples=[EXAMPLE_AGENT])
+]
+VersionNumber = Annotated[int, Field(ge=1, le=channels.MAX_VERSION)]
+StoredText = Annotated[str, AfterValidator(no_nul)]
+RequiredText = Annotated[
+    StoredText,
+    Field(min_length=1, max_length=MAX_VERSION_NAME_CHARS),
+    AfterValidator(_not_blank),
+]
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def checked_later(shape: Any) -> PlainValidator:
+    """Accept any value here and document it as `shape`: a validation further in checks it."""
+    return PlainValidator(_unchanged, json_schema_input_type=shape)
+
+
+def _no_documented_default(schema: dict[str, JsonValue]) -> None:
+    # The None that stands for "absent" is no value a client may send.
+    schema.pop("default", None)
+
+
+# Checked by `validate_config`, so that its error paths are relative to the config.
+ConfigDocument = Annotated[Any, checked_later(AgentConfig)]
+
+
+# --- agents and drafts -----------------------------------------------------------------------
+
+EXAMPLE_CONFIG: dict[str, JsonValue] = {
+    "name": "Front desk",
+    "system_prompt": "You answer calls for a dental practice.",
+    "llm": {"provider": "openai", "model": "gpt-4o-mini"},
+    "voice": {"tts_provider": "elevenlabs", "tts_voice": "rachel"},
+}
+
+
+class CreateAgent(OpenBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"config": EXAMPLE_CONFIG}]})
+
+    config: ConfigDocument
+    # Merged into the config before it is validated, and checked there as config.name.
+    name: Annotated[Any, checked_later(Name)] = Field(
+        None, description="sets config.name", json_schema_extra=_no_documented_default
+    )
+
+
+class PutDraft(OpenBody):
+    """Read-only fields of the draft resource (revision, ...) are ignored."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"config": EXAMPLE_CONFIG}]})
+
+    config: ConfigDocument
+
+
+class PatchDraft(Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"config": {"llm": {"temperature": 0.2}}}]}
+    )
+
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="RFC 7396 merge patch of the configuration"
+    )
+
+
+class Publish(OpenBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "v2", "description": "Shorter greeting"}]}
+    )
+
+    name: RequiredText
+    description: Annotated[StoredText, Field(max_length=MAX_DESCRIPTION_CHARS)] | None = None
+
+
+# --- channels --------------------------------------------------------------------------------
+
+
+class Variant(Body):
+    label: Label
+    agent_id: AgentId
+    version: VersionNumber | None = Field(default=None, description="null serves the draft")
+    weight: Annotated[int, Field(ge=0, le=channels.MAX_WEIGHT)]
+
+
+class Pin(Body):
+    """The shorthand: one variant taking all the calls."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"agent_id": EXAMPLE_AGENT, "version": 1}]}
+    )
+
+    agent_id: AgentId
+    version: VersionNumber | None = Field(default=None, description="null serves the draft")
+    sticky: channels.Sticky = "caller"
+
+
+class Variants(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "variants": [
+                        {"label": "a", "agent_id": EXAMPLE_AGENT, "version": 1, "weight": 90},
+                        {"label": "b", "agent_id": EXAMPLE_AGENT, "version": None, "weight": 10},
+                    ],
+                    "sticky": "caller",
+                }
+            ]
+        }
+    )
+
+    variants: Annotated[list[Variant], Field(min_length=1, max_length=channels.MAX_VARIANTS)]
+    sticky: channels.Sticky = "caller"
+
+
+Routing = Annotated[
+    Pin | Variants,
+    Field(description="A pin `{agent_id, version}` (version null: the draft) or weighted variants"),
+]
+
+
+def parse_routing(body: Any) -> tuple[tuple[channels.Variant, ...], str]:
+    """Variants and sticky mode from a channel PUT body (a Pin or Variants)."""
+    if isinstance(body, dict) and "variants" in body:
+        routing = parse(Variants, body, InvalidRouting, "routing is invalid")
+        variants = tuple(channels.Variant(**v.model_dump()) for v in routing.variants)
+        sticky = routing.sticky
+    else:
+        pin = parse(Pin, body, InvalidRouting, "routing is invalid")
+        shorthand = (channels.SHORTHAND_LABEL, pin.agent_id, pin.version, channels.SHORTHAND_WEIGHT)
+        variants, sticky = (channels.Variant(*shorthand),), pin.sticky
+    labels = [v.label for v in variants]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise channels.routing_error(f"variants[{i}].label", f"duplicate label {label!r}")
+    if sum(v.weight for v in variants) <= 0:
+        raise channels.routing_error("variants", "weights must add up to more than zero")
+    return variants, sticky
+
+
+# --- guardrails ------------------------------------------------------------------------------
+
+
+class Rule(Body):
+    """The variant breaks the rule when `metric op threshold` holds, e.g. automation_rate < 0.5."""
+
+    metric: guardrails.Metric
+    op: guardrails.Op
+    threshold: float = Field(
+        ge=0, description="a rate metric's is between 0 and 1; mean_duration_s's is in seconds"
+    )
+    min_calls: int = Field(default=guardrails.DEFAULT_MIN_CALLS, ge=1)
+
+
+class SetGuardrails(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"rules": [{"metric": "automation_rate", "op": "<", "threshold": 0.5}]}]
+        }
+    )
+
+    rules: Annotated[list[Rule], Field(max_length=guardrails.MAX_RULES)]
+
+
+def parse_guardrails(body: Any) -> tuple[guardrails.Rule, ...]:
+    """The rules of a guardrails PUT body; InvalidGuardrails with paths."""
+    parsed = parse(SetGuardrails, body, InvalidGuardrails, "guardrails are invalid")
+    for i, rule in enumerate(parsed.rules):
+        if rule.metric in guardrails.RATE_METRICS and rule.threshold > 1:
+            raise InvalidGuardrails(
+                "guardrails are invalid",
+                [{"path": f"rules[{i}].threshold", "message": "must be between 0 and 1"}],
+            )
+    return tuple(guardrails.Rule(**rule.model_dump()) for rule in parsed.rules)
+
+
+# --- calls -----------------------------------------------------------------------------------
+
+
+class Analysis(Body):
+    """The voice agent's results; `fields` are those the served config's call_analysis
+    declares (each may be left out or null)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"sentiment": "positive", "automated": True, "fields": {}}]}
+    )
+
+    sentiment: Sentiment
+    automated: bool
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class GenericCall(BaseModel):
+    """The router's provider-neutral call webhook."""
+
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={
+            "examples": [{"call_id": "c-1", "from": "+14155550123", "to": EXAMPLE_NUMBER}]
+        },
+    )
+
+    call_id: NonEmpty
+    from_: NonEmpty = Field(alias="from")
+    to: NonEmpty
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+class CreateToken(OpenBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "ci", "role": "viewer"}]})
+
+    name: RequiredText
+    role: Annotated[Role, WrapValidator(_invalid_role)]
+
+
+# --- the resolution dry run both services answer -------------------------------------------
+
+
+class ResolveQuery(BaseModel):
+    to: str = Field(description="the number dialled")
+    from_: str | None = Field(None, alias="from", description="the caller")
+    call_id: str | None = Field(
+        None, description="the provider call id, for channels sticky by call"
+    )
+
+
+class Resolution(BaseModel):
+    """`rule` is draw, remembered, redraw, or fallback (with `reason`); routed answers name the
+    channel, variant, agent_id, version, config_hash and the draw value u, among others."""
+
+    model_config = ConfigDict(extra="allow")
+
+    to: str
+    from_: str = Field(alias="from")
+    rule: Literal["draw", "remembered", "redraw", "fallback"]
+    reason: str | None = None
+    channel: str | None = None
+    variant: str | None = None
+    agent_id: str | None = None
+    version: int | None = Field(None, ge=1)
+    draft_revision: int | None = Field(None, ge=1)
+    config_hash: str | None = None
+    u: float | None = Field(None, ge=0, lt=1)
