@@ -12,6 +12,9 @@ from pydantic import BaseModel
 from httpkit.auth import View, requires
 
 JSON = "application/json"
+# What reading a JSON body with httpkit.json and validating it may answer: malformed, too large,
+# not sent as JSON, invalid.
+JSON_BODY_ERRORS = (400, 413, 415, 422)
 _KEY = "endpoint"
 
 
@@ -37,7 +40,9 @@ class Endpoint:
     headers: type[BaseModel] | None = None
     # Response headers of the success answers, by name: what each one means.
     response_headers: Mapping[str, str] = field(default_factory=dict)
-    # Error statuses beyond those implied by the role (401, 403) and a JSON body (400, 413, ...).
+    # What reading the body may answer; the webhooks read theirs raw, verified before parsed.
+    body_errors: tuple[int, ...] = JSON_BODY_ERRORS
+    # Error statuses beyond those implied by the role (401, 403) and the body.
     errors: tuple[int, ...] = ()
 
 
@@ -52,6 +57,7 @@ def endpoint(
     query: type[BaseModel] | None = None,
     headers: type[BaseModel] | None = None,
     response_headers: Mapping[str, str] | None = None,
+    body_errors: tuple[int, ...] = JSON_BODY_ERRORS,
     errors: tuple[int, ...] = (),
 ) -> Callable[[View], View]:
     """Describe a handler; with `role` (the lowest allowed, or several ladders) it runs only for
@@ -67,6 +73,7 @@ def endpoint(
         query=query,
         headers=headers,
         response_headers=response_headers or {},
+        body_errors=body_errors,
         errors=errors,
     )
 

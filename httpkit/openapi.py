@@ -52,7 +52,6 @@ ERRORS: dict[int, tuple[str, str]] = {
     503: ("Unavailable", "A dependency is unavailable; retry"),
 }
 AUTH_ERRORS = (401, 403)
-BODY_ERRORS = (400, 413, 415, 422)
 
 
 class _Components:
@@ -133,8 +132,7 @@ def _operation(described: Endpoint, components: _Components) -> dict[str, Any]:
             "required": True,
             "content": components.content(described.body, described.media_types),
         }
-        if JSON in described.media_types:
-            errors.update(BODY_ERRORS)
+        errors.update(described.body_errors)
     responses: dict[int, Any] = {}
     for status, shape in described.responses.items():
         responses[status] = {"description": HTTPStatus(status).phrase}

@@ -81,7 +81,8 @@ async def _twilio_params(request: web.Request) -> dict[str, str]:
     body=schemas.TwilioCall,
     media_types=(FORM,),
     responses={200: Raw(TWIML)},
-    errors=(403, 413),
+    body_errors=(413,),
+    errors=(403,),
 )
 async def twilio_voice(request: web.Request) -> web.Response:
     """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback)."""
@@ -119,7 +120,8 @@ def _float(raw: str | None) -> float | None:
     body=schemas.TwilioCall,
     media_types=(FORM,),
     responses={204: None},
-    errors=(403, 413),
+    body_errors=(413,),
+    errors=(403,),
 )
 async def twilio_status(request: web.Request) -> web.Response:
     """A Twilio status callback: progress, or the end of the call with its duration."""
@@ -150,7 +152,8 @@ def _timestamp(raw: Any) -> datetime | None:
     headers=schemas.TelnyxSignature,
     body=schemas.TelnyxEvent,
     responses={200: None},
-    errors=(400, 403, 413),
+    body_errors=(400, 413),
+    errors=(403,),
 )
 async def telnyx_event(request: web.Request) -> web.Response:
     """A Telnyx Call Control event. Answered 200 at once; commands follow in the background.
@@ -225,7 +228,8 @@ async def _telnyx_hangup(
     headers=schemas.GenericSignature,
     body=GenericCall,
     responses={200: schemas.StreamAnswer | schemas.FallbackAnswer},
-    errors=(400, 403, 413),
+    body_errors=(400, 413),
+    errors=(403,),
 )
 async def generic_call(request: web.Request) -> web.Response:
     """A provider-neutral call `{call_id, from, to}` → JSON answer (or the fallback)."""

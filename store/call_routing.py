@@ -62,8 +62,9 @@ async def route(to: str, routing_of: RoutingSource) -> Routing | Unroutable:
 
 
 def draw(routing: Routing, raw_from: str, call_key: str) -> Draw:
-    """Draw per DESIGN.md section 2: by caller when the channel is sticky by caller and the
-    caller is a real number (an anonymous caller cannot be remembered), else by call."""
+    """Draw per docs/design.md section 4 (step 3): by caller when the channel is sticky by
+    caller and the caller is a real number (an anonymous caller cannot be remembered), else by
+    call."""
     caller = caller_of(raw_from)
     remember = routing.sticky == "caller" and normalize_e164(raw_from) is not None
     key = caller if remember else call_key

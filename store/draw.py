@@ -1,4 +1,5 @@
-"""The variant draw (DESIGN.md section 2): pure, deterministic, the same on every worker.
+"""The variant draw (docs/design.md section 4, step 3): pure, deterministic, the same on every
+worker.
 
 u = the first 8 bytes of sha256(salt + ":" + key) as a big-endian unsigned integer / 2^64; the
 variant is the first whose cumulative weight exceeds u x total weight. Comparisons are done on

@@ -33,7 +33,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings from environment variables (DESIGN.md section 5)."""
+        """Build settings from environment variables (the README's configuration table)."""
         e = dict(os.environ if env is None else env)
 
         def opt(name: str) -> str | None:
