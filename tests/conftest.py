@@ -19,7 +19,7 @@ from store.db import create_pool
 from store.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 from store.tokens import ROLES, create_token
 
-pytest_plugins = ["tests.router_fixtures"]
+pytest_plugins = ["tests.router_fixtures", "tests.faults"]
 
 # Every table the migrations made (whoever wrote them), bar the migration ledger. Tests may wipe
 # published versions: replica mode skips the immutability and foreign-key triggers, which only a

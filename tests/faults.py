@@ -1,28 +1,46 @@
-"""Fault-test drivers: real router processes (`python -m router`), and a bounded load of signed
-Twilio webhooks (calls, and optionally their endings), with runtime lookups as a voice agent
-makes them. The servers the tests kill are harness's own (harness/postgres.py, harness/redis.py).
+"""Fault-test drivers: a rig of dedicated servers (harness's Postgres and Redis, started here and
+broken by the tests) seeded with one agent and two pinned numbers, real router processes
+(`python -m router`), a bounded load of signed Twilio webhooks (calls, and optionally their
+endings) with runtime lookups as a voice agent makes them, and the checks and one JSON report
+shape every fault scenario shares. A pytest plugin (tests/conftest.py): `rig` and `routers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+import shutil
 import signal
+import statistics
 import sys
+import tempfile
+import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import asyncpg
+import pytest
 
 from harness.net import HOST
+from harness.postgres import PostgresServer, ensure_database
 from harness.processes import spawn, stop, wait_until
+from harness.redis import RedisServer
 from router.signatures import twilio_signature
+from store.agents import create_agent, publish, update_draft
+from store.channels import Variant, set_channel
+from store.db import create_pool
+from store.migrate import migrate
+from store.tokens import create_token
+from tests.conftest import minimal_config
 from tests.router_fixtures import stream_parameters
 
 TWILIO_TOKEN = "fault-test-twilio-token-" + secrets.token_hex(8)
@@ -34,6 +52,8 @@ MAX_DURATION_S = 600
 ROUTER_TIMEOUT_S = 30.0
 # A request that has not been answered in this many seconds counts as failed (Twilio waits 15).
 REQUEST_TIMEOUT_S = 10.0
+CHANNEL = "+14155550100"
+PINNED_LATER = "+14155550199"  # pinned to v1; a test may re-pin it to v2
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -84,6 +104,16 @@ class Load:
     # Calls whose ending (a `completed` status callback) was answered: provider id → duration.
     ended: dict[str, int] = field(default_factory=dict)
     ending_failures: Counter[str] = field(default_factory=Counter)
+    # Every call's (monotonic send time, seconds until answered or failed).
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+
+    def latency_ms(self, since: float, until: float) -> dict[str, float | None]:
+        """p99 and max answer time of the calls sent between two monotonic times."""
+        window = sorted(s for sent, s in self.latencies if since <= sent < until)
+        if not window:
+            return {"p99_ms": None, "max_ms": None}
+        p99 = statistics.quantiles(window, n=100)[98] if len(window) > 1 else window[0]
+        return {"p99_ms": round(p99 * 1000, 1), "max_ms": round(window[-1] * 1000, 1)}
 
     @property
     def sent(self) -> int:
@@ -151,11 +181,14 @@ class Caller:
 
     async def one(self, load: Load) -> None:
         sid = "CA" + uuid.uuid4().hex
+        sent = time.monotonic()
         try:
             answer = await self.call(sid)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
             load.failures[_failure(exc)] += 1
             return
+        finally:
+            load.latencies.append((sent, time.monotonic() - sent))
         if answer is None:
             load.fallbacks += 1
             return
@@ -203,3 +236,164 @@ async def loaded(caller: Caller, concurrency: int = 4) -> Any:
     finally:
         stop.set()
         await task
+
+
+# --- the rig ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    postgres: PostgresServer
+    redis: RedisServer
+    agent_id: str
+    runtime_token: str  # the voice agent's
+
+    def env(self, port: int, spool: str = "spool", **overrides: str) -> dict[str, str]:
+        """A router's environment; `overrides` replace variables (e.g. a DATABASE_URL that goes
+        through a harness.proxy.TcpProxy)."""
+        return {
+            **os.environ,
+            "DATABASE_URL": self.postgres.url,
+            "REDIS_URL": self.redis.url,
+            "AGENTVER_ROUTER_PORT": str(port),
+            "AGENTVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "AGENTVER_SPOOL_DIR": str(self.workdir / spool),
+            **overrides,
+        }
+
+    def router(self, port: int, name: str, **overrides: str) -> RouterProcess:
+        return RouterProcess(self.env(port, **overrides), self.workdir / f"{name}.log")
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
+
+
+async def _seed(url: str) -> tuple[str, str]:
+    """Create and migrate the database; the agent's id and a runtime token."""
+    await ensure_database(url)
+    await migrate(url)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        agent = await create_agent(pool, minimal_config(), "faults")
+        await publish(pool, agent.id, "v1", "", "faults")
+        await update_draft(pool, agent.id, lambda _: minimal_config(system_prompt="Two."), "faults")
+        await publish(pool, agent.id, "v2", "", "faults")
+        for number in (CHANNEL, PINNED_LATER):
+            await pin_channel(pool, number, agent.id, 1)
+        return agent.id, await create_token(pool, "faults-voice-agent", "runtime")
+    finally:
+        await pool.close()
+
+
+async def pin_channel(pool: asyncpg.Pool, number: str, agent_id: str, version: int) -> None:
+    await set_channel(pool, number, (Variant("v", agent_id, version, 100),), "caller", "faults")
+
+
+@pytest.fixture(scope="module")
+async def rig() -> AsyncIterator[Rig]:
+    # Not pytest's tmp_path: as root, Postgres runs as `nobody`, who must reach its directory.
+    workdir = Path(tempfile.mkdtemp(prefix="agentver-faults-"))
+    os.chmod(workdir, 0o755)  # noqa: S103 (directories need o+x to be searched)
+    postgres, redis = PostgresServer(workdir / "postgres"), RedisServer(workdir / "redis")
+    try:
+        postgres.init()
+        postgres.start()
+        redis.start()
+        yield Rig(workdir, postgres, redis, *await _seed(postgres.url))
+    finally:
+        redis.kill()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def routers(rig: Rig) -> Iterator[list[RouterProcess]]:
+    """Router processes a test starts; killed after it if still running."""
+    started: list[RouterProcess] = []
+    yield started
+    for router in started:
+        router.kill()
+
+
+async def count_recorded(rig: Rig, load: Load) -> dict[str, Any]:
+    """How the answered calls landed: missing, duplicated, or with another call_id."""
+    conn = await asyncpg.connect(rig.postgres.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT provider_call_id, call_id FROM calls WHERE provider_call_id = ANY($1)",
+            list(load.answered),
+        )
+    finally:
+        await conn.close()
+    stored: dict[str, list[str]] = {}
+    for row in rows:
+        stored.setdefault(row["provider_call_id"], []).append(row["call_id"])
+    return {
+        "recorded": len(stored),
+        "missing": sum(1 for sid in load.answered if sid not in stored),
+        "duplicated": sum(1 for ids in stored.values() if len(ids) > 1),
+        "mismatched": sum(1 for sid, ids in stored.items() if ids != [load.answered[sid]]),
+    }
+
+
+async def count_ended(rig: Rig, load: Load) -> dict[str, Any]:
+    """How the endings sent landed: calls still open, or ended with another duration."""
+    conn = await asyncpg.connect(rig.postgres.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT provider_call_id, status, duration_s FROM calls"
+            " WHERE provider_call_id = ANY($1)",
+            list(load.ended),
+        )
+    finally:
+        await conn.close()
+    right = {r["provider_call_id"] for r in rows if r["status"] == "completed"}
+    wrong = {
+        r["provider_call_id"] for r in rows if r["duration_s"] != load.ended[r["provider_call_id"]]
+    }
+    return {
+        "ended_right": len(right - wrong),
+        "not_ended": len(load.ended) - len(right),
+        "wrong_duration": len(wrong),
+    }
+
+
+async def count_landed(rig: Rig, load: Load) -> tuple[dict[str, Any], dict[str, Any]]:
+    return await count_recorded(rig, load), await count_ended(rig, load)
+
+
+async def scrape_metric(port: int, name: str) -> float:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def report(
+    scenario: str, load: Load, recorded: dict[str, Any], fault: tuple[float, float], **extra: Any
+) -> dict[str, Any]:
+    """Print (and return) one scenario's figures as one JSON line, the same shape for every
+    scenario; `fault` is the monotonic window the fault lasted, for the latency figures."""
+    figures = {
+        "scenario": scenario,
+        "sent": load.sent,
+        "answered": len(load.answered),
+        "fallbacks": load.fallbacks,
+        "failed": sum(load.failures.values()),
+        "recorded": recorded["recorded"],
+        "missing": recorded["missing"],
+        "duplicated": recorded["duplicated"],
+        "mismatched": recorded["mismatched"],
+        **{f"{name}_during_fault": value for name, value in load.latency_ms(*fault).items()},
+        **extra,
+    }
+    print(json.dumps(figures))
+    return figures

@@ -8,180 +8,43 @@ honoured. Each test prints its counts as one JSON line (-s)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import asyncpg
 import pytest
 
 from harness.net import free_port
-from harness.postgres import PostgresServer, ensure_database
-from harness.redis import RedisServer
-from store.agents import create_agent, publish, update_draft
-from store.channels import Variant, set_channel
+from harness.postgres import PostgresServer
 from store.db import create_pool
-from store.migrate import migrate
-from store.tokens import create_token
-from tests.conftest import minimal_config
-from tests.faults import TWILIO_TOKEN, Caller, Load, RouterProcess, loaded, session
+from tests.faults import (
+    CHANNEL,
+    PINNED_LATER,
+    TWILIO_TOKEN,
+    Caller,
+    Rig,
+    RouterProcess,
+    count_landed,
+    count_recorded,
+    loaded,
+    pin_channel,
+    report,
+    scrape_metric,
+    session,
+)
 from tests.polling import eventually
 
 pytestmark = pytest.mark.faults
 
-CHANNEL = "+14155550100"
-PINNED_LATER = "+14155550199"  # pinned to v1, then to v2 while the change feed is down
 REDIS_OUTAGE_S = 10.0
 POSTGRES_OUTAGE_S = 30.0
 WARM_UP_S = 2.0
 # Seconds after Postgres returns for every spooled call to be replayed (one replay a second).
 REPLAY_WITHIN_S = 15.0
 FEED_CONNECTED = "agentver_change_feed_connected"
-
-
-@dataclass
-class Rig:
-    workdir: Path
-    postgres: PostgresServer
-    redis: RedisServer
-    agent_id: str
-    runtime_token: str  # the voice agent's
-
-    def env(self, port: int, spool: str = "spool") -> dict[str, str]:
-        return {
-            **os.environ,
-            "DATABASE_URL": self.postgres.url,
-            "REDIS_URL": self.redis.url,
-            "AGENTVER_ROUTER_PORT": str(port),
-            "AGENTVER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-            "AGENTVER_SPOOL_DIR": str(self.workdir / spool),
-        }
-
-    def router(self, port: int, name: str) -> RouterProcess:
-        return RouterProcess(self.env(port), self.workdir / f"{name}.log")
-
-    def logs(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
-
-
-async def _seed(url: str) -> tuple[str, str]:
-    """Create and migrate the database; the agent's id and a runtime token."""
-    await ensure_database(url)
-    await migrate(url)
-    pool = await create_pool(url, min_size=1, max_size=2)
-    try:
-        agent = await create_agent(pool, minimal_config(), "faults")
-        await publish(pool, agent.id, "v1", "", "faults")
-        await update_draft(pool, agent.id, lambda _: minimal_config(system_prompt="Two."), "faults")
-        await publish(pool, agent.id, "v2", "", "faults")
-        for number in (CHANNEL, PINNED_LATER):
-            await _pin(pool, number, agent.id, 1)
-        return agent.id, await create_token(pool, "faults-voice-agent", "runtime")
-    finally:
-        await pool.close()
-
-
-async def _pin(pool: asyncpg.Pool, number: str, agent_id: str, version: int) -> None:
-    await set_channel(pool, number, (Variant("v", agent_id, version, 100),), "caller", "faults")
-
-
-@pytest.fixture(scope="module")
-async def rig() -> AsyncIterator[Rig]:
-    # Not pytest's tmp_path: as root, Postgres runs as `nobody`, who must reach its directory.
-    workdir = Path(tempfile.mkdtemp(prefix="agentver-faults-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (directories need o+x to be searched)
-    postgres, redis = PostgresServer(workdir / "postgres"), RedisServer(workdir / "redis")
-    try:
-        postgres.init()
-        postgres.start()
-        redis.start()
-        yield Rig(workdir, postgres, redis, *await _seed(postgres.url))
-    finally:
-        redis.kill()
-        postgres.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def routers(rig: Rig) -> Iterator[list[RouterProcess]]:
-    """Router processes a test starts; killed after it if still running."""
-    started: list[RouterProcess] = []
-    yield started
-    for router in started:
-        router.kill()
-
-
-async def _recorded(rig: Rig, load: Load) -> dict[str, Any]:
-    """How the answered calls landed: missing, duplicated, or with another call_id."""
-    conn = await asyncpg.connect(rig.postgres.url)
-    try:
-        rows = await conn.fetch(
-            "SELECT provider_call_id, call_id FROM calls WHERE provider_call_id = ANY($1)",
-            list(load.answered),
-        )
-    finally:
-        await conn.close()
-    stored: dict[str, list[str]] = {}
-    for row in rows:
-        stored.setdefault(row["provider_call_id"], []).append(row["call_id"])
-    return {
-        "recorded": len(stored),
-        "missing": sum(1 for sid in load.answered if sid not in stored),
-        "duplicated": sum(1 for ids in stored.values() if len(ids) > 1),
-        "mismatched": sum(1 for sid, ids in stored.items() if ids != [load.answered[sid]]),
-    }
-
-
-async def _ended(rig: Rig, load: Load) -> dict[str, Any]:
-    """How the endings sent landed: calls still open, or ended with another duration."""
-    conn = await asyncpg.connect(rig.postgres.url)
-    try:
-        rows = await conn.fetch(
-            "SELECT provider_call_id, status, duration_s FROM calls"
-            " WHERE provider_call_id = ANY($1)",
-            list(load.ended),
-        )
-    finally:
-        await conn.close()
-    right = {r["provider_call_id"] for r in rows if r["status"] == "completed"}
-    wrong = {
-        r["provider_call_id"] for r in rows if r["duration_s"] != load.ended[r["provider_call_id"]]
-    }
-    return {
-        "ended_right": len(right - wrong),
-        "not_ended": len(load.ended) - len(right),
-        "wrong_duration": len(wrong),
-    }
-
-
-async def _landed(rig: Rig, load: Load) -> tuple[dict[str, Any], dict[str, Any]]:
-    return await _recorded(rig, load), await _ended(rig, load)
-
-
-async def _metric(port: int, name: str) -> float:
-    async with (
-        aiohttp.ClientSession() as client,
-        client.get(f"http://127.0.0.1:{port}/metrics") as resp,
-    ):
-        text = await resp.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
-
-
-def _report(test: str, **figures: Any) -> None:
-    print(json.dumps({"test": test, **figures}))
 
 
 async def test_redis_killed_for_10_s(rig: Rig, routers: list[RouterProcess]) -> None:
@@ -191,15 +54,14 @@ async def test_redis_killed_for_10_s(rig: Rig, routers: list[RouterProcess]) -> 
         caller = Caller(client, port, CHANNEL)
         async with loaded(caller) as load:
             await asyncio.sleep(WARM_UP_S)
-            before = load.sent
+            before, fault_began = load.sent, time.monotonic()
             rig.redis.kill()
             await asyncio.sleep(REDIS_OUTAGE_S)
-            during = load.sent - before
+            during, fault_ended = load.sent - before, time.monotonic()
             rig.redis.start()
             await asyncio.sleep(WARM_UP_S)
-    recorded = await _recorded(rig, load)
-    _report("redis_killed", outage_s=REDIS_OUTAGE_S, during_outage=during, **load.summary())
-    _report("redis_killed_records", **recorded)
+    recorded = await count_recorded(rig, load)
+    report("redis_killed", load, recorded, (fault_began, fault_ended), outage_s=REDIS_OUTAGE_S)
     assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
     assert during > 0
     assert recorded["recorded"] == len(load.answered)
@@ -218,10 +80,10 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             warm = await caller.lookup(
                 _config_path(next(iter(load.answered.values()))), rig.runtime_token
             )
-            before = load.sent
+            before, fault_began = load.sent, time.monotonic()
             rig.postgres.stop()
             # A fast shutdown ends the feed's session: the worker notices at once.
-            await eventually(lambda: _metric(port, FEED_CONNECTED), lambda v: v == 0)
+            await eventually(lambda: scrape_metric(port, FEED_CONNECTED), lambda v: v == 0)
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
             # A provider retry of a spooled call gets the answer the call got.
             spooled_sid = next(reversed(load.answered))
@@ -229,27 +91,34 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             # Past the token cache's TTL, with Postgres out of reach.
             lookups = await _lookups(caller, rig, load.answered[spooled_sid])
             await asyncio.sleep(POSTGRES_OUTAGE_S / 2)
-            during = load.sent - before
+            during, fault_ended = load.sent - before, time.monotonic()
             await _repin_while_feed_is_down(rig)
             # Read after the re-pin's commit: the router cannot have seen it through the feed.
-            feed_down = await _metric(port, FEED_CONNECTED) == 0
+            feed_down = await scrape_metric(port, FEED_CONNECTED) == 0
             rig.postgres.start()
             await asyncio.sleep(WARM_UP_S)
         honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
     recorded, ended = await eventually(
-        lambda: _landed(rig, load),
+        lambda: count_landed(rig, load),
         lambda landed: not landed[0]["missing"] and not landed[1]["not_ended"],
         within_s=REPLAY_WITHIN_S,
         interval_s=0.5,
     )
     spool = {
-        event: await _metric(port, f'agentver_spool_records_total{{event="{event}"}}')
+        event: await scrape_metric(port, f'agentver_spool_records_total{{event="{event}"}}')
         for event in ("spooled", "replayed", "dropped")
     }
-    _report("postgres_stopped", outage_s=POSTGRES_OUTAGE_S, during_outage=during, **load.summary())
-    _report("postgres_stopped_records", **recorded, **ended, **spool)
-    _report("postgres_stopped_lookups", **{k: v[0] for k, v in lookups.items()})
-    _report("pin_changed_while_feed_down", feed_down=feed_down, honoured_after_s=honoured_after_s)
+    report(
+        "postgres_stopped",
+        load,
+        recorded,
+        (fault_began, fault_ended),
+        outage_s=POSTGRES_OUTAGE_S,
+        **ended,
+        **spool,
+        lookups={k: v[0] for k, v in lookups.items()},
+        pin_changed_while_feed_down={"feed_down": feed_down, "honoured_after_s": honoured_after_s},
+    )
     assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
     assert not load.ending_failures and len(load.ended) == len(load.answered), load.summary()
     assert during > 0 and spool["spooled"] > 0 and spool["dropped"] == 0
@@ -294,7 +163,7 @@ async def _repin_while_feed_is_down(rig: Rig) -> None:
     try:
         pool = await create_pool(aside.url, min_size=1, max_size=1)
         try:
-            await _pin(pool, PINNED_LATER, rig.agent_id, 2)
+            await pin_channel(pool, PINNED_LATER, rig.agent_id, 2)
         finally:
             await pool.close()
     finally:
@@ -335,14 +204,16 @@ async def test_rolling_restart_of_two_workers(rig: Rig, routers: list[RouterProc
     exits = []
     async with session() as client, loaded(Caller(client, port, CHANNEL)) as load:
         await asyncio.sleep(WARM_UP_S)
+        fault_began = time.monotonic()
         for index in range(2):
             # Replace each worker in turn: the new one shares the port before the old one goes.
             old = routers[index]
             routers.append(await asyncio.to_thread(rig.router, port, f"worker-{index}-new"))
             exits.append(await asyncio.to_thread(old.terminate))
             await asyncio.sleep(WARM_UP_S)
-    recorded = await _recorded(rig, load)
-    _report("rolling_restart", exit_codes=exits, **load.summary(), **recorded)
+        fault_ended = time.monotonic()
+    recorded = await count_recorded(rig, load)
+    report("rolling_restart", load, recorded, (fault_began, fault_ended), exit_codes=exits)
     assert exits == [0, 0]
     assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
     assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
