@@ -9,7 +9,7 @@ straight to the loader without waiting on it. When the loader (Postgres) is unav
 untrusted mutable entry is served from what the cache last held (the L1 copy kept when trust
 was lost, else Redis): a possibly stale routing beats no answer to a phone call. A failed
 Redis delete leaves Redis `suspect` of stale mutable entries: they are not read until a wipe of
-every mutable key succeeds.
+every mutable key succeeds with no delete failing meanwhile.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class LayeredCache:
         # Mutable entries as last known while untrusted: served only when the loader fails.
         self._stale: OrderedDict[str, Any] = OrderedDict()
         self._redis_suspect = False
+        # Failed deletes so far: a wipe clears the suspicion only if none failed while it ran.
+        self._failed_deletes = 0
         self._wipe: asyncio.Task[None] | None = None
         self.trusted = False
 
@@ -199,6 +201,7 @@ class LayeredCache:
         if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
             # The entry may outlive its change in Redis: keep Redis out of mutable reads.
             self._redis_suspect = True
+            self._failed_deletes += 1
 
     async def invalidate(self, codec: Codec[Any], key: str) -> None:
         """Forget a mutable entry in every tier (a change notification arrived for it)."""
@@ -248,16 +251,18 @@ class LayeredCache:
         """Delete every mutable entry from Redis, then read mutable entries from it again."""
         if not self.breaker.allow():
             return
-        # Cleared first: a delete failing during the wipe must leave Redis suspect again.
-        self._redis_suspect = False
+        # Still suspect while the wipe runs: an entry it has not reached yet may be stale.
+        failed_deletes = self._failed_deletes
         try:
             await self._unlink_mutable()
         except REDIS_UNAVAILABLE:
             self.breaker.failed()
-            self._redis_suspect = True
             self._observe("any", "redis", "error")
             return
         self.breaker.succeeded()
+        # A delete that failed meanwhile may be of a key the wipe had already passed.
+        if self._failed_deletes == failed_deletes:
+            self._redis_suspect = False
 
     async def _unlink_mutable(self) -> None:
         for prefix in MUTABLE_KEYS:

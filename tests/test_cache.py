@@ -1,0 +1,100 @@
+"""The layered cache's suspicion of Redis after a failed delete, against a Redis stand-in whose
+deletes fail and whose scans wait on demand (the moments a real network makes unpredictable)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from store.cache import LayeredCache
+from store.codecs import ROUTING_KEY, Codec
+from tests.polling import eventually
+
+# A mutable entry kept where routings are, whose Redis scan a wipe runs first.
+ENTRY = Codec[str]("entry", ROUTING_KEY, True, str.encode, bytes.decode)
+STALE, FRESH = "stale", "fresh"
+
+
+class FlakyRedis:
+    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, and a
+    SCAN, having listed its keys, waits for `scans` to be set."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.failing_deletes = 0
+        self.scans = asyncio.Event()
+        self.scans.set()
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ex: int) -> None:
+        self.data[key] = value
+
+    async def unlink(self, *keys: str | bytes) -> int:
+        if self.failing_deletes:
+            self.failing_deletes -= 1
+            raise RedisTimeout("held by the network")
+        names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        return sum(self.data.pop(k, None) is not None for k in names)
+
+    async def scan_iter(self, match: str, count: int) -> AsyncIterator[bytes]:
+        found = [k.encode() for k in self.data if k.startswith(match.rstrip("*"))]
+        await self.scans.wait()
+        for key in found:
+            yield key
+
+
+def _cache(redis: FlakyRedis) -> LayeredCache:
+    cache = LayeredCache(cast(aioredis.Redis, redis), "t:", lambda *_: None)
+    cache.trusted = True
+    return cache
+
+
+async def _fresh() -> str:
+    return FRESH
+
+
+async def _read(cache: LayeredCache, key: str = "a") -> str:
+    return await cache.get(ENTRY, key, _fresh)
+
+
+async def _changed_but_not_deleted(redis: FlakyRedis, cache: LayeredCache, key: str) -> None:
+    """A change to `key` whose delete from Redis fails: Redis keeps the stale entry."""
+    redis.data[cache.key(ENTRY, key)] = ENTRY.encode(STALE)
+    redis.failing_deletes = 1
+    await cache.invalidate(ENTRY, key)
+
+
+async def test_a_wipe_in_progress_keeps_redis_unread() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    await _changed_but_not_deleted(redis, cache, "a")
+    redis.scans.clear()
+    # This read starts the wipe, which waits before deleting the stale entry.
+    assert await _read(cache) == FRESH
+    redis.scans.set()
+    await cache.close()
+
+
+async def test_a_delete_failing_during_a_wipe_leaves_redis_suspect() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    await _changed_but_not_deleted(redis, cache, "a")
+    redis.scans.clear()
+    await _read(cache)  # starts the wipe
+    await asyncio.sleep(0)
+    # Another change while the wipe waits, after it listed its keys.
+    await _changed_but_not_deleted(redis, cache, "b")
+    redis.scans.set()
+
+    async def wiped() -> bool:
+        return cache.key(ENTRY, "a") not in redis.data
+
+    await eventually(wiped)
+    assert await _read(cache, "b") == FRESH
+    await cache.close()
