@@ -70,6 +70,8 @@ class LayeredCache:
         self._invalidated: set[str] = set()
         # Mutable entries as last known while untrusted: served only when the loader fails.
         self._stale: OrderedDict[str, Any] = OrderedDict()
+        # Keys whose Redis delete is in flight: a read overtaking it could find the stale entry.
+        self._deleting: dict[str, int] = {}
         self._redis_suspect = False
         # Failed deletes so far: a wipe clears the suspicion only if none failed while it ran.
         self._failed_deletes = 0
@@ -112,7 +114,7 @@ class LayeredCache:
     async def _fill(
         self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
     ) -> T:
-        if cacheable and self._redis_readable(codec):
+        if cacheable and self._redis_readable(codec, full):
             cached = await self._from_redis(codec, full)
             if cached is not _MISSING:
                 self._to_l1(codec, full, cached)
@@ -143,7 +145,9 @@ class LayeredCache:
         if full in self._stale:
             self._observe(codec.kind, "l1", "stale")
             return self._stale[full]
-        return await self._from_redis(codec, full) if self._redis_readable(codec) else _MISSING
+        return (
+            await self._from_redis(codec, full) if self._redis_readable(codec, full) else _MISSING
+        )
 
     def _keep_stale(self, full: str, value: Any) -> None:
         self._stale[full] = value
@@ -151,8 +155,8 @@ class LayeredCache:
         while len(self._stale) > self._l1_size:
             self._stale.popitem(last=False)
 
-    def _redis_readable(self, codec: Codec[Any]) -> bool:
-        return not (codec.mutable and self._redis_suspect)
+    def _redis_readable(self, codec: Codec[Any], full: str) -> bool:
+        return not (codec.mutable and (self._redis_suspect or full in self._deleting))
 
     def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
         if full in self._invalidated:
@@ -210,7 +214,13 @@ class LayeredCache:
         self._stale.pop(full, None)
         if full in self._inflight:
             self._invalidated.add(full)
-        await self._delete_redis(full)
+        self._deleting[full] = self._deleting.get(full, 0) + 1
+        try:
+            await self._delete_redis(full)
+        finally:
+            self._deleting[full] -= 1
+            if not self._deleting[full]:
+                del self._deleting[full]
 
     def lose_trust(self) -> None:
         """The change feed is down: stop serving mutable entries from any tier (but keep them

@@ -20,13 +20,14 @@ STALE, FRESH = "stale", "fresh"
 
 
 class FlakyRedis:
-    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, and a
-    SCAN, having listed its keys, waits for `scans` to be set."""
+    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, an
+    UNLINK waits for `deletes` to be set, and a SCAN, having listed its keys, for `scans`."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.failing_deletes = 0
-        self.scans = asyncio.Event()
+        self.deletes, self.scans = asyncio.Event(), asyncio.Event()
+        self.deletes.set()
         self.scans.set()
 
     async def get(self, key: str) -> bytes | None:
@@ -36,6 +37,7 @@ class FlakyRedis:
         self.data[key] = value
 
     async def unlink(self, *keys: str | bytes) -> int:
+        await self.deletes.wait()
         if self.failing_deletes:
             self.failing_deletes -= 1
             raise RedisTimeout("held by the network")
@@ -98,3 +100,15 @@ async def test_a_delete_failing_during_a_wipe_leaves_redis_suspect() -> None:
     await eventually(wiped)
     assert await _read(cache, "b") == FRESH
     await cache.close()
+
+
+async def test_a_key_is_not_read_from_redis_while_its_delete_is_in_flight() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.data[cache.key(ENTRY, "a")] = ENTRY.encode(STALE)
+    redis.deletes.clear()
+    invalidating = asyncio.create_task(cache.invalidate(ENTRY, "a"))
+    await asyncio.sleep(0)  # L1 forgot the entry; its delete from Redis waits
+    assert await _read(cache) == FRESH
+    redis.deletes.set()
+    await invalidating
