@@ -15,7 +15,6 @@ every mutable key succeeds with no delete failing meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -66,6 +65,7 @@ class LayeredCache:
         self._l1_size = l1_size
         self._l1: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._fills: set[asyncio.Task[None]] = set()
         # Keys invalidated while their load was running: that load must not fill the cache.
         self._invalidated: set[str] = set()
         # Mutable entries as last known while untrusted: served only when the loader fails.
@@ -98,27 +98,66 @@ class LayeredCache:
             self._observe(codec.kind, "l1", "miss")
         flight = self._inflight.get(full)
         if flight is None:
-            flight = asyncio.ensure_future(self._fill(codec, full, load, cacheable))
-            self._inflight[full] = flight
-            flight.add_done_callback(lambda f: self._landed(full, f))
+            flight = self._start_fill(codec, full, load, cacheable)
         result: T = await asyncio.shield(flight)
         return result
 
-    def _landed(self, full: str, flight: asyncio.Future[Any]) -> None:
-        if self._inflight.get(full) is flight:
+    def _start_fill(
+        self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
+    ) -> asyncio.Future[T]:
+        """A flight for `full`: a future its callers await, settled by a task that then writes
+        what it loaded to Redis. The key stays in flight until that write is over, so an
+        invalidation meanwhile still deletes after it."""
+        value: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inflight[full] = value
+        task = asyncio.ensure_future(self._fill(codec, full, load, cacheable, value))
+        self._fills.add(task)
+        task.add_done_callback(lambda t: self._landed(full, value, t))
+        return value
+
+    def _landed(self, full: str, value: asyncio.Future[Any], task: asyncio.Task[None]) -> None:
+        self._fills.discard(task)
+        if self._inflight.get(full) is value:
             del self._inflight[full]
             self._invalidated.discard(full)
-        if not flight.cancelled():
-            flight.exception()  # retrieved here so an unawaited failure is not reported twice
+        if not value.done():  # the task was cancelled before it ran
+            value.cancel()
+        if not value.cancelled():
+            value.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _fill(
+        self,
+        codec: Codec[T],
+        full: str,
+        load: Callable[[], Awaitable[T]],
+        cacheable: bool,
+        value: asyncio.Future[T],
+    ) -> None:
+        try:
+            found, loaded = await self._find(codec, full, load, cacheable)
+        except asyncio.CancelledError:
+            value.cancel()
+            raise
+        except Exception as exc:
+            value.set_exception(exc)
+            return
+        value.set_result(found)
+        # After the answer: a call never waits on a Redis write (a silent Redis costs a timeout).
+        if loaded and full not in self._invalidated:
+            await self._to_redis(codec, full, found)
+            # Invalidated while the write was in flight: the delete may have run before it.
+            if full in self._invalidated:
+                await self._delete_redis(full)
+
+    async def _find(
         self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
-    ) -> T:
+    ) -> tuple[T, bool]:
+        """The entry's value, and whether it was loaded (and is worth writing to Redis)."""
         if cacheable and self._redis_readable(codec, full):
             cached = await self._from_redis(codec, full)
             if cached is not _MISSING:
                 self._to_l1(codec, full, cached)
-                return cached  # type: ignore[no-any-return]
+                return cached, False
         try:
             value = await load()
         except DATABASE_UNAVAILABLE:
@@ -127,18 +166,14 @@ class LayeredCache:
             stale = await self._last_known(codec, full)
             if stale is _MISSING:
                 raise
-            return stale  # type: ignore[no-any-return]
+            return stale, False
         self._observe(codec.kind, "postgres", "hit")
         if full not in self._invalidated:
             if cacheable:
                 self._to_l1(codec, full, value)
             else:
                 self._keep_stale(full, value)
-            await self._to_redis(codec, full, value)
-            # Invalidated while the write was in flight: the delete may have run before it.
-            if full in self._invalidated:
-                await self._delete_redis(full)
-        return value
+        return value, True
 
     async def _last_known(self, codec: Codec[Any], full: str) -> Any:
         """An untrusted entry for when the loader is unavailable, or _MISSING."""
@@ -287,11 +322,11 @@ class LayeredCache:
                 await self._redis.unlink(*batch)
 
     async def close(self) -> None:
-        """Stop a wipe in progress (before the Redis client closes)."""
-        if self._wipe is not None:
-            self._wipe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wipe
+        """Stop a wipe and the Redis writes in progress (before the Redis client closes)."""
+        tasks = [*self._fills, *([self._wipe] if self._wipe is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def mutable_l1_size(self) -> int:
         """How many mutable entries L1 holds (for tests and diagnostics)."""

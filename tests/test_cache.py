@@ -17,23 +17,29 @@ from tests.polling import eventually
 # A mutable entry kept where routings are, whose Redis scan a wipe runs first.
 ENTRY = Codec[str]("entry", ROUTING_KEY, True, str.encode, bytes.decode)
 STALE, FRESH = "stale", "fresh"
+# Seconds a read may take while its Redis write is held: in memory it takes microseconds.
+HELD_S = 1.0
 
 
 class FlakyRedis:
-    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, an
-    UNLINK waits for `deletes` to be set, and a SCAN, having listed its keys, for `scans`."""
+    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, a SET
+    waits for `writes` to be set, an UNLINK for `deletes`, and a SCAN, having listed its keys,
+    for `scans`."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.commands: list[str] = []  # each write and delete that landed, in order
         self.failing_deletes = 0
-        self.deletes, self.scans = asyncio.Event(), asyncio.Event()
-        self.deletes.set()
-        self.scans.set()
+        self.writes, self.deletes, self.scans = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        for gate in (self.writes, self.deletes, self.scans):
+            gate.set()
 
     async def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
     async def set(self, key: str, value: bytes, ex: int) -> None:
+        await self.writes.wait()
+        self.commands.append("SET " + key)
         self.data[key] = value
 
     async def unlink(self, *keys: str | bytes) -> int:
@@ -42,6 +48,7 @@ class FlakyRedis:
             self.failing_deletes -= 1
             raise RedisTimeout("held by the network")
         names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        self.commands.append("UNLINK " + " ".join(names))
         return sum(self.data.pop(k, None) is not None for k in names)
 
     async def scan_iter(self, match: str, count: int) -> AsyncIterator[bytes]:
@@ -70,6 +77,36 @@ async def _changed_but_not_deleted(redis: FlakyRedis, cache: LayeredCache, key: 
     redis.data[cache.key(ENTRY, key)] = ENTRY.encode(STALE)
     redis.failing_deletes = 1
     await cache.invalidate(ENTRY, key)
+
+
+async def test_a_read_does_not_wait_for_its_redis_write() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.writes.clear()
+    assert await asyncio.wait_for(_read(cache), HELD_S) == FRESH
+    redis.writes.set()
+
+    async def written() -> bool:
+        return cache.key(ENTRY, "a") in redis.data
+
+    await eventually(written)
+    await cache.close()
+
+
+async def test_an_entry_invalidated_while_written_to_redis_is_deleted_after_the_write() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.writes.clear()
+    await asyncio.wait_for(_read(cache), HELD_S)
+    await cache.invalidate(ENTRY, "a")  # its delete lands before the write
+    redis.writes.set()
+    key = cache.key(ENTRY, "a")
+
+    async def deleted_after_the_write() -> bool:
+        return redis.commands == [f"UNLINK {key}", f"SET {key}", f"UNLINK {key}"]
+
+    await eventually(deleted_after_the_write)
+    await cache.close()
 
 
 async def test_a_wipe_in_progress_keeps_redis_unread() -> None:
