@@ -5,7 +5,8 @@ drafts) are served from cache only while the cache is `trusted`, i.e. while the 
 connected and has resynced since its last outage; otherwise they are read from the loader.
 
 Degraded modes: Redis sits behind a circuit breaker, so while it is down lookups go from L1
-straight to the loader without waiting on it. When the loader (Postgres) is unavailable, an
+straight to the loader without waiting on it; a loaded value is written to Redis after its
+callers have it. When the loader (Postgres) is unavailable, an
 untrusted mutable entry is served from what the cache last held (the L1 copy kept when trust
 was lost, else Redis): a possibly stale routing beats no answer to a phone call. A failed
 Redis delete leaves Redis `suspect` of stale mutable entries: they are not read until a wipe of
