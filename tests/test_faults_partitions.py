@@ -10,8 +10,9 @@ must be back soon after the partition heals. Each test prints its figures as one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from store import codecs
 from store.breaker import RESET_AFTER_S
 from store.db import create_pool
 from store.feed import KEEPALIVE_S, PROBE_TIMEOUT_S
+from store.settings import Settings
 from tests.faults import (
     CHANNEL,
     FEED_CONNECTED,
@@ -62,9 +64,17 @@ CHANGES_AFTER_HEALING = 5
 REDIS_UP = 'agentver_dependency_up{dependency="redis"}'
 
 
-def _through(url: str, server_port: int, proxy: TcpProxy) -> str:
-    """`url` (a harness server's) pointed at the proxy in front of that server."""
-    return url.replace(f":{server_port}/", f":{proxy.port}/", 1)
+@contextlib.contextmanager
+def _router_through_a_proxy(
+    rig: Rig, routers: list[RouterProcess], name: str, variable: str, url: str, server_port: int
+) -> Iterator[tuple[int, TcpProxy]]:
+    """A router (its port) whose `variable` is `url` pointed at a proxy (yielded too) in front
+    of the server at `server_port`."""
+    port = free_port()
+    with TcpProxy(server_port) as proxy:
+        proxied = url.replace(f":{server_port}/", f":{proxy.port}/", 1)
+        routers.append(rig.router(port, name, **{variable: proxied}))
+        yield port, proxy
 
 
 @pytest.fixture
@@ -103,7 +113,7 @@ async def _routing_in_redis(rig: Rig) -> Any:
     """The routing of PINNED_LATER held in Redis, None when absent."""
     client = aioredis.Redis.from_url(rig.redis.url)
     try:
-        raw = await client.get("agentver:" + codecs.ROUTING.prefix + PINNED_LATER)
+        raw = await client.get(Settings.redis_prefix + codecs.ROUTING.prefix + PINNED_LATER)
     finally:
         await client.aclose()
     assert raw is None or isinstance(raw, bytes)
@@ -119,20 +129,23 @@ async def _seconds_until(
     return round(time.monotonic() - started, 3)
 
 
-def _within_budget(load: Load, fault: tuple[float, float]) -> None:
+def _promises_held(load: Load, recorded: dict[str, Any], fault: tuple[float, float]) -> None:
+    """Every call answered, within the budget while the fault lasted, and recorded once."""
+    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
     latency = load.latency_ms(*fault)
     assert latency["p99_ms"] is not None and latency["p99_ms"] < P99_BUDGET_MS, latency
     assert latency["max_ms"] is not None and latency["max_ms"] < MAX_BUDGET_MS, latency
+    assert recorded["recorded"] == len(load.answered)
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
 
 
 async def test_redis_partitioned_for_10_s(
     rig: Rig, routers: list[RouterProcess], rig_pool: asyncpg.Pool
 ) -> None:
-    port = free_port()
     await pin_channel(rig_pool, PINNED_LATER, rig.agent_id, 1)
-    with TcpProxy(rig.redis.port) as redis_path:
-        redis_url = _through(rig.redis.url, rig.redis.port, redis_path)
-        routers.append(rig.router(port, "redis-partition", REDIS_URL=redis_url))
+    with _router_through_a_proxy(
+        rig, routers, "redis-partition", "REDIS_URL", rig.redis.url, rig.redis.port
+    ) as (port, redis_path):
         async with session() as client, loaded(Caller(client, port, CHANNEL)) as load:
             # Calls to the number re-pinned below miss L1 after each change and go to Redis.
             caller, stop = Caller(client, port, PINNED_LATER), asyncio.Event()
@@ -170,10 +183,7 @@ async def test_redis_partitioned_for_10_s(
         redis_back_s=redis_back_s,
         changes_until_a_routing_read_from_redis=repins,
     )
-    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
-    _within_budget(load, (fault_began, fault_ended))
-    assert recorded["recorded"] == len(load.answered)
-    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+    _promises_held(load, recorded, (fault_began, fault_ended))
     # Whatever the partition held and delivered late, Redis holds no stale routing.
     assert in_redis is None or in_redis.variants[0].version == pinned_to, in_redis
 
@@ -181,11 +191,11 @@ async def test_redis_partitioned_for_10_s(
 async def test_change_feed_partitioned_for_10_s(
     rig: Rig, routers: list[RouterProcess], rig_pool: asyncpg.Pool
 ) -> None:
-    port = free_port()
     await pin_channel(rig_pool, PINNED_LATER, rig.agent_id, 1)
-    with TcpProxy(rig.postgres.port) as feed_path:
-        feed_url = _through(rig.postgres.url, rig.postgres.port, feed_path)
-        routers.append(rig.router(port, "feed-partition", AGENTVER_CHANGE_FEED_URL=feed_url))
+    feed = "AGENTVER_CHANGE_FEED_URL"
+    with _router_through_a_proxy(
+        rig, routers, "feed-partition", feed, rig.postgres.url, rig.postgres.port
+    ) as (port, feed_path):
         async with session() as client, loaded(Caller(client, port, CHANNEL)) as load:
             caller = Caller(client, port, PINNED_LATER)
             await serves_version(caller, PINNED_LATER, "1")
@@ -226,10 +236,7 @@ async def test_change_feed_partitioned_for_10_s(
         served_after_heal_s=served_after_heal,
         through_feed_s=through_feed_s,
     )
-    assert load.summary()["failed"] == 0 and load.fallbacks == 0, load.summary()
-    _within_budget(load, (fault_began, fault_ended))
-    assert recorded["recorded"] == len(load.answered)
-    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+    _promises_held(load, recorded, (fault_began, fault_ended))
     assert feed_down
     assert stale_s <= STALE_BOUND_S + STALE_MARGIN_S
     assert reconnected_s <= PROPAGATION_S
