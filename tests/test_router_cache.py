@@ -115,6 +115,13 @@ async def test_undecodable_redis_entry_is_a_miss(
     )
 
 
+def test_the_feed_listens_through_database_url_unless_given_its_own() -> None:
+    direct, pooled = "postgresql://db:5432/agentver", "postgresql://pgbouncer:6432/agentver"
+    assert Settings.from_env({"DATABASE_URL": pooled}).feed_url == pooled
+    env = {"DATABASE_URL": pooled, "AGENTVER_CHANGE_FEED_URL": direct}
+    assert Settings.from_env(env).feed_url == direct
+
+
 async def test_lost_feed_drops_mutable_entries_and_resyncs(
     api: Api,
     make_agent: AgentFactory,
