@@ -2,8 +2,9 @@
 so a burst costs a few fsyncs instead of one per call. A batch is one statement (one round
 trip); a few batches commit at once, so their fsyncs overlap.
 
-While Postgres is unavailable (its circuit breaker is open, or a commit fails for want of a
-server) a batch goes to the local spool instead, with one fsync for the batch. Spooled calls
+While Postgres is unavailable (the worker's Postgres breaker is open, or a commit fails for
+any reason but a data error, or takes longer than store/db.py's WRITE_BUDGET_S) a batch goes to
+the local spool instead, with one fsync for the batch. Spooled calls
 are answered from an index by provider call id until they are replayed into Postgres, where
 record_call's ON CONFLICT (migration 0005) makes a replay idempotent. A background loop
 (`replay_forever`) replays the spool once Postgres is back.
@@ -27,9 +28,8 @@ import structlog
 from router.metrics import RouterMetrics
 from router.served import ServedSnapshots
 from router.spool import Record, Spool, SpoolFull, decode_record, encode_call, encode_ending
-from store.breaker import CircuitBreaker
 from store.calls import CallEnd, CallRecord, EndedCall, NewCall, end_call, record_calls, set_status
-from store.db import DATABASE_UNAVAILABLE
+from store.db import DatabaseUnavailable, PostgresGuard, is_data_error
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
@@ -107,14 +107,14 @@ class CallWriter:
         self,
         pool: asyncpg.Pool,
         spool: Spool,
-        breaker: CircuitBreaker,
+        guard: PostgresGuard,
         metrics: RouterMetrics,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
     ) -> None:
         self._pool = pool
         self._spool = spool
-        self._breaker = breaker
+        self._guard = guard
         self._metrics = metrics
         self._max_batch = max_batch
         self._writers = writers
@@ -182,27 +182,25 @@ class CallWriter:
 
     async def _attempt(self, query: Callable[[], Awaitable[T]], event: str) -> T | _Unavailable:
         """The query's result; UNAVAILABLE (logged as `event`) when Postgres is: its breaker is
-        open, or the query failed for want of a server. Other errors propagate."""
-        if not self._breaker.allow():
-            return UNAVAILABLE
+        open, or the query failed for any reason but a data error. Data errors propagate."""
         try:
-            result = await query()
-        except DATABASE_UNAVAILABLE as exc:
-            self._breaker.failed()
-            log.warning(event, error=type(exc).__name__)
+            return await self._guard.run(query)
+        except DatabaseUnavailable as exc:
+            log.warning(event, error=type(exc.__cause__ or exc).__name__)
             return UNAVAILABLE
-        self._breaker.succeeded()
-        return result
 
     async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
         """Each call's committed record or error; None when Postgres is unavailable. A commit
-        cut off may or may not have landed: spooling it is safe either way, as the replay
-        inserts nothing for a provider call id already recorded."""
+        cut off (a lost connection, WRITE_BUDGET_S reached) may or may not have landed:
+        spooling it is safe either way, as the replay inserts nothing for a provider call id
+        already recorded (docs/design.md section 6 says what the answer and the record may
+        then differ in)."""
         try:
             results = await self._attempt(
                 lambda: record_calls(self._pool, calls), "call_batch_unavailable"
             )
-        # The writer outlives any failure: each waiting call gets the error and falls back.
+        # A data error the batch could not pin on its calls: the writer outlives it, and each
+        # waiting call gets the error and falls back.
         except Exception as exc:
             log.warning("call_batch_failed", calls=len(calls), error=type(exc).__name__)
             return [exc] * len(calls)
@@ -298,11 +296,11 @@ class CallWriter:
 
     async def _replay_ending(self, ending: CallEnd) -> None:
         """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
-        forever, while an unavailable Postgres stops the replay."""
+        forever, while any other failure stops the replay."""
         try:
             ended = await end_call(self._pool, ending)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, DATABASE_UNAVAILABLE):
+        except Exception as exc:
+            if not is_data_error(exc):
                 raise
             self._metrics.spool.labels("dropped").inc()
             log.error("spool_replay_refused", error=type(exc).__name__)

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from store.breaker import CircuitBreaker
 from store.codecs import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
-from store.db import DATABASE_UNAVAILABLE
+from store.db import is_data_error
 
 T = TypeVar("T")
 
@@ -117,8 +117,8 @@ class LayeredCache:
                 return cached  # type: ignore[no-any-return]
         try:
             value = await load()
-        except DATABASE_UNAVAILABLE:
-            if cacheable:
+        except Exception as exc:
+            if cacheable or is_data_error(exc):
                 raise
             stale = await self._last_known(codec, full)
             if stale is _MISSING:

@@ -28,6 +28,7 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
+from store.db import PostgresGuard
 from tests.conftest import AgentFactory, Api
 from tests.router_fixtures import CALLER, CHANNEL
 
@@ -225,7 +226,7 @@ async def outage(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Outage]:
     breaker.failed()
     spool = Spool(tmp_path)
     spool.open()
-    writer = CallWriter(pool, spool, breaker, RouterMetrics())
+    writer = CallWriter(pool, spool, PostgresGuard(breaker), RouterMetrics())
     task = asyncio.create_task(writer.run())
     yield writer, breaker, spool
     task.cancel()
