@@ -93,6 +93,24 @@ def spooled_record(call: NewCall) -> CallRecord:
     )
 
 
+def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
+    """Log a spooled call whose record says it was served otherwise: its cut-off commit had
+    landed, with the caller's remembered variant, while the caller was answered from the
+    spool with the fresh draw (docs/design.md section 6)."""
+    (served,) = spooled.candidates
+    as_served = (served.label, served.config_hash)
+    if (
+        recorded.call_id == spooled.call_id
+        and (recorded.variant, recorded.config_hash) != as_served
+    ):
+        log.warning(
+            "spooled_call_recorded_otherwise",
+            call_id=recorded.call_id,
+            served=served.label,
+            recorded=recorded.variant,
+        )
+
+
 def _fail_waiting(batch: list[Pending]) -> None:
     """Fail the calls still waiting in `batch`: the writer is stopping."""
     for _, done in batch:
@@ -190,11 +208,19 @@ class CallWriter:
             return UNAVAILABLE
 
     async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
-        """Each call's committed record or error; None when Postgres is unavailable. A commit
-        cut off (a lost connection, WRITE_BUDGET_S reached) may or may not have landed:
-        spooling it is safe either way, as the replay inserts nothing for a provider call id
-        already recorded (docs/design.md section 6 says what the answer and the record may
-        then differ in)."""
+        """Each call's committed record or error; None when Postgres is unavailable.
+
+        A commit cut off (a lost connection, WRITE_BUDGET_S reached) may or may not have
+        landed: spooling it is safe either way, as the replay inserts nothing for a provider
+        call id already recorded. What the answer and the record may then differ in: nothing,
+        for a call that is not sticky by caller or whose caller has no live remembered variant
+        (both are its fresh draw). For a caller whose remembered variant is live and differs
+        from the draw, the landed row holds the remembered variant (version, config hash), and
+        it stays the caller's remembered one, while the call was answered from the spool with
+        the draw; the call id is the same. This worker's config lookups give what was served
+        while it remembers the call (`served`), and so do provider retries until the replay
+        (`_spooled`); after it retries, other workers' lookups and the analytics see the record.
+        The replay logs each such call (`spooled_call_recorded_otherwise`)."""
         try:
             results = await self._attempt(
                 lambda: record_calls(self._pool, calls), "call_batch_unavailable"
@@ -318,4 +344,5 @@ class CallWriter:
                     log.error("spool_replay_refused", error=type(result).__name__)
                 else:
                     self._metrics.spool.labels("replayed").inc()
+                    _check_served_as_recorded(call, result)
                 self._spooled.pop(_key(call), None)

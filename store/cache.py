@@ -229,11 +229,13 @@ class LayeredCache:
         entries) until a later wipe succeeds: the cache is trusted either way.
         """
         self.lose_trust()
-        self._stale.clear()
         self._redis_suspect = True
         await self._wipe_redis()
         if warm is not None:
             await warm()
+        # Only now: a call during the warm-up whose load fails (Postgres just back, its breaker
+        # not yet closed again) is served the last known entry, as during the outage.
+        self._stale.clear()
         self.trusted = True
 
     def preload(self, codec: Codec[T], key: str, value: T) -> None:

@@ -37,6 +37,11 @@ WRITE_BUDGET_S = 0.5
 # Seconds a read on a call's behalf (a cache miss, a token, a call's config) may take: one or
 # two indexed single-row queries, measured p99.9 17 ms on the same machine.
 READ_BUDGET_S = 0.25
+# Failures that open the Postgres breaker: the first. Unlike a Redis miss, a failure here has
+# already made its callers wait (up to a budget above), and until the breaker opens every batch
+# a free writer picks up waits as long; a failure of a healthy server (one commit slower than
+# the budget) costs only a second of spooling, still answered and recorded.
+FAILURES_TO_OPEN = 1
 
 # Errors in a query's own data or SQL, and the store's domain answers (a not-found is an
 # answer): they recur on every retry, so they are the caller's to handle. Any other failure
@@ -104,6 +109,13 @@ async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     return pool
 
 
+def _discard(conn: asyncpg.Connection) -> None:
+    """Terminate a pooled connection; the pool replaces it on a later acquire."""
+    # A connection that closed already has left the pool, and its proxy refuses every call.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 @contextlib.asynccontextmanager
 async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for work that must be over within `within_s` seconds, the wait for
@@ -123,7 +135,7 @@ async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[async
 
     def expire() -> None:
         expired.set()
-        conn.terminate()
+        _discard(conn)
 
     async with pool.acquire(timeout=within_s) as conn:
         expiry = loop.call_at(deadline, expire)
@@ -131,7 +143,7 @@ async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[async
             yield conn
         except BaseException as exc:
             if not is_data_error(exc):
-                conn.terminate()
+                _discard(conn)
             if expired.is_set():
                 raise TimeoutError(f"the database work took over {within_s} s") from exc
             raise
@@ -156,7 +168,7 @@ class PostgresGuard:
     back (store/breaker.py)."""
 
     def __init__(self, breaker: CircuitBreaker | None = None) -> None:
-        self.breaker = breaker or CircuitBreaker()
+        self.breaker = breaker or CircuitBreaker(failures_to_open=FAILURES_TO_OPEN)
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """`work`'s result. Its data errors propagate (Postgres answered); any other failure,
