@@ -21,16 +21,22 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from harness.net import free_port
 from harness.postgres import DATABASE
 from harness.proxy import TcpProxy
+from harness.redis import delete_prefixed
 from router.metrics import RouterMetrics
 from router.recorder import CallWriter
 from router.spool import Spool
+from store import codecs
 from store.breaker import RESET_AFTER_S, CircuitBreaker
-from store.calls import Candidate, NewCall
-from store.db import PostgresGuard, connection, create_pool, read
+from store.cache import LayeredCache
+from store.calls import CallRecord, Candidate, NewCall
+from store.channels import Routing
+from store.db import DatabaseUnavailable, PostgresGuard, connection, create_pool, read
+from store.settings import Settings
 from store.snapshots import load_version
 from tests.conftest import AgentFactory
 from tests.faults import (
@@ -315,35 +321,32 @@ async def _backend(pool: asyncpg.Pool) -> int:
     return pid
 
 
-@pytest.mark.parametrize("exc", LOST_SERVER, ids=lambda e: type(e).__name__)
-async def test_every_way_a_lost_server_fails_a_batch_spools_it(
+@pytest.mark.parametrize(
+    ("exc", "lost"),
+    [pytest.param(e, True, id=type(e).__name__) for e in LOST_SERVER]
+    + [pytest.param(e, False, id=type(e).__name__) for e in DATA],
+)
+async def test_only_a_batch_failing_for_want_of_a_server_is_spooled(
     writer: Writer,
     new_call: Callable[[str], NewCall],
     monkeypatch: pytest.MonkeyPatch,
     exc: Exception,
+    lost: bool,
 ) -> None:
     backends: list[int] = []
     monkeypatch.setattr("store.calls._record_batch", _failing_batch(exc, backends))
-    answered = await writer.writer.record(new_call("CA-lost"))
-    assert answered.call_id == "call_CA-lost" and writer.writer.spooled == 1
-    # The connection was discarded: the pool's only one is a new one.
-    assert len(backends) == 1 and await _backend(writer.pool) != backends[0]
-
-
-@pytest.mark.parametrize("exc", DATA, ids=lambda e: type(e).__name__)
-async def test_a_data_error_is_the_calls_not_spooled(
-    writer: Writer,
-    new_call: Callable[[str], NewCall],
-    monkeypatch: pytest.MonkeyPatch,
-    exc: Exception,
-) -> None:
-    backends: list[int] = []
-    monkeypatch.setattr("store.calls._record_batch", _failing_batch(exc, backends))
-    with pytest.raises(type(exc)):
-        await writer.writer.record(new_call("CA-bad"))
-    assert writer.writer.spooled == 0
-    # Tried as a batch, then alone, on one connection that stays in the pool.
-    assert len(set(backends)) == 1 and await _backend(writer.pool) == backends[0]
+    answered: CallRecord | Exception
+    try:
+        answered = await writer.writer.record(new_call("CA-1"))
+    except Exception as error:
+        answered = error
+    # Spooled and answered; or, for a data error, the error (the fallback), after the batch was
+    # tried whole and then call by call.
+    assert writer.writer.spooled == (1 if lost else 0)
+    assert (answered is exc) == (not lost)
+    assert len(backends) == (1 if lost else 2) and len(set(backends)) == 1
+    # The connection is discarded (the pool's only one is a new one), but after a data error.
+    assert (await _backend(writer.pool) != backends[0]) == lost
 
 
 async def test_work_past_its_budget_is_cut_off_at_once_and_its_connection_discarded(
@@ -367,3 +370,38 @@ async def test_work_past_its_budget_is_cut_off_at_once_and_its_connection_discar
         assert await _backend(pool) == kept
     finally:
         await pool.close()
+
+
+async def test_a_resync_serves_the_last_known_routing_while_postgres_is_not_back(
+    settings: Settings,
+) -> None:
+    """The change feed is back, so Postgres is, but its breaker may not have closed yet: a call
+    while the resync warms the cache up is served what the cache last held, as in the outage."""
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    cache = LayeredCache(redis, settings.redis_prefix, lambda *_: None)
+    routing = Routing(CHANNEL, "salt", "caller", 1, (), datetime.now(UTC), "test")
+
+    async def unavailable() -> Routing | None:
+        raise DatabaseUnavailable("the breaker is open")
+
+    async def loaded() -> Routing | None:
+        return routing
+
+    try:
+        await cache.resync()
+        assert await cache.get(codecs.ROUTING, CHANNEL, loaded) == routing
+        cache.lose_trust()
+        during: list[Routing | None] = []
+
+        async def warm() -> None:
+            during.append(await cache.get(codecs.ROUTING, CHANNEL, unavailable))
+
+        await cache.resync(warm)
+        assert during == [routing]
+        cache.lose_trust()  # what the cache held before the resync is no longer last known
+        with pytest.raises(DatabaseUnavailable):
+            await cache.get(codecs.ROUTING, CHANNEL, unavailable)
+    finally:
+        await cache.close()
+        await delete_prefixed(settings.redis_url, settings.redis_prefix)
+        await redis.aclose()
