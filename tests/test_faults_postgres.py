@@ -22,23 +22,24 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from harness.net import free_port
 from harness.postgres import DATABASE
 from harness.proxy import TcpProxy
 from harness.redis import delete_prefixed
 from router.metrics import RouterMetrics
-from router.recorder import CallWriter
-from router.spool import Spool
+from router.recorder import CallWriter, pinned_to_draw
+from router.spool import Spool, encode_call
 from store import codecs
 from store.breaker import RESET_AFTER_S, CircuitBreaker
 from store.cache import LayeredCache
-from store.calls import CallRecord, Candidate, NewCall
+from store.calls import CallRecord, Candidate, NewCall, record_calls
 from store.channels import Routing
 from store.db import DatabaseUnavailable, PostgresGuard, connection, create_pool, read
 from store.settings import Settings
 from store.snapshots import load_version
-from tests.conftest import AgentFactory
+from tests.conftest import AgentFactory, Api
 from tests.faults import (
     CHANNEL,
     Caller,
@@ -52,7 +53,7 @@ from tests.faults import (
     session,
 )
 from tests.polling import eventually
-from tests.router_fixtures import CALLER
+from tests.router_fixtures import CALLER, pin
 
 pytestmark = pytest.mark.faults
 
@@ -234,6 +235,7 @@ async def new_call(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[st
 class Writer:
     writer: CallWriter
     pool: asyncpg.Pool
+    spool: Spool
     clock: list[float]  # the breaker's time, moved on by the test
 
 
@@ -248,7 +250,7 @@ async def writer(database_url: str, tmp_path: Path) -> AsyncIterator[Writer]:
     guard = PostgresGuard(CircuitBreaker(failures_to_open=1, clock=lambda: clock[0]))
     writer = CallWriter(pool, spool, guard, RouterMetrics())
     task = asyncio.create_task(writer.run())
-    yield Writer(writer, pool, clock)
+    yield Writer(writer, pool, spool, clock)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -405,3 +407,46 @@ async def test_a_resync_serves_the_last_known_routing_while_postgres_is_not_back
         await cache.close()
         await delete_prefixed(settings.redis_url, settings.redis_prefix)
         await redis.aclose()
+
+
+async def test_a_spooled_call_whose_cut_off_commit_landed_otherwise_is_logged(
+    api: Api, make_agent: AgentFactory, pool: asyncpg.Pool, writer: Writer
+) -> None:
+    """docs/design.md section 6: a sticky caller's call whose commit landed (with the caller's
+    remembered variant) but was cut off, so the caller was answered from the spool (with the
+    fresh draw)."""
+    agent = await make_agent(versions=2)
+    a, b = [
+        Candidate(
+            label, agent["id"], v, None, (await load_version(pool, agent["id"], v)).config_hash
+        )
+        for label, v in (("a", 1), ("b", 2))
+    ]
+    variants = [
+        {"label": c.label, "agent_id": c.agent_id, "version": c.version, "weight": 50}
+        for c in (a, b)
+    ]
+    await pin(api, {"variants": variants, "sticky": "caller"})
+
+    def call(sid: str, drawn: str) -> NewCall:
+        started = datetime.now(UTC)
+        return NewCall(
+            f"call_{sid}", "twilio", sid, CHANNEL, CALLER, 1, started, drawn, True, (a, b)
+        )
+
+    await record_calls(pool, [call("CA-first", "a")])  # the caller now remembers a
+    cut_off = call("CA-cut", "b")
+    await record_calls(pool, [cut_off])  # landed, with a...
+    await writer.spool.append([encode_call(pinned_to_draw(cut_off))])  # ...answered b
+    with capture_logs() as logs:
+        assert await writer.writer.replay() == 1
+    assert [e for e in logs if e["event"] == "spooled_call_recorded_otherwise"] == [
+        {
+            "event": "spooled_call_recorded_otherwise",
+            "log_level": "warning",
+            "call_id": "call_CA-cut",
+            "served": "b",
+            "recorded": "a",
+        }
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM calls WHERE provider_call_id = 'CA-cut'") == 1
