@@ -10,9 +10,12 @@ connection that failed is never reused. Each scenario prints its figures as one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,11 +87,31 @@ async def durable(rig: Rig) -> Rig:
     return rig
 
 
+# The router's log events for work on calls that found Postgres unavailable.
+UNAVAILABLE_EVENTS = (
+    "call_batch_unavailable",
+    "call_ending_unavailable",
+    "spool_replay_unavailable",
+)
+
+
 async def _spool_counts(port: int) -> dict[str, float]:
     return {
         event: await scrape_metric(port, f'agentver_spool_records_total{{event="{event}"}}')
         for event in ("spooled", "replayed", "dropped")
     }
+
+
+def _failures_met(rig: Rig, router: str) -> dict[str, int]:
+    """How often the router's work on calls met each kind of Postgres failure (not counting
+    work the open breaker refused): evidence of what each scenario really did to it."""
+    met: Counter[str] = Counter()
+    for line in (rig.workdir / f"{router}.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("event") in UNAVAILABLE_EVENTS and event["error"] != "DatabaseUnavailable":
+                met[event["error"]] += 1
+    return dict(met)
 
 
 async def _landed(rig: Rig, load: Load) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,6 +165,7 @@ async def test_postgres_stopped_and_restarted_while_batches_are_in_flight(
         (fault_began, fault_ended),
         seed=seed,
         stops=stops,
+        failures_met=_failures_met(rig, "transitions"),
         **ended,
         **spool,
     )
@@ -190,6 +214,7 @@ async def test_postgres_partitioned_for_10_s(durable: Rig, routers: list[RouterP
         partition_s=PARTITION_S,
         sent_during_fault=during,
         lookups={"never_seen_token": never_seen, "known_token": known},
+        failures_met=_failures_met(rig, "partition"),
         **ended,
         **spool,
     )
