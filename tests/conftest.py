@@ -1,5 +1,5 @@
 """Fixtures: a fresh database per test run, clean tables per test, an admin API client with a
-token per role, and factories for agents, versions and channels."""
+token per role, and factories for agents, versions and channels' variants."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def minimal_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def variant(agent: dict[str, Any], label: str, version: int | None, weight: int) -> dict[str, Any]:
+    """One variant of a channel's routing: `agent`'s `version` (None: its draft)."""
+    return {"label": label, "agent_id": agent["id"], "version": version, "weight": weight}
 
 
 @pytest.fixture(scope="session")
