@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import asyncpg
+import pytest
 
 from router.keys import TELNYX
 from tests.conftest import AgentFactory, Api
@@ -35,21 +36,27 @@ STREAM_URL = "wss://media.example.com/stream"
 HOSTILE_STREAM_URL = "wss://media.example.com/a&b<c>\"d'e/</Stream>"
 
 
-async def test_pinned_version_is_served_and_recorded(
-    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks
-) -> None:
+@pytest.fixture
+async def pinned_v1(api: Api, make_pinned_agent: AgentFactory) -> dict[str, Any]:
+    """Version 1 of an agent that has a version 2 as well, CHANNEL pinned to version 1. Asked
+    for after the router, it is pinned while the router runs: the first call is a cache miss."""
     agent = await make_pinned_agent(versions=2, pinned=1)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    v1: dict[str, Any] = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    return v1
 
+
+async def test_pinned_version_is_served_and_recorded(
+    api: Api, webhooks: Webhooks, pinned_v1: dict[str, Any]
+) -> None:
     answer = await webhooks.twilio_call("CA-pinned")
 
     call_id = answer["call_id"]
     assert answer == {
         "url": STREAM_URL,
         "call_id": call_id,
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": "1",
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
     }
     [call] = await list_calls(api)
     assert call == {
@@ -58,10 +65,10 @@ async def test_pinned_version_is_served_and_recorded(
         "provider_call_id": "CA-pinned",
         "channel": CHANNEL,
         "from": CALLER,
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": 1,
         "draft_revision": None,
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
         "variant": "default",
         "status": "initiated",
         "started_at": call["started_at"],
@@ -179,17 +186,13 @@ async def test_draft_pin_follows_an_edit_within_the_propagation_budget(
     assert calls[before["call_id"]]["draft_revision"] == draft["revision"] - 1
 
 
-async def test_generic_answer(
-    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks
-) -> None:
-    agent = await make_pinned_agent(versions=1, pinned=1)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+async def test_generic_answer(webhooks: Webhooks, pinned_v1: dict[str, Any]) -> None:
     answer = await webhooks.generic_call("g-answer")
     assert answer == {
         "call_id": answer["call_id"],
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": "1",
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
         "stream_url": STREAM_URL,
         "config_url": f"https://router.example.com/v1/calls/{answer['call_id']}/config",
     }
@@ -198,13 +201,12 @@ async def test_generic_answer(
 
 
 async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
-    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, webhooks: Webhooks, router: RouterClient, pinned_v1: dict[str, Any]
 ) -> None:
-    agent = await make_pinned_agent(versions=2, pinned=1)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    agent_id = pinned_v1["agent_id"]
     answer = await webhooks.twilio_call("CA-lookup")
-    await pin(api, {"agent_id": agent["id"], "version": 2})
-    await api.ok("PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"name": "New"}})
+    await pin(api, {"agent_id": agent_id, "version": 2})
+    await api.ok("PATCH", f"/v1/agents/{agent_id}/draft", json={"config": {"name": "New"}})
 
     token = api.tokens["runtime"]
     resp = await router.get(
@@ -213,11 +215,11 @@ async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
     assert resp.status == 200
     assert await resp.json() == {
         "call_id": answer["call_id"],
-        "agent_id": agent["id"],
+        "agent_id": agent_id,
         "version": 1,
         "draft_revision": None,
-        "config_hash": v1["config_hash"],
-        "config": v1["config"],
+        "config_hash": pinned_v1["config_hash"],
+        "config": pinned_v1["config"],
     }
     assert (await router.get(f"/v1/calls/{answer['call_id']}/config")).status == 401
     missing = await router.get(
