@@ -24,7 +24,6 @@ from tests.router_fixtures import (
     TELNYX_API_KEY,
     RouterClient,
     Webhooks,
-    pin,
 )
 
 HOSTILE_TEXT = [
@@ -53,10 +52,8 @@ def _call(sid: str, to: str = CHANNEL, caller: str = CALLER) -> dict[str, str]:
 
 
 @pytest.fixture
-async def routed(api: Api, make_agent: AgentFactory) -> dict[str, Any]:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
-    return agent
+async def routed(make_pinned_agent: AgentFactory) -> dict[str, Any]:
+    return await make_pinned_agent(versions=1, pinned=1)
 
 
 @pytest.mark.parametrize(
