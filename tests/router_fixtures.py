@@ -192,6 +192,25 @@ class Webhooks:
         return await self.client.post("/webhooks/telnyx", data=raw, headers=headers)
 
 
+def telnyx_event(
+    kind: str, ccid: str, *, to: str = CHANNEL, caller: str = CALLER, **payload: Any
+) -> dict[str, Any]:
+    """A Telnyx Call Control event about call `ccid`, shaped as Telnyx sends it."""
+    return {
+        "data": {
+            "record_type": "event",
+            "event_type": kind,
+            "occurred_at": "2026-11-26T04:16:10.000000Z",
+            "payload": {"call_control_id": ccid, "from": caller, "to": to, **payload},
+        }
+    }
+
+
+def telnyx_incoming(ccid: str, *, to: str = CHANNEL, caller: str = CALLER) -> dict[str, Any]:
+    """Telnyx's event for a new incoming call, which the router answers."""
+    return telnyx_event("call.initiated", ccid, to=to, caller=caller, direction="incoming")
+
+
 def stream_parameters(twiml: str) -> dict[str, str]:
     """The <Stream> url and <Parameter>s of a TwiML answer."""
     root = ET.fromstring(twiml)  # noqa: S314 (our own answer, in a test)

@@ -29,6 +29,8 @@ from tests.router_fixtures import (
     list_calls,
     metric,
     pin,
+    telnyx_event,
+    telnyx_incoming,
 )
 
 STREAM_URL = "wss://media.example.com/stream"
@@ -293,30 +295,20 @@ async def test_progress_statuses_only_move_forward(
         assert call["status"] == recorded, sent
 
 
-def _telnyx_event(kind: str, ccid: str, **payload: Any) -> dict[str, Any]:
-    return {
-        "data": {
-            "record_type": "event",
-            "event_type": kind,
-            "occurred_at": "2026-11-26T04:16:10.000000Z",
-            "payload": {"call_control_id": ccid, "from": CALLER, "to": CHANNEL, **payload},
-        }
-    }
+async def _deliver(webhooks: Webhooks, *events: dict[str, Any]) -> None:
+    """Deliver Telnyx events, each accepted, then wait for the Call Control commands they cause."""
+    for event in events:
+        assert (await webhooks.telnyx(event)).status == 200
+    await webhooks.client.app[TELNYX].drain()
 
 
 async def test_telnyx_call_is_answered_with_the_stream_then_closed(
-    api: Api,
-    make_pinned_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    telnyx_api: FakeTelnyx,
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, telnyx_api: FakeTelnyx
 ) -> None:
     agent = await make_pinned_agent(versions=1, pinned=1)
-    initiated = _telnyx_event("call.initiated", "v3:abc", direction="incoming")
+    initiated = telnyx_incoming("v3:abc")
 
-    assert (await webhooks.telnyx(initiated)).status == 200
-    assert (await webhooks.telnyx(initiated)).status == 200  # redelivered
-    await router.app[TELNYX].drain()
+    await _deliver(webhooks, initiated, initiated)  # the second one redelivered
 
     [call] = await list_calls(api)
     assert len(telnyx_api.commands) == 2
@@ -331,35 +323,28 @@ async def test_telnyx_call_is_answered_with_the_stream_then_closed(
         "config_hash": call["config_hash"],
     }
 
-    hangup = _telnyx_event(
+    hangup = telnyx_event(
         "call.hangup",
         "v3:abc",
         start_time="2026-11-26T04:15:00.000000Z",
         end_time="2026-11-26T04:16:10.000000Z",
     )
-    assert (await webhooks.telnyx(hangup)).status == 200
-    assert (await webhooks.telnyx(hangup)).status == 200
+    await _deliver(webhooks, hangup, hangup)
     [call] = await list_calls(api)
     assert (call["status"], call["duration_s"]) == ("completed", 70.0)
 
 
 async def test_telnyx_hangup_before_initiated_is_not_answered(
-    api: Api,
-    make_pinned_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    telnyx_api: FakeTelnyx,
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, telnyx_api: FakeTelnyx
 ) -> None:
     await make_pinned_agent()
-    hangup = _telnyx_event(
+    hangup = telnyx_event(
         "call.hangup",
         "v3:late",
         start_time="2026-11-26T04:15:00.000000Z",
         end_time="2026-11-26T04:15:05.000000Z",
     )
-    await webhooks.telnyx(hangup)
-    await webhooks.telnyx(_telnyx_event("call.initiated", "v3:late", direction="incoming"))
-    await router.app[TELNYX].drain()
+    await _deliver(webhooks, hangup, telnyx_incoming("v3:late"))
 
     [call] = await list_calls(api)
     assert (call["status"], call["duration_s"]) == ("completed", 5.0)
