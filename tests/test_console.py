@@ -9,12 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -24,6 +21,7 @@ from playwright.async_api import Browser, Page, ViewportSize, async_playwright, 
 from admin.app import create_app
 from store import guardrails, schemas
 from store.settings import Settings
+from tests.call_rows import Outcome, insert_calls
 from tests.conftest import AgentFactory, Api, variant
 from tests.router_fixtures import CHANNEL, pin
 
@@ -136,40 +134,6 @@ class Console:
 @pytest.fixture
 def console(page: Page, api: Api, request: pytest.FixtureRequest) -> Console:
     return Console(page, api, request)
-
-
-async def insert_call(pool: asyncpg.Pool, agent_id: str, version: int, **fields: Any) -> str:
-    """A served call on `version` (tests may write SQL; the service never lets admins do this)."""
-    config_hash = await pool.fetchval(
-        "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2", agent_id, version
-    )
-    call_id: str = fields.pop("call_id", f"call-{uuid.uuid4().hex[:12]}")
-    started = fields.pop("started_at", datetime.now(UTC) - timedelta(minutes=10))
-    row: dict[str, Any] = {
-        "call_id": call_id,
-        "provider": "generic",
-        "provider_call_id": call_id,
-        "channel": NUMBER,
-        "from_number": "+15551230000",
-        "agent_id": agent_id,
-        "version": version,
-        "config_hash": config_hash,
-        "variant": "control",
-        "routing_revision": 1,
-        "status": "completed",
-        "started_at": started,
-        "ended_at": started + timedelta(seconds=fields.get("duration_s", 90)),
-        "duration_s": 90.0,
-        "sentiment": "positive",
-        "automated": True,
-    } | fields
-    columns = list(row)
-    await pool.execute(
-        f"INSERT INTO calls ({', '.join(columns)}) "  # noqa: S608 (column names are literals above)
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
-        *row.values(),
-    )
-    return call_id
 
 
 # --- the stories -----------------------------------------------------------------------------
@@ -401,8 +365,11 @@ async def test_view_call_filtered_by_version(
     console: Console,
 ) -> None:
     agent = await make_pinned_agent(versions=2, pinned=1)
-    v1_call = await insert_call(pool, agent["id"], 1, call_id="call-on-v1", duration_s=42.0)
-    await insert_call(pool, agent["id"], 2, call_id="call-on-v2", variant="challenger")
+    answered = Outcome(automated=True, sentiment="positive", duration_s=90.0)
+    [v1_call] = await insert_calls(
+        pool, agent["id"], 1, [replace(answered, duration_s=42.0)], variant="control"
+    )
+    await insert_calls(pool, agent["id"], 2, [answered], variant="challenger")
     await console.sign_in("viewer", f"/console/#/calls?agent_id={agent['id']}")
     calls = page.locator("table.calls tbody tr")
     await expect(calls).to_have_count(2)
@@ -497,17 +464,20 @@ async def test_analytics_compares_versions_and_variants(
     agent = await make_agent(versions=2)
     variants = [variant(agent, "control", 1, 80), variant(agent, "challenger", 2, 20)]
     await pin(api, {"variants": variants})
-    for i in range(40):
-        await insert_call(pool, agent["id"], 1, automated=i % 2 == 0, duration_s=60.0 + 3 * i)
-        await insert_call(
-            pool,
-            agent["id"],
-            2,
-            variant="challenger",
+    control = [
+        Outcome(automated=i % 2 == 0, sentiment="positive", duration_s=60.0 + 3 * i)
+        for i in range(40)
+    ]
+    challenger = [
+        Outcome(
             automated=i % 10 != 0,
-            duration_s=40.0 + 2 * i,
             sentiment="negative" if i % 5 == 0 else "neutral",
+            duration_s=40.0 + 2 * i,
         )
+        for i in range(40)
+    ]
+    await insert_calls(pool, agent["id"], 1, control, variant="control")
+    await insert_calls(pool, agent["id"], 2, challenger, variant="challenger")
     await console.sign_in(
         "viewer", f"/console/#/analytics?agent_id={agent['id']}&channel=%2B{NUMBER[1:]}"
     )
