@@ -92,6 +92,10 @@ class Api:
         self.client = client
         self.tokens = tokens
 
+    def bearer(self, role: str) -> dict[str, str]:
+        """The header that sends `role`'s token, to this API or to a router's."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
     async def call(
         self,
         method: str,
@@ -104,7 +108,7 @@ class Api:
     ) -> ClientResponse:
         sent = dict(headers or {})
         if role is not None:
-            sent.setdefault("Authorization", f"Bearer {self.tokens[role]}")
+            sent = {**self.bearer(role), **sent}
         return await self.client.request(method, path, json=json, headers=sent, **kwargs)
 
     async def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:

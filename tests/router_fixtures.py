@@ -236,7 +236,8 @@ def webhooks(router: RouterClient, webhooks_to: WebhooksTo) -> Webhooks:
 
 @pytest.fixture
 async def redis_client(settings: Settings, clean_redis: None) -> AsyncIterator[aioredis.Redis]:
-    """A client of this run's Redis, to plant what a worker may have left there."""
+    """A client of this run's Redis, to plant what a worker may have left there (deleted after
+    the test, with the rest of this run's keys)."""
     client = aioredis.Redis.from_url(settings.redis_url)
     yield client
     await client.aclose()

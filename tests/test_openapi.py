@@ -237,7 +237,7 @@ async def test_router_answers_match_its_document(
 ) -> None:
     await make_pinned_agent(versions=1, pinned=1)
     call = await webhooks.generic_call("c-doc")
-    token = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    token = api.bearer("runtime")
     calls = [
         ("/v1/calls/{call_id}/config", f"/v1/calls/{call['call_id']}/config", token),
         ("/v1/calls/{call_id}/config", "/v1/calls/nope/config", token),

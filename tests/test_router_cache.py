@@ -270,7 +270,7 @@ async def test_resolve_dry_run_explains_and_records_nothing(
     agent = await make_agent(versions=1)
     body = {"variants": [variant(agent, "a", 1, 50), variant(agent, "b", None, 50)]}
     await channel.pin_with_draw_salt(body)
-    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    auth = api.bearer("runtime")
     url = "/v1/resolve?to=%2B1%20415%20555%200100&from=%2B12125550123"
 
     fresh = await (await router.get(url, headers=auth)).json()

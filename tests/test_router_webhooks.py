@@ -210,10 +210,8 @@ async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
     await pin(api, {"agent_id": agent_id, "version": 2})
     await api.ok("PATCH", f"/v1/agents/{agent_id}/draft", json={"config": {"name": "New"}})
 
-    token = api.tokens["runtime"]
-    resp = await router.get(
-        f"/v1/calls/{answer['call_id']}/config", headers={"Authorization": f"Bearer {token}"}
-    )
+    auth = api.bearer("runtime")
+    resp = await router.get(f"/v1/calls/{answer['call_id']}/config", headers=auth)
     assert resp.status == 200
     assert await resp.json() == {
         "call_id": answer["call_id"],
@@ -224,10 +222,7 @@ async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
         "config": pinned_v1["config"],
     }
     assert (await router.get(f"/v1/calls/{answer['call_id']}/config")).status == 401
-    missing = await router.get(
-        "/v1/calls/nope/config", headers={"Authorization": f"Bearer {token}"}
-    )
-    assert missing.status == 404
+    assert (await router.get("/v1/calls/nope/config", headers=auth)).status == 404
 
 
 async def test_config_blobs_are_immutable_and_cacheable(
@@ -235,7 +230,7 @@ async def test_config_blobs_are_immutable_and_cacheable(
 ) -> None:
     agent = await make_agent()
     digest = agent["draft"]["config_hash"]
-    auth = {"Authorization": f"Bearer {api.tokens['viewer']}"}
+    auth = api.bearer("viewer")
 
     resp = await router.get(f"/v1/configs/{digest}", headers=auth)
     assert resp.status == 200
@@ -409,7 +404,7 @@ async def test_the_worker_that_recorded_a_call_answers_its_config_lookups_from_m
     await make_pinned_agent(versions=1, pinned=1)
     answer = await webhooks.twilio_call("CA-remembered")
     other = await start_router()
-    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    auth = api.bearer("runtime")
     path = f"/v1/calls/{answer['call_id']}/config"
     for worker in (router, other):  # the other worker reads the call from Postgres
         assert (await worker.get(path, headers=auth)).status == 200
