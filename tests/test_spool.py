@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import fcntl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -28,8 +29,8 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
+from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api
-from tests.router_fixtures import CALLER, CHANNEL
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -125,27 +126,15 @@ async def test_a_full_spool_refuses(tmp_path: Path) -> None:
 
 # --- record kinds ------------------------------------------------------------------------------
 
-STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CANDIDATE = Candidate("a", "agent_1", 1, None, "f" * 64)
 
 
 def _call(sid: str, candidate: Candidate = CANDIDATE) -> NewCall:
-    return NewCall(
-        call_id=f"call_{sid}",
-        provider="twilio",
-        provider_call_id=sid,
-        channel=CHANNEL,
-        from_number=CALLER,
-        routing_revision=1,
-        started_at=STARTED,
-        drawn=candidate.label,
-        remember=False,
-        candidates=(candidate,),
-    )
+    return new_call(sid, candidate.label, (candidate,), remember=False)
 
 
 def _ending(sid: str, duration_s: float | None = 42.0) -> CallEnd:
-    return CallEnd("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
+    return CallEnd("twilio", sid, "completed", STARTED_AT + timedelta(minutes=1), duration_s)
 
 
 def _legacy(call: NewCall) -> Record:
@@ -214,20 +203,29 @@ async def candidate(api: Api, make_agent: AgentFactory) -> Candidate:
     return Candidate("a", agent["id"], 1, None, version["config_hash"])
 
 
-Outage = tuple[CallWriter, CircuitBreaker, Spool]
+@dataclass(frozen=True)
+class Outage:
+    """A call writer whose Postgres breaker is open, and stays open (its clock stands still)
+    until the test reports a success; its spool; and a real version for its calls to serve."""
+
+    writer: CallWriter
+    breaker: CircuitBreaker
+    spool: Spool
+    candidate: Candidate
+
+    def call(self, sid: str) -> NewCall:
+        return _call(sid, self.candidate)
 
 
 @pytest.fixture
-async def outage(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Outage]:
-    """A call writer whose Postgres breaker is open, and stays open (its clock stands still)
-    until the test reports a success; and its spool."""
+async def outage(pool: asyncpg.Pool, tmp_path: Path, candidate: Candidate) -> AsyncIterator[Outage]:
     breaker = CircuitBreaker(failures_to_open=1, clock=lambda: 0.0)
     breaker.failed()
     spool = Spool(tmp_path)
     spool.open()
     writer = CallWriter(pool, spool, breaker, RouterMetrics())
     task = asyncio.create_task(writer.run())
-    yield writer, breaker, spool
+    yield Outage(writer, breaker, spool, candidate)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -235,19 +233,18 @@ async def outage(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Outage]:
 
 
 async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
+    pool: asyncpg.Pool, outage: Outage
 ) -> None:
-    writer, breaker, spool = outage
-    spooled = await writer.record(_call("CA-new", candidate))
+    writer = outage.writer
+    spooled = await writer.record(outage.call("CA-new"))
     assert spooled.ended_at is None
     await writer.progress("twilio", "CA-new", "in-progress")  # dropped, not raised
     assert await writer.end(_ending("CA-new")) is None
     # A previous run's spool: a call without a kind, then its ending.
-    await spool.append([_legacy(_call("CA-old", candidate)), encode_ending(_ending("CA-old", 7.0))])
+    old = [_legacy(outage.call("CA-old")), encode_ending(_ending("CA-old", 7.0))]
+    await outage.spool.append(old)
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     assert await writer.replay() == 4
     rows = await pool.fetch(
         "SELECT provider_call_id, status, duration_s FROM calls ORDER BY provider_call_id"
@@ -256,34 +253,28 @@ async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
     assert writer.spooled == 0
 
 
-async def test_an_ending_replayed_twice_changes_nothing(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
-) -> None:
-    writer, breaker, _ = outage
-    await writer.record(_call("CA-twice", candidate))
+async def test_an_ending_replayed_twice_changes_nothing(pool: asyncpg.Pool, outage: Outage) -> None:
+    writer = outage.writer
+    await writer.record(outage.call("CA-twice"))
     assert await writer.end(_ending("CA-twice")) is None
     assert await writer.end(_ending("CA-twice", 99.0)) is None  # a provider's retry, later
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     assert await writer.replay() == 3
     assert await pool.fetchval("SELECT duration_s FROM calls") == 42.0
     assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
 
 
 async def test_a_replay_attempt_waits_for_postgres_and_never_raises(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
+    pool: asyncpg.Pool, outage: Outage
 ) -> None:
-    writer, breaker, _ = outage
-    await writer.record(_call("CA-wait", candidate))
+    writer = outage.writer
+    await writer.record(outage.call("CA-wait"))
 
     await writer.try_replay()  # the breaker is open: nothing is tried
     assert writer.spooled == 1
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     await writer.try_replay()
     assert writer.spooled == 0
     assert await pool.fetchval("SELECT count(*) FROM calls") == 1
