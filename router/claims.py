@@ -10,11 +10,14 @@ call committed to Postgres finds its earlier record there.
 
 Best effort: Redis sits behind its breaker (the one the caches share), and while it is down the
 calls are spooled unclaimed, as a lone worker's would be (its spool index answers its own
-retries). docs/design.md section 6 says what a retry gets then.
+retries). docs/design.md section 6 says what a retry gets then. The claim is taken before the
+spool write, as a call spooled unclaimed could not be withdrawn when its claim turns out to be
+another's; so a claim waits at most CLAIM_TIMEOUT_S, not the caches' Redis timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -30,6 +33,13 @@ log = structlog.get_logger()
 
 CallKey = tuple[str, str]  # (provider, provider call id)
 T = TypeVar("T")
+
+# Seconds a claim may take before the calls are spooled unclaimed. A healthy Redis answers a
+# batch's claims in about a millisecond; until the breaker opens, every spooled batch waits this
+# long on a Redis that dropped off the network, so it is a fifth of the caches' 0.5 s
+# (router/app.py): a partitioned Redis during a Postgres outage then costs a call 0.1 s at
+# worst, not 0.5 s (tests/test_faults_workers.py measures it).
+CLAIM_TIMEOUT_S = 0.1
 
 
 def record_key(record: CallRecord) -> CallKey:
@@ -85,12 +95,12 @@ class CallClaims:
 
     async def _call(self, op: Callable[[], Awaitable[T]], event: str, calls: int) -> T | None:
         """`op`'s result; None (logged as `event`) while Redis is unavailable: its breaker is
-        open, or `op` failed for want of a server."""
+        open, or `op` failed for want of a server or took longer than CLAIM_TIMEOUT_S."""
         if not self._breaker.allow():
             return None
         try:
-            result = await op()
-        except REDIS_UNAVAILABLE as exc:
+            result = await asyncio.wait_for(op(), CLAIM_TIMEOUT_S)
+        except REDIS_UNAVAILABLE as exc:  # TimeoutError included
             self._breaker.failed()
             log.warning(event, calls=calls, error=type(exc).__name__)
             return None

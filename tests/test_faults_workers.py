@@ -14,7 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harness.net import free_port
+from harness.net import HOST, free_port
+from harness.proxy import TcpProxy
 from tests.faults import (
     CHANNEL,
     Caller,
@@ -60,14 +61,34 @@ def _served_by(rig: Rig, name: str) -> int:
     return (rig.workdir / f"{name}.log").read_text(errors="replace").count("call_routed")
 
 
-async def _retried(caller: Caller, load: Load, sids: list[str]) -> int:
-    """How many of `sids`, sent again as a provider's retry, got another call id than before."""
-    answers = [await caller.call(sid) for sid in sids]
-    return sum(
-        1
-        for sid, a in zip(sids, answers, strict=True)
-        if a is None or a["call_id"] != load.answered[sid]
-    )
+async def _retry(caller: Caller, load: Load) -> dict[str, str | None]:
+    """Send the first RETRIES answered calls again, as a provider's retries: the call id each
+    gets (None for the fallback)."""
+    retried = {}
+    for sid in list(load.answered)[:RETRIES]:
+        answer = await caller.call(sid)
+        retried[sid] = answer["call_id"] if answer else None
+    return retried
+
+
+def _mismatches(load: Load, retried: dict[str, str | None]) -> int:
+    """Retries answered otherwise than the call was first."""
+    return sum(1 for sid, call_id in retried.items() if call_id != load.answered[sid])
+
+
+async def _stored(rig: Rig, sids: list[str]) -> dict[str, list[str]]:
+    """The call ids recorded for each provider call id."""
+    conn = await asyncpg.connect(rig.postgres.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT provider_call_id, call_id FROM calls WHERE provider_call_id = ANY($1)", sids
+        )
+    finally:
+        await conn.close()
+    stored: dict[str, list[str]] = {sid: [] for sid in sids}
+    for row in rows:
+        stored[row["provider_call_id"]].append(row["call_id"])
+    return stored
 
 
 async def _landed(rig: Rig, load: Load) -> dict[str, int]:
@@ -144,7 +165,7 @@ async def test_sigkill_while_spooling(
                 began, ended, failed = await _kill_one_of_two(routers, load)
             killed_segments = len(_segments(spool_dir, killed_pid))
             # Retries of calls answered by either worker, now all reaching the survivor.
-            retry_mismatches = await _retried(caller, load, list(load.answered)[:RETRIES])
+            retry_mismatches = _mismatches(load, await _retry(caller, load))
             if replayer == "replacement":
                 await asyncio.to_thread(routers[1].kill)
     finally:
@@ -179,15 +200,6 @@ async def test_sigkill_while_spooling(
     assert replayed > 0
 
 
-async def _call_ids(rig: Rig, sid: str) -> list[str]:
-    conn = await asyncpg.connect(rig.postgres.url)
-    try:
-        rows = await conn.fetch("SELECT call_id FROM calls WHERE provider_call_id = $1", sid)
-    finally:
-        await conn.close()
-    return [row["call_id"] for row in rows]
-
-
 async def test_a_retry_on_another_router_gets_the_spooled_answer(
     rig: Rig, routers: list[RouterProcess]
 ) -> None:
@@ -210,13 +222,13 @@ async def test_a_retry_on_another_router_gets_the_spooled_answer(
                 began = time.monotonic()
                 first, retry = await caller_a.voice(sid), await caller_b.voice(sid)
                 await asyncio.sleep(WARM_UP_S)
-                retry_mismatches = await _retried(caller_b, load, list(load.answered)[:RETRIES])
+                retry_mismatches = _mismatches(load, await _retry(caller_b, load))
                 ended = time.monotonic()
     finally:
         rig.postgres.start()
     recorded = await _landed(rig, load)
     spooled_by_b = await scrape_metric(port_b, SPOOLED)
-    stored = await eventually(lambda: _call_ids(rig, sid), bool, within_s=REPLAY_WITHIN_S)
+    stored = await _stored(rig, [sid])
     report(
         "retry_on_another_router_while_spooled",
         load,
@@ -227,8 +239,144 @@ async def test_a_retry_on_another_router_gets_the_spooled_answer(
         spooled_by_b=spooled_by_b,
     )
     assert "<Stream" in first and retry == first
-    assert stored == [stream_parameters(first)["call_id"]]
+    assert stored == {sid: [stream_parameters(first)["call_id"]]}
     assert spooled_by_b == 0
     assert retry_mismatches == 0
     assert load.fallbacks == 0 and _failed(load) == 0, load.summary()
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+
+
+async def _two_routers(rig: Rig, routers: list[RouterProcess], name: str) -> tuple[int, int]:
+    """Routers A and B on ports and spools of their own, sharing Postgres and Redis: their
+    ports."""
+    ports = free_port(), free_port()
+    for port, worker in zip(ports, "ab", strict=True):
+        routers.append(
+            await asyncio.to_thread(rig.router, port, f"{name}-{worker}", spool=f"{name}-{worker}")
+        )
+    return ports
+
+
+async def test_what_remains_with_redis_down_too(rig: Rig, routers: list[RouterProcess]) -> None:
+    """Redis and Postgres both down: no claim can be taken, so a retry on another router is
+    spooled there under a new call id. After recovery each call has one record, with the call
+    id of whichever spool was replayed first (docs/design.md section 6)."""
+    port_a, port_b = await _two_routers(rig, routers, "both-down")
+    rig.redis.kill()
+    rig.postgres.stop()
+    try:
+        async with session() as client:
+            async with loaded(Caller(client, port_a, CHANNEL), CONCURRENCY) as load:
+                began = time.monotonic()
+                await asyncio.sleep(WARM_UP_S)
+            retried = await _retry(Caller(client, port_b, CHANNEL), load)
+            ended = time.monotonic()
+    finally:
+        rig.postgres.start()
+        rig.redis.start()
+    recorded = await _landed(rig, load)
+    stored = await _stored(rig, list(retried))
+    report(
+        "retry_on_another_router_with_redis_down_too",
+        load,
+        recorded,
+        (began, ended),
+        retried=len(retried),
+        retry_mismatches=_mismatches(load, retried),
+    )
+    assert load.fallbacks == 0 and _failed(load) == 0, load.summary()
+    assert None not in retried.values() and _mismatches(load, retried) == len(retried)
+    assert all(ids in ([load.answered[sid]], [retried[sid]]) for sid, ids in stored.items())
+    assert recorded["missing"] == recorded["duplicated"] == 0
+
+
+async def test_what_remains_for_a_retry_of_a_committed_call(
+    rig: Rig, routers: list[RouterProcess]
+) -> None:
+    """Calls committed by router A, then Postgres stopped: their retries on router B find no
+    claim (only spooled calls take one) and are spooled under new call ids, which the replay
+    does not insert: each call keeps its one committed record (docs/design.md section 6)."""
+    port_a, port_b = await _two_routers(rig, routers, "committed")
+    async with session() as client:
+        async with loaded(Caller(client, port_a, CHANNEL), CONCURRENCY) as load:
+            await asyncio.sleep(WARM_UP_S)
+        rig.postgres.stop()
+        try:
+            began = time.monotonic()
+            retried = await _retry(Caller(client, port_b, CHANNEL), load)
+            ended = time.monotonic()
+        finally:
+            rig.postgres.start()
+    replayed = await eventually(
+        lambda: scrape_metric(port_b, REPLAYED),
+        lambda n: n == len(retried),
+        within_s=REPLAY_WITHIN_S,
+        interval_s=0.5,
+    )
+    recorded = await count_recorded(rig, load)
+    report(
+        "retry_of_a_committed_call_on_another_router",
+        load,
+        recorded,
+        (began, ended),
+        retried=len(retried),
+        retry_mismatches=_mismatches(load, retried),
+        replayed_by_b=replayed,
+    )
+    assert load.fallbacks == 0 and _failed(load) == 0, load.summary()
+    assert None not in retried.values() and _mismatches(load, retried) == len(retried)
+    assert recorded["recorded"] == len(load.answered)
+    assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
+
+
+# Seconds Redis is partitioned while Postgres is down: several of the breaker's probes.
+PARTITION_S = 5.0
+# The provider's budget during a fault (issue 13): p99 and worst answer time, in ms.
+P99_BUDGET_MS, MAX_BUDGET_MS = 1000.0, 5000.0
+
+
+async def test_redis_partitioned_while_spooling(rig: Rig, routers: list[RouterProcess]) -> None:
+    """What claiming costs when Redis stops answering (packets dropped, not refused) while
+    Postgres is down: each claim waits out the Redis timeout until the breaker opens, then one
+    probe a second does. Calls stay within the provider's budget, and land once."""
+    port = free_port()
+    with TcpProxy(rig.redis.port) as proxy:
+        routers.append(
+            await asyncio.to_thread(
+                rig.router,
+                port,
+                "claims-partitioned",
+                spool="claims-partitioned",
+                REDIS_URL=f"redis://{HOST}:{proxy.port}/0",
+            )
+        )
+        rig.postgres.stop()
+        try:
+            async with session() as client:
+                caller = Caller(client, port, CHANNEL)
+                async with loaded(caller, CONCURRENCY) as load:
+                    await asyncio.sleep(WARM_UP_S)
+                    began = time.monotonic()
+                    proxy.partition()
+                    await asyncio.sleep(PARTITION_S)
+                    ended = time.monotonic()
+                    proxy.heal()
+                    await asyncio.sleep(WARM_UP_S)
+                retry_mismatches = _mismatches(load, await _retry(caller, load))
+        finally:
+            rig.postgres.start()
+    recorded = await _landed(rig, load)
+    figures = report(
+        "redis_partitioned_while_spooling",
+        load,
+        recorded,
+        (began, ended),
+        partition_s=PARTITION_S,
+        retry_mismatches=retry_mismatches,
+    )
+    assert load.fallbacks == 0 and _failed(load) == 0, load.summary()
+    assert figures["p99_ms_during_fault"] < P99_BUDGET_MS
+    assert figures["max_ms_during_fault"] < MAX_BUDGET_MS
+    assert retry_mismatches == 0
+    assert recorded["recorded"] == len(load.answered)
     assert recorded["missing"] == recorded["duplicated"] == recorded["mismatched"] == 0
