@@ -23,6 +23,7 @@ from router.metrics import RouterMetrics
 from router.recorder import CallWriter, spooled_record
 from router.spool import (
     HEADER,
+    MAX_SPOOL_BYTES,
     Record,
     Spool,
     SpoolFull,
@@ -232,12 +233,14 @@ async def _writer(
     claims: CallClaims | None = None,
     *,
     down: bool = True,
+    spool_bytes: int = MAX_SPOOL_BYTES,
 ) -> AsyncIterator[Outage]:
-    """A running call writer spooling to `directory`, Postgres `down` for it (see Outage)."""
+    """A running call writer spooling to `directory` (`spool_bytes` at most), Postgres `down`
+    for it (see Outage)."""
     breaker = CircuitBreaker(failures_to_open=1, clock=lambda: 0.0)
     if down:
         breaker.failed()
-    spool = Spool(directory)
+    spool = Spool(directory, max_bytes=spool_bytes)
     spool.open()
     writer = CallWriter(pool, spool, breaker, RouterMetrics(), claims)
     task = asyncio.create_task(writer.run())
@@ -362,3 +365,12 @@ async def test_a_committed_call_takes_no_claim(
     async with _writer(pool, tmp_path, candidate, claims, down=False) as up:
         await up.writer.record(up.call("CA-committed"))
         assert await claims.claim([spooled_record(up.call("CA-committed"))]) == {}
+
+
+async def test_a_call_that_cannot_be_spooled_withdraws_its_claim(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with _writer(pool, tmp_path, candidate, claims, spool_bytes=0) as full:
+        with pytest.raises(SpoolFull):
+            await full.writer.record(full.call("CA-unspooled"))
+    assert await claims.claim([spooled_record(full.call("CA-unspooled"))]) == {}
