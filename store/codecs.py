@@ -149,8 +149,9 @@ def decode_config_json(raw: bytes) -> bytes:
 
 
 def _time(data: dict[str, Any], name: str) -> datetime:
+    raw = _get(data, name, str)
     try:
-        return datetime.fromisoformat(_get(data, name, str))
+        return datetime.fromisoformat(raw)
     except ValueError:
         raise CacheDecodeError(f"field {name} is not a time") from None
 
