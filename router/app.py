@@ -16,7 +16,9 @@ from redis.backoff import NoBackoff
 from httpkit.errors import error_middleware
 from httpkit.keys import POOL, SETTINGS, TOKENS
 from httpkit.token_cache import TokenCache
+from router.claims import CallClaims
 from router.keys import (
+    CLAIMS,
     CONFIGS,
     FALLBACK,
     FEED,
@@ -116,6 +118,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         client, prefix, observe, l1_size=CONFIG_L1_SIZE, breaker=breaker
     )
     app[RESOLVER] = Resolver(app[POOL], snapshots)
+    app[CLAIMS] = CallClaims(client, prefix, breaker)
     yield
     await snapshots.close()
     await configs.close()
@@ -142,7 +145,7 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
     breaker, metrics = CircuitBreaker(), app[METRICS]
     metrics.dependency_up.labels("postgres").set_function(lambda: float(breaker.available))
-    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], breaker, metrics)
+    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], breaker, metrics, app[CLAIMS])
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())

@@ -5,19 +5,25 @@ its record kinds (calls and endings), spooled while Postgres is unavailable and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
+from harness.redis import delete_prefixed
+from router.claims import CallClaims
 from router.metrics import RouterMetrics
-from router.recorder import CallWriter
+from router.recorder import CallWriter, spooled_record
 from router.spool import (
     HEADER,
+    MAX_SPOOL_BYTES,
     Record,
     Spool,
     SpoolFull,
@@ -29,6 +35,7 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
+from store.settings import Settings
 from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api
 
@@ -206,7 +213,8 @@ async def candidate(api: Api, make_agent: AgentFactory) -> Candidate:
 @dataclass(frozen=True)
 class Outage:
     """A call writer whose Postgres breaker is open, and stays open (its clock stands still)
-    until the test reports a success; its spool; and a real version for its calls to serve."""
+    until the test reports a success (unless it was made with Postgres up); its spool; and a
+    real version for its calls to serve."""
 
     writer: CallWriter
     breaker: CircuitBreaker
@@ -217,19 +225,36 @@ class Outage:
         return _call(sid, self.candidate)
 
 
-@pytest.fixture
-async def outage(pool: asyncpg.Pool, tmp_path: Path, candidate: Candidate) -> AsyncIterator[Outage]:
+@contextlib.asynccontextmanager
+async def _writer(
+    pool: asyncpg.Pool,
+    directory: Path,
+    candidate: Candidate,
+    claims: CallClaims | None = None,
+    *,
+    down: bool = True,
+    spool_bytes: int = MAX_SPOOL_BYTES,
+) -> AsyncIterator[Outage]:
+    """A running call writer spooling to `directory` (`spool_bytes` at most), Postgres `down`
+    for it (see Outage)."""
     breaker = CircuitBreaker(failures_to_open=1, clock=lambda: 0.0)
-    breaker.failed()
-    spool = Spool(tmp_path)
+    if down:
+        breaker.failed()
+    spool = Spool(directory, max_bytes=spool_bytes)
     spool.open()
-    writer = CallWriter(pool, spool, breaker, RouterMetrics())
+    writer = CallWriter(pool, spool, breaker, RouterMetrics(), claims)
     task = asyncio.create_task(writer.run())
     yield Outage(writer, breaker, spool, candidate)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     spool.close()
+
+
+@pytest.fixture
+async def outage(pool: asyncpg.Pool, tmp_path: Path, candidate: Candidate) -> AsyncIterator[Outage]:
+    async with _writer(pool, tmp_path, candidate) as outage:
+        yield outage
 
 
 async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
@@ -278,3 +303,74 @@ async def test_a_replay_attempt_waits_for_postgres_and_never_raises(
     await writer.try_replay()
     assert writer.spooled == 0
     assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+
+
+# --- claims: a retry reaching another worker while the call is spooled ------------------------
+
+
+@pytest.fixture
+async def claims(settings: Settings) -> AsyncIterator[CallClaims]:
+    """Claims under a prefix of the test's own, on a Redis that is up."""
+    prefix = f"{settings.redis_prefix}claims-{secrets.token_hex(4)}:"
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield CallClaims(client, prefix, CircuitBreaker())
+    await client.aclose()
+    await delete_prefixed(settings.redis_url, prefix)
+
+
+async def test_a_claim_is_taken_once_and_released(claims: CallClaims) -> None:
+    first = spooled_record(_call("CA-claim"))
+    assert await claims.claim([first]) == {}
+    retry = replace(first, call_id="call_retry")
+    assert await claims.claim([retry, spooled_record(_call("CA-other"))]) == {
+        ("twilio", "CA-claim"): first
+    }
+    await claims.release([("twilio", "CA-claim")])
+    assert await claims.claim([retry]) == {}
+
+
+async def test_no_claim_is_tried_while_redis_is_down(settings: Settings) -> None:
+    breaker = CircuitBreaker(failures_to_open=1)
+    # Nothing listens on port 1: the first claim fails and opens the breaker.
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    claims = CallClaims(client, settings.redis_prefix, breaker)
+    assert await claims.claim([spooled_record(_call("CA-down"))]) == {}
+    assert not breaker.available
+    await client.aclose()
+
+
+async def test_a_retry_spooled_by_another_worker_gets_the_first_answer(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with (
+        _writer(pool, tmp_path / "a", candidate, claims) as first_worker,
+        _writer(pool, tmp_path / "b", candidate, claims) as other_worker,
+    ):
+        answered = await first_worker.writer.record(first_worker.call("CA-retried"))
+        retry = replace(first_worker.call("CA-retried"), call_id="call_of_the_retry")
+        assert await other_worker.writer.record(retry) == answered
+        assert other_worker.writer.spooled == 0 and other_worker.spool.pending_bytes() == 0
+
+        first_worker.breaker.succeeded()
+        other_worker.breaker.succeeded()
+        assert await other_worker.writer.replay() == 0
+        assert await first_worker.writer.replay() == 1
+    rows = await pool.fetch("SELECT call_id FROM calls")
+    assert [r["call_id"] for r in rows] == [answered.call_id]
+
+
+async def test_a_committed_call_takes_no_claim(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with _writer(pool, tmp_path, candidate, claims, down=False) as up:
+        await up.writer.record(up.call("CA-committed"))
+        assert await claims.claim([spooled_record(up.call("CA-committed"))]) == {}
+
+
+async def test_a_call_that_cannot_be_spooled_withdraws_its_claim(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with _writer(pool, tmp_path, candidate, claims, spool_bytes=0) as full:
+        with pytest.raises(SpoolFull):
+            await full.writer.record(full.call("CA-unspooled"))
+    assert await claims.claim([spooled_record(full.call("CA-unspooled"))]) == {}
