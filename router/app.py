@@ -16,7 +16,9 @@ from redis.backoff import NoBackoff
 from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.token_cache import TokenCache
+from router.claims import CallClaims
 from router.keys import (
+    CLAIMS,
     CONFIGS,
     FALLBACK,
     FEED,
@@ -122,6 +124,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         client, prefix, observe, l1_size=CONFIG_L1_SIZE, breaker=breaker
     )
     app[RESOLVER] = Resolver(app[POOL], snapshots, app[GUARD])
+    app[CLAIMS] = CallClaims(client, prefix, breaker)
     yield
     await snapshots.close()
     await configs.close()
@@ -146,7 +149,7 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], app[GUARD], app[METRICS])
+    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], app[GUARD], app[METRICS], app[CLAIMS])
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())

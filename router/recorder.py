@@ -4,9 +4,10 @@ trip); a few batches commit at once, so their fsyncs overlap.
 
 While Postgres is unavailable (the worker's Postgres breaker is open, or a commit fails for
 any reason but a data error, or takes longer than store/db.py's WRITE_BUDGET_S) a batch goes to
-the local spool instead, with one fsync for the batch. Spooled calls
-are answered from an index by provider call id until they are replayed into Postgres, where
-record_call's ON CONFLICT (migration 0005) makes a replay idempotent. A background loop
+the local spool instead, with one fsync for the batch. Spooled calls are answered from an index
+by provider call id until they are replayed into Postgres, where record_call's ON CONFLICT
+(migration 0005) makes a replay idempotent; a retry reaching another worker is answered from
+the claim the spooling worker took in Redis (router/claims.py). A background loop
 (`replay_forever`) replays the spool once Postgres is back.
 
 Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
@@ -25,6 +26,7 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
+from router.claims import CallClaims, CallKey
 from router.metrics import RouterMetrics
 from router.served import ServedSnapshots
 from router.spool import Record, Spool, SpoolFull, decode_record, encode_call, encode_ending
@@ -44,7 +46,6 @@ SPOOL_REPLAY_INTERVAL_S = 1.0
 log = structlog.get_logger()
 
 Pending = tuple[NewCall, "asyncio.Future[CallRecord]"]
-CallKey = tuple[str, str]  # (provider, provider call id)
 Result = CallRecord | Exception
 T = TypeVar("T")
 
@@ -127,10 +128,13 @@ class CallWriter:
         spool: Spool,
         guard: PostgresGuard,
         metrics: RouterMetrics,
+        claims: CallClaims | None = None,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
     ) -> None:
         self._pool = pool
+        # None for a lone worker: its spool index alone answers provider retries.
+        self._claims = claims
         self._spool = spool
         self._guard = guard
         self._metrics = metrics
@@ -233,20 +237,27 @@ class CallWriter:
         return None if isinstance(results, _Unavailable) else results
 
     async def _to_spool(self, calls: list[NewCall]) -> list[Result]:
-        """Spool the calls not spooled yet (one fsync); every call gets its spooled record."""
+        """Spool the calls not spooled yet (one fsync), but those another worker spooled first
+        (their claims say so); every call gets its spooled record."""
         fresh: dict[CallKey, NewCall] = {}
         for call in calls:
             if _key(call) not in self._spooled:
                 fresh.setdefault(_key(call), pinned_to_draw(call))
+        claims = self._claims
+        earlier = await claims.claim([spooled_record(c) for c in fresh.values()]) if claims else {}
+        mine = {key: call for key, call in fresh.items() if key not in earlier}
         try:
-            await self._spool.append([encode_call(c) for c in fresh.values()])
+            if mine:
+                await self._spool.append([encode_call(c) for c in mine.values()])
         except (SpoolFull, OSError) as exc:
-            self._metrics.spool.labels("dropped").inc(len(fresh))
-            log.error("call_spool_failed", calls=len(fresh), error=type(exc).__name__)
-            return [exc] * len(calls)
-        self._metrics.spool.labels("spooled").inc(len(fresh))
-        self._spooled.update({key: spooled_record(c) for key, c in fresh.items()})
-        return [self._spooled[_key(call)] for call in calls]
+            self._metrics.spool.labels("dropped").inc(len(mine))
+            log.error("call_spool_failed", calls=len(mine), error=type(exc).__name__)
+            if claims:
+                await claims.release(list(mine))
+            return [earlier.get(_key(call), exc) for call in calls]
+        self._metrics.spool.labels("spooled").inc(len(mine))
+        self._spooled.update({key: spooled_record(c) for key, c in mine.items()})
+        return [earlier.get(_key(call)) or self._spooled[_key(call)] for call in calls]
 
     async def end(self, ending: CallEnd) -> EndedCall | None:
         """Close the call: in Postgres, or, while it is unavailable, by spooling the ending for

@@ -42,6 +42,7 @@ from store.channels import Routing
 from store.db import DatabaseUnavailable, PostgresGuard, connection, create_pool, read
 from store.settings import Settings
 from store.snapshots import load_version
+from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api
 from tests.faults import (
     CHANNEL,
@@ -56,7 +57,7 @@ from tests.faults import (
     session,
 )
 from tests.polling import eventually
-from tests.router_fixtures import CALLER, pin
+from tests.router_fixtures import pin
 
 pytestmark = pytest.mark.faults
 
@@ -233,27 +234,12 @@ async def test_postgres_partitioned_for_10_s(durable: Rig, routers: list[RouterP
 
 
 @pytest.fixture
-async def new_call(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[str], NewCall]:
+async def call_to(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[str], NewCall]:
     """Calls (by provider call id) served version 1 of a new agent."""
     agent = await make_agent(versions=1)
     served = await load_version(pool, agent["id"], 1)
     candidate = Candidate("a", served.agent_id, 1, None, served.config_hash)
-
-    def make(sid: str) -> NewCall:
-        return NewCall(
-            call_id=f"call_{sid}",
-            provider="twilio",
-            provider_call_id=sid,
-            channel=CHANNEL,
-            from_number=CALLER,
-            routing_revision=1,
-            started_at=datetime.now(UTC),
-            drawn="a",
-            remember=False,
-            candidates=(candidate,),
-        )
-
-    return make
+    return lambda sid: new_call(sid, "a", (candidate,), remember=False)
 
 
 @dataclass
@@ -290,19 +276,19 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'
 
 
 async def test_a_batch_whose_backend_is_terminated_mid_commit_is_spooled(
-    pool: asyncpg.Pool, writer: Writer, new_call: Callable[[str], NewCall]
+    pool: asyncpg.Pool, writer: Writer, call_to: Callable[[str], NewCall]
 ) -> None:
     async with pool.acquire() as blocker, blocker.transaction():
         # The batch waits on this lock: it is in flight when its backend is terminated.
         await blocker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
-        recording = asyncio.create_task(writer.writer.record(new_call("CA-cut")))
+        recording = asyncio.create_task(writer.writer.record(call_to("CA-cut")))
         backend = await eventually(lambda: blocker.fetchval(WAITING_ON_A_LOCK))
         assert await blocker.fetchval("SELECT pg_terminate_backend($1)", backend)
         answered = await recording
     assert answered.call_id == "call_CA-cut" and writer.writer.spooled == 1
 
     writer.clock[0] += RESET_AFTER_S  # the breaker lets its probe through: the next batch
-    committed = await writer.writer.record(new_call("CA-next"))
+    committed = await writer.writer.record(call_to("CA-next"))
     assert committed.call_id == "call_CA-next" and writer.writer.spooled == 1
     await writer.writer.try_replay()
     assert writer.writer.spooled == 0
@@ -355,7 +341,7 @@ async def _backend(pool: asyncpg.Pool) -> int:
 )
 async def test_only_a_batch_failing_for_want_of_a_server_is_spooled(
     writer: Writer,
-    new_call: Callable[[str], NewCall],
+    call_to: Callable[[str], NewCall],
     monkeypatch: pytest.MonkeyPatch,
     exc: Exception,
     lost: bool,
@@ -364,7 +350,7 @@ async def test_only_a_batch_failing_for_want_of_a_server_is_spooled(
     monkeypatch.setattr("store.calls._record_batch", _failing_batch(exc, backends))
     answered: CallRecord | Exception
     try:
-        answered = await writer.writer.record(new_call("CA-1"))
+        answered = await writer.writer.record(call_to("CA-1"))
     except Exception as error:
         answered = error
     # Spooled and answered; or, for a data error, the error (the fallback), after the batch was
@@ -453,14 +439,8 @@ async def test_a_spooled_call_whose_cut_off_commit_landed_otherwise_is_logged(
     ]
     await pin(api, {"variants": variants, "sticky": "caller"})
 
-    def call(sid: str, drawn: str) -> NewCall:
-        started = datetime.now(UTC)
-        return NewCall(
-            f"call_{sid}", "twilio", sid, CHANNEL, CALLER, 1, started, drawn, True, (a, b)
-        )
-
-    await record_calls(pool, [call("CA-first", "a")])  # the caller now remembers a
-    cut_off = call("CA-cut", "b")
+    await record_calls(pool, [new_call("CA-first", "a", (a, b))])  # the caller remembers a
+    cut_off = new_call("CA-cut", "b", (a, b))
     await record_calls(pool, [cut_off])  # landed, with a...
     await writer.spool.append([encode_call(pinned_to_draw(cut_off))])  # ...answered b
     with capture_logs() as logs:
