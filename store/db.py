@@ -55,7 +55,9 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.SyntaxOrAccessError,  # class 42: the SQL, or a missing table or function
     asyncpg.PLPGSQLError,  # class P0: raised by our functions (record_call's no_data_found)
     asyncpg.ProgramLimitExceededError,  # class 54: a statement too large
-    asyncpg_base.DataError,  # a parameter asyncpg refused to encode, before sending anything
+    # A parameter asyncpg refused to encode, before sending anything: its client-side DataError,
+    # which the package's namespace shadows with the server's class 22 above.
+    asyncpg_base.DataError,
     StoreError,
 )
 
