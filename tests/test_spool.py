@@ -35,6 +35,7 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
+from store.db import PostgresGuard
 from store.settings import Settings
 from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api
@@ -242,7 +243,7 @@ async def _writer(
         breaker.failed()
     spool = Spool(directory, max_bytes=spool_bytes)
     spool.open()
-    writer = CallWriter(pool, spool, breaker, RouterMetrics(), claims)
+    writer = CallWriter(pool, spool, PostgresGuard(breaker), RouterMetrics(), claims)
     task = asyncio.create_task(writer.run())
     yield Outage(writer, breaker, spool, candidate)
     task.cancel()
