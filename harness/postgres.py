@@ -47,6 +47,11 @@ class PostgresServer(Server):
         self.pgdata = pgdata
         self.url = f"postgresql://postgres@{HOST}:{self.port}/{DATABASE}"
 
+    def stop_immediately(self) -> None:
+        """Postgres' "immediate" shutdown (SIGQUIT): every process quits at once, without a
+        checkpoint, as in a crash; the next start recovers from the WAL."""
+        self._signal(signal.SIGQUIT)
+
     def init(self) -> None:
         """Create the cluster unless `pgdata` holds one, replacing what a failed initdb left."""
         if (self.pgdata / "PG_VERSION").exists():

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from httpkit.errors import ApiError
-from httpkit.keys import POOL, PRINCIPAL, TOKENS
+from httpkit.keys import GUARD, POOL, PRINCIPAL, TOKENS
 from httpkit.token_cache import TokenCache
-from store.db import DATABASE_UNAVAILABLE
+from store.db import DatabaseUnavailable
 from store.tokens import ROLES, Principal, authenticate, token_digest, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -18,17 +18,18 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 async def _lookup(request: web.Request, secret: str) -> Principal | None:
     """The token's principal: from the application's TokenCache when it has one (the router),
-    else, and on a miss, from Postgres."""
-    tokens = request.app.get(TOKENS)
+    else, and on a miss, from Postgres: through the router's guard, so that while Postgres is
+    out of reach a lookup is answered at once rather than after a timeout each."""
+    pool, tokens = request.app[POOL], request.app.get(TOKENS)
     if tokens is None:
-        return await authenticate(request.app[POOL], secret)
+        return await authenticate(pool, secret)
     digest = token_digest(secret)
     principal = tokens.get(digest)
     if principal is not None:
         return principal
     try:
-        principal = await authenticate(request.app[POOL], secret)
-    except DATABASE_UNAVAILABLE:
+        principal = await request.app[GUARD].read(pool, lambda conn: authenticate(conn, secret))
+    except DatabaseUnavailable:
         return _validated_before(tokens, digest)
     if principal is None:
         tokens.forget(digest)

@@ -14,9 +14,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from httpkit.errors import error_middleware
-from httpkit.keys import POOL, SETTINGS, TOKENS
+from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.token_cache import TokenCache
+from router.claims import CallClaims
 from router.keys import (
+    CLAIMS,
     CONFIGS,
     FALLBACK,
     FEED,
@@ -39,7 +41,7 @@ from router.telnyx import TelnyxApi
 from store import codecs
 from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
-from store.db import create_pool
+from store.db import PostgresGuard, create_pool
 from store.feed import Change, ChangeFeed
 from store.settings import Settings
 
@@ -95,6 +97,12 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool = await create_pool(app[SETTINGS].database_url)
+    # One breaker for all the work done on calls' behalf: commits, endings, replays, cache
+    # misses, token and call lookups. Whichever finds Postgres down spares the others the wait.
+    app[GUARD] = guard = PostgresGuard()
+    app[METRICS].dependency_up.labels("postgres").set_function(
+        lambda: float(guard.breaker.available)
+    )
     yield
     await pool.close()
 
@@ -115,7 +123,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[CONFIGS] = configs = LayeredCache(
         client, prefix, observe, l1_size=CONFIG_L1_SIZE, breaker=breaker
     )
-    app[RESOLVER] = Resolver(app[POOL], snapshots)
+    app[RESOLVER] = Resolver(app[POOL], snapshots, app[GUARD])
+    app[CLAIMS] = CallClaims(client, prefix, breaker)
     yield
     await snapshots.close()
     await configs.close()
@@ -140,9 +149,7 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
-    breaker, metrics = CircuitBreaker(), app[METRICS]
-    metrics.dependency_up.labels("postgres").set_function(lambda: float(breaker.available))
-    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], breaker, metrics)
+    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], app[GUARD], app[METRICS], app[CLAIMS])
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())

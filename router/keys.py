@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from router.claims import CallClaims
 from router.metrics import RouterMetrics
 from router.providers import FallbackAction
 from router.recorder import CallWriter
@@ -22,6 +23,7 @@ SNAPSHOTS = web.AppKey("snapshot_cache", LayeredCache)
 CONFIGS = web.AppKey("config_cache", LayeredCache)
 RESOLVER = web.AppKey("resolver", Resolver)
 FEED = web.AppKey("change_feed", ChangeFeed)
+CLAIMS = web.AppKey("call_claims", CallClaims)
 WRITER = web.AppKey("call_writer", CallWriter)
 SPOOL = web.AppKey("spool", Spool)
 TELNYX = web.AppKey("telnyx", TelnyxApi)

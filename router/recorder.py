@@ -2,10 +2,12 @@
 so a burst costs a few fsyncs instead of one per call. A batch is one statement (one round
 trip); a few batches commit at once, so their fsyncs overlap.
 
-While Postgres is unavailable (its circuit breaker is open, or a commit fails for want of a
-server) a batch goes to the local spool instead, with one fsync for the batch. Spooled calls
-are answered from an index by provider call id until they are replayed into Postgres, where
-record_call's ON CONFLICT (migration 0005) makes a replay idempotent. A background loop
+While Postgres is unavailable (the worker's Postgres breaker is open, or a commit fails for
+any reason but a data error, or takes longer than store/db.py's WRITE_BUDGET_S) a batch goes to
+the local spool instead, with one fsync for the batch. Spooled calls are answered from an index
+by provider call id until they are replayed into Postgres, where record_call's ON CONFLICT
+(migration 0005) makes a replay idempotent; a retry reaching another worker is answered from
+the claim the spooling worker took in Redis (router/claims.py). A background loop
 (`replay_forever`) replays the spool once Postgres is back.
 
 Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
@@ -24,12 +26,12 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
+from router.claims import CallClaims, CallKey
 from router.metrics import RouterMetrics
 from router.served import ServedSnapshots
 from router.spool import Record, Spool, SpoolFull, decode_record, encode_call, encode_ending
-from store.breaker import CircuitBreaker
 from store.calls import CallEnd, CallRecord, EndedCall, NewCall, end_call, record_calls, set_status
-from store.db import DATABASE_UNAVAILABLE
+from store.db import DatabaseUnavailable, PostgresGuard, is_data_error
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
@@ -44,7 +46,6 @@ SPOOL_REPLAY_INTERVAL_S = 1.0
 log = structlog.get_logger()
 
 Pending = tuple[NewCall, "asyncio.Future[CallRecord]"]
-CallKey = tuple[str, str]  # (provider, provider call id)
 Result = CallRecord | Exception
 T = TypeVar("T")
 
@@ -93,6 +94,24 @@ def spooled_record(call: NewCall) -> CallRecord:
     )
 
 
+def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
+    """Log a spooled call whose record says it was served otherwise: its cut-off commit had
+    landed, with the caller's remembered variant, while the caller was answered from the
+    spool with the fresh draw (docs/design.md section 6)."""
+    (served,) = spooled.candidates
+    as_served = (served.label, served.config_hash)
+    if (
+        recorded.call_id == spooled.call_id
+        and (recorded.variant, recorded.config_hash) != as_served
+    ):
+        log.warning(
+            "spooled_call_recorded_otherwise",
+            call_id=recorded.call_id,
+            served=served.label,
+            recorded=recorded.variant,
+        )
+
+
 def _fail_waiting(batch: list[Pending]) -> None:
     """Fail the calls still waiting in `batch`: the writer is stopping."""
     for _, done in batch:
@@ -107,14 +126,17 @@ class CallWriter:
         self,
         pool: asyncpg.Pool,
         spool: Spool,
-        breaker: CircuitBreaker,
+        guard: PostgresGuard,
         metrics: RouterMetrics,
+        claims: CallClaims | None = None,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
     ) -> None:
         self._pool = pool
+        # None for a lone worker: its spool index alone answers provider retries.
+        self._claims = claims
         self._spool = spool
-        self._breaker = breaker
+        self._guard = guard
         self._metrics = metrics
         self._max_batch = max_batch
         self._writers = writers
@@ -182,47 +204,60 @@ class CallWriter:
 
     async def _attempt(self, query: Callable[[], Awaitable[T]], event: str) -> T | _Unavailable:
         """The query's result; UNAVAILABLE (logged as `event`) when Postgres is: its breaker is
-        open, or the query failed for want of a server. Other errors propagate."""
-        if not self._breaker.allow():
-            return UNAVAILABLE
+        open, or the query failed for any reason but a data error. Data errors propagate."""
         try:
-            result = await query()
-        except DATABASE_UNAVAILABLE as exc:
-            self._breaker.failed()
-            log.warning(event, error=type(exc).__name__)
+            return await self._guard.run(query)
+        except DatabaseUnavailable as exc:
+            log.warning(event, error=type(exc.__cause__ or exc).__name__)
             return UNAVAILABLE
-        self._breaker.succeeded()
-        return result
 
     async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
-        """Each call's committed record or error; None when Postgres is unavailable. A commit
-        cut off may or may not have landed: spooling it is safe either way, as the replay
-        inserts nothing for a provider call id already recorded."""
+        """Each call's committed record or error; None when Postgres is unavailable.
+
+        A commit cut off (a lost connection, WRITE_BUDGET_S reached) may or may not have
+        landed: spooling it is safe either way, as the replay inserts nothing for a provider
+        call id already recorded. What the answer and the record may then differ in: nothing,
+        for a call that is not sticky by caller or whose caller has no live remembered variant
+        (both are its fresh draw). For a caller whose remembered variant is live and differs
+        from the draw, the landed row holds the remembered variant (version, config hash), and
+        it stays the caller's remembered one, while the call was answered from the spool with
+        the draw; the call id is the same. This worker's config lookups give what was served
+        while it remembers the call (`served`), and so do provider retries until the replay
+        (`_spooled`); after it retries, other workers' lookups and the analytics see the record.
+        The replay logs each such call (`spooled_call_recorded_otherwise`)."""
         try:
             results = await self._attempt(
                 lambda: record_calls(self._pool, calls), "call_batch_unavailable"
             )
-        # The writer outlives any failure: each waiting call gets the error and falls back.
+        # A data error the batch could not pin on its calls: the writer outlives it, and each
+        # waiting call gets the error and falls back.
         except Exception as exc:
             log.warning("call_batch_failed", calls=len(calls), error=type(exc).__name__)
             return [exc] * len(calls)
         return None if isinstance(results, _Unavailable) else results
 
     async def _to_spool(self, calls: list[NewCall]) -> list[Result]:
-        """Spool the calls not spooled yet (one fsync); every call gets its spooled record."""
+        """Spool the calls not spooled yet (one fsync), but those another worker spooled first
+        (their claims say so); every call gets its spooled record."""
         fresh: dict[CallKey, NewCall] = {}
         for call in calls:
             if _key(call) not in self._spooled:
                 fresh.setdefault(_key(call), pinned_to_draw(call))
+        claims = self._claims
+        earlier = await claims.claim([spooled_record(c) for c in fresh.values()]) if claims else {}
+        mine = {key: call for key, call in fresh.items() if key not in earlier}
         try:
-            await self._spool.append([encode_call(c) for c in fresh.values()])
+            if mine:
+                await self._spool.append([encode_call(c) for c in mine.values()])
         except (SpoolFull, OSError) as exc:
-            self._metrics.spool.labels("dropped").inc(len(fresh))
-            log.error("call_spool_failed", calls=len(fresh), error=type(exc).__name__)
-            return [exc] * len(calls)
-        self._metrics.spool.labels("spooled").inc(len(fresh))
-        self._spooled.update({key: spooled_record(c) for key, c in fresh.items()})
-        return [self._spooled[_key(call)] for call in calls]
+            self._metrics.spool.labels("dropped").inc(len(mine))
+            log.error("call_spool_failed", calls=len(mine), error=type(exc).__name__)
+            if claims:
+                await claims.release(list(mine))
+            return [earlier.get(_key(call), exc) for call in calls]
+        self._metrics.spool.labels("spooled").inc(len(mine))
+        self._spooled.update({key: spooled_record(c) for key, c in mine.items()})
+        return [earlier.get(_key(call)) or self._spooled[_key(call)] for call in calls]
 
     async def end(self, ending: CallEnd) -> EndedCall | None:
         """Close the call: in Postgres, or, while it is unavailable, by spooling the ending for
@@ -298,11 +333,11 @@ class CallWriter:
 
     async def _replay_ending(self, ending: CallEnd) -> None:
         """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
-        forever, while an unavailable Postgres stops the replay."""
+        forever, while any other failure stops the replay."""
         try:
             ended = await end_call(self._pool, ending)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, DATABASE_UNAVAILABLE):
+        except Exception as exc:
+            if not is_data_error(exc):
                 raise
             self._metrics.spool.labels("dropped").inc()
             log.error("spool_replay_refused", error=type(exc).__name__)
@@ -320,4 +355,5 @@ class CallWriter:
                     log.error("spool_replay_refused", error=type(result).__name__)
                 else:
                     self._metrics.spool.labels("replayed").inc()
+                    _check_served_as_recorded(call, result)
                 self._spooled.pop(_key(call), None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -16,12 +17,18 @@ from store.cache import LayeredCache
 from store.call_routing import Draw, Unroutable
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
-from store.db import DATABASE_UNAVAILABLE
+from store.db import DATABASE_UNAVAILABLE, DatabaseUnavailable, PostgresGuard, connection
 from store.draw import live_variants
 from store.errors import StoreError
 from store.snapshots import Snapshot
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
+
+# Seconds the warm-up may read for: a generous bound on its normal 2 s per 100,000 channels, so
+# a connection cut off mid-way (a partition) gives the feed's resync back instead of holding it.
+WARM_UP_BUDGET_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +42,23 @@ class Plan:
 
 
 class Resolver:
-    """Resolves calls from the layered cache; Postgres is read only on misses."""
+    """Resolves calls from the layered cache; Postgres is read only on misses, through the
+    worker's guard (bounded, and refused at once while Postgres is known to be down: the cache
+    then serves what it last held)."""
 
-    def __init__(self, pool: asyncpg.Pool, snapshot_cache: LayeredCache) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, snapshot_cache: LayeredCache, guard: PostgresGuard
+    ) -> None:
         self._pool = pool
         self._cache = snapshot_cache
+        self._guard = guard
+
+    def _read(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> Awaitable[T]:
+        return self._guard.read(self._pool, query)
 
     async def routing(self, number: str) -> Routing | None:
         return await self._cache.get(
-            codecs.ROUTING, number, lambda: find_channel(self._pool, number)
+            codecs.ROUTING, number, lambda: self._read(lambda conn: find_channel(conn, number))
         )
 
     async def warm(self) -> None:
@@ -56,7 +71,7 @@ class Resolver:
         """
         started, loaded = time.perf_counter(), 0
         try:
-            async with self._pool.acquire() as conn:
+            async with connection(self._pool, WARM_UP_BUDGET_S) as conn:
                 async for routing in channels.all_routings(conn):
                     self._cache.preload(codecs.ROUTING, routing.number, routing)
                     loaded += 1
@@ -87,12 +102,14 @@ class Resolver:
         agent_id, version = variant.agent_id, variant.version
         if version is None:
             return await self._cache.get(
-                codecs.DRAFT, agent_id, lambda: snapshots.load_draft(self._pool, agent_id)
+                codecs.DRAFT,
+                agent_id,
+                lambda: self._read(lambda conn: snapshots.load_draft(conn, agent_id)),
             )
         return await self._cache.get(
             codecs.VERSION,
             _version_key(agent_id, version),
-            lambda: snapshots.load_version(self._pool, agent_id, version),
+            lambda: self._read(lambda conn: snapshots.load_version(conn, agent_id, version)),
         )
 
     async def _candidate(self, variant: Variant) -> Candidate:
@@ -113,7 +130,7 @@ class Resolver:
             # One after the other: on the usual L1 hits no await suspends, and gather would
             # cost a task per variant.
             candidates = [await self._candidate(v) for v in live]
-        except (*DATABASE_UNAVAILABLE, StoreError):
+        except (DatabaseUnavailable, StoreError):
             return Unroutable("unavailable")
         return Plan(routing, d, tuple(candidates))
 
@@ -125,7 +142,9 @@ class Resolver:
             call_id,
             routing_of=self.routing,
             snapshot_of=self.snapshot,
-            assignment_of=lambda number, key: find_assignment(self._pool, number, key),
+            assignment_of=lambda number, key: self._read(
+                lambda conn: find_assignment(conn, number, key)
+            ),
         )
 
 

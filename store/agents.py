@@ -147,7 +147,7 @@ async def store_config(conn: asyncpg.Connection, raw: Any) -> tuple[dict[str, An
     return config, digest
 
 
-async def get_config(pool: asyncpg.Pool, digest: str) -> dict[str, Any]:
+async def get_config(pool: asyncpg.Pool | asyncpg.Connection, digest: str) -> dict[str, Any]:
     """An immutable config blob by its hash."""
     config: dict[str, Any] | None = await pool.fetchval(SELECT_BLOB, digest)
     if config is None:

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from store.breaker import CircuitBreaker
 from store.codecs import IMMUTABLE_TTL_S, MUTABLE_KEYS, MUTABLE_TTL_S, CacheDecodeError, Codec
-from store.db import DATABASE_UNAVAILABLE
+from store.db import is_data_error
 
 T = TypeVar("T")
 
@@ -161,8 +161,8 @@ class LayeredCache:
                 return cached, False
         try:
             value = await load()
-        except DATABASE_UNAVAILABLE:
-            if cacheable:
+        except Exception as exc:
+            if cacheable or is_data_error(exc):
                 raise
             stale = await self._last_known(codec, full)
             if stale is _MISSING:
@@ -278,11 +278,13 @@ class LayeredCache:
         entries) until a later wipe succeeds: the cache is trusted either way.
         """
         self.lose_trust()
-        self._stale.clear()
         self._redis_suspect = True
         await self._wipe_redis()
         if warm is not None:
             await warm()
+        # Only now: a call during the warm-up whose load fails (Postgres just back, its breaker
+        # not yet closed again) is served the last known entry, as during the outage.
+        self._stale.clear()
         self.trusted = True
 
     def preload(self, codec: Codec[T], key: str, value: T) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from store.db import DATABASE_UNAVAILABLE
+from store.db import WRITE_BUDGET_S, connection, is_data_error
 from store.errors import CallNotFound
 from store.pagination import cursor_time, decode_cursor, page
 
@@ -249,12 +249,6 @@ async def _record_batch(conn: asyncpg.Connection, calls: Sequence[NewCall]) -> l
     return [call_record(row) for row in rows]
 
 
-def _unexpected(exc: asyncpg.PostgresError) -> bool:
-    """True for an error in a call's data or the SQL, False when Postgres itself is unavailable
-    (which the caller handles: spooling, not redoing)."""
-    return not isinstance(exc, DATABASE_UNAVAILABLE)
-
-
 async def _record_each(
     conn: asyncpg.Connection, calls: Sequence[NewCall]
 ) -> list[CallRecord | Exception]:
@@ -268,8 +262,9 @@ async def _record_each(
                     results.extend(await _record_batch(conn, [call]))
             except asyncpg.NoDataFoundError:
                 results.append(CallNotRecorded(f"call {call.provider_call_id} matched no variant"))
-            except asyncpg.PostgresError as exc:
-                if not _unexpected(exc):
+            except Exception as exc:
+                # Postgres unavailable: the caller spools the whole batch rather than redo it.
+                if not is_data_error(exc):
                     raise
                 results.append(exc)
     return results
@@ -280,15 +275,16 @@ async def record_calls(
 ) -> list[CallRecord | Exception]:
     """Record `calls` with one statement (one round trip, one commit); each call gets its row,
     the existing one for a provider retry, or the error that kept it out. When the statement
-    fails, the batch is redone call by call (`_record_each`) to tell the bad calls apart."""
+    fails on data, the batch is redone call by call (`_record_each`) to tell the bad calls
+    apart; any other failure raises (within WRITE_BUDGET_S: the commit may have landed or not)."""
     order = sorted(range(len(calls)), key=lambda i: _lock_order(calls[i]))
     ordered = [calls[i] for i in order]
-    async with pool.acquire() as conn:
+    async with connection(pool, WRITE_BUDGET_S) as conn:
         try:
             # Outside a transaction block the statement commits itself: no BEGIN, no COMMIT.
             results: list[CallRecord | Exception] = list(await _record_batch(conn, ordered))
-        except asyncpg.PostgresError as exc:
-            if not _unexpected(exc):
+        except Exception as exc:
+            if not is_data_error(exc):
                 raise
             results = await _record_each(conn, ordered)
     in_order: list[CallRecord | Exception] = list(results)
@@ -310,7 +306,7 @@ async def end_call(pool: asyncpg.Pool, end: CallEnd) -> EndedCall | None:
     """Close a call; an ending for a call not recorded yet is kept until it is. None when the
     call was not open (unknown yet, or already ended)."""
     args = (end.provider, end.provider_call_id, end.status, end.ended_at, end.duration_s)
-    async with pool.acquire() as conn, conn.transaction():
+    async with connection(pool, WRITE_BUDGET_S) as conn, conn.transaction():
         row = await conn.fetchrow(END_CALL, *args)
         if row is not None:
             return EndedCall(row["agent_id"], row["version"], row["duration_s"])
@@ -320,17 +316,20 @@ async def end_call(pool: asyncpg.Pool, end: CallEnd) -> EndedCall | None:
 
 async def set_status(pool: asyncpg.Pool, provider: str, provider_call_id: str, status: str) -> None:
     """A progress status (ringing, in-progress...) for a call that has not ended."""
-    await pool.execute(SET_STATUS, provider, provider_call_id, status)
+    async with connection(pool, WRITE_BUDGET_S) as conn:
+        await conn.execute(SET_STATUS, provider, provider_call_id, status)
 
 
-async def get_call(pool: asyncpg.Pool, call_id: str) -> CallRecord:
+async def get_call(pool: asyncpg.Pool | asyncpg.Connection, call_id: str) -> CallRecord:
     row = await pool.fetchrow(SELECT_CALL, call_id)
     if row is None:
         raise CallNotFound(f"no call {call_id}")
     return call_record(row)
 
 
-async def find_assignment(pool: asyncpg.Pool, number: str, caller: str) -> str | None:
+async def find_assignment(
+    pool: asyncpg.Pool | asyncpg.Connection, number: str, caller: str
+) -> str | None:
     """The variant label remembered for `caller` on channel `number`."""
     label: str | None = await pool.fetchval(SELECT_ASSIGNMENT, number, caller)
     return label

@@ -1,11 +1,23 @@
-"""The asyncpg connection pool, with jsonb decoded to Python values."""
+"""The asyncpg connection pool, with jsonb decoded to Python values; and how work on a call's
+behalf treats a Postgres that fails: any failure but a data error means "unavailable", a
+connection that failed is never reused, every wait is bounded, and one breaker per worker stops
+calls from each waiting on a Postgres known to be down."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
+from asyncpg.exceptions import _base as asyncpg_base
+
+from store.breaker import CircuitBreaker
+from store.errors import StoreError
+
+T = TypeVar("T")
 
 # A router worker holds one connection per call-writer batch in flight (router/recorder.py
 # WRITERS = 3) plus one for the spool replay; the rest serve cache misses and runtime lookups,
@@ -15,9 +27,55 @@ import asyncpg
 POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
 
-# Postgres is unreachable, shutting down or out of connections (rather than the query or its
-# data being wrong: those errors would recur on every retry and must not be spooled for one).
-DATABASE_UNAVAILABLE = (
+# Seconds a batch of call records may take to commit, the wait for a pooled connection included.
+# Measured on the shared two-core test machine (load average 3.5), three writers committing back
+# to back: 10-call batches (100 calls/s) p99 40 ms, max 55 ms; 100-call batches (a burst) p50
+# 74 ms, p99 235 ms, max 260 ms. Twice the worst of those, and half the providers' budget: a
+# batch cut off is spooled, and calls are answered within a second while Postgres is out of
+# reach (docs/design.md section 6).
+WRITE_BUDGET_S = 0.5
+# Seconds a read on a call's behalf (a cache miss, a token, a call's config) may take: one or
+# two indexed single-row queries, measured p99.9 17 ms on the same machine.
+READ_BUDGET_S = 0.25
+# Failures that open the Postgres breaker: the first. Unlike a Redis miss, a failure here has
+# already made its callers wait (up to a budget above), and until the breaker opens every batch
+# a free writer picks up waits as long; a failure of a healthy server (one commit slower than
+# the budget) costs only a second of spooling, still answered and recorded.
+FAILURES_TO_OPEN = 1
+
+# Errors in a query's own data or SQL, and the store's domain answers (a not-found is an
+# answer): they recur on every retry, so they are the caller's to handle. Any other failure
+# (refused, reset or cut-off connections, "terminating connection due to administrator command",
+# "the database system is shutting down", a connection left mid-operation, a pool acquire or a
+# query out of time, a server out of connections) means Postgres cannot serve the work now.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,  # class 22: a value out of range, malformed, too long
+    asyncpg.IntegrityConstraintViolationError,  # class 23
+    asyncpg.CardinalityViolationError,  # class 21
+    asyncpg.SyntaxOrAccessError,  # class 42: the SQL, or a missing table or function
+    asyncpg.PLPGSQLError,  # class P0: raised by our functions (record_call's no_data_found)
+    asyncpg.ProgramLimitExceededError,  # class 54: a statement too large
+    # A parameter asyncpg refused to encode, before sending anything: its client-side DataError,
+    # which the package's namespace shadows with the server's class 22 above.
+    asyncpg_base.DataError,
+    StoreError,
+)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether a failed database operation failed on its own data or SQL (see DATA_ERRORS),
+    rather than for want of a server that can serve it."""
+    return isinstance(exc, DATA_ERRORS)
+
+
+class DatabaseUnavailable(Exception):
+    """Postgres could not serve the work (see DATA_ERRORS), or is known to be down."""
+
+
+# What an HTTP handler turns into a 503 (httpkit/errors.py): Postgres out of reach, for work
+# done through a PostgresGuard (DatabaseUnavailable) or without one (admin requests).
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
     OSError,  # TimeoutError included
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
@@ -35,7 +93,8 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Nothing to reset when a connection returns to the pool: no caller leaves session state
     behind (LISTEN and the migration's advisory lock use connections of their own; SET LOCAL
     and xact locks end with their transaction, which asyncpg rolls back if left open). The
-    default reset costs a round trip on every release."""
+    default reset costs a round trip on every release. A connection whose work failed for any
+    reason but a data error never comes back: `connection` terminates it."""
 
 
 async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
@@ -52,6 +111,90 @@ async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     return pool
 
 
+def _discard(conn: asyncpg.Connection) -> None:
+    """Terminate a pooled connection; the pool replaces it on a later acquire."""
+    # A connection that closed already has left the pool, and its proxy refuses every call.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for work that must be over within `within_s` seconds, the wait for
+    the connection included; TimeoutError past it.
+
+    Past the deadline the connection is terminated, not cancelled: asyncpg answers a cancelled
+    query by sending a cancel request on a new connection and makes the next use of this one
+    (a ROLLBACK, the release) wait for it, which a partitioned network never lets finish. A
+    terminated connection fails whatever waits on it at once. Work that fails for any reason but
+    a data error terminates its connection too, since it may be left mid-operation (asyncpg's
+    "cannot switch to state ...; another operation is in progress" for the next user), and the
+    pool's reset is a no-op (`_keep_session`); the pool replaces it on a later acquire.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    expired = asyncio.Event()
+
+    def expire() -> None:
+        expired.set()
+        _discard(conn)
+
+    async with pool.acquire(timeout=within_s) as conn:
+        expiry = loop.call_at(deadline, expire)
+        try:
+            yield conn
+        except BaseException as exc:
+            if not is_data_error(exc):
+                _discard(conn)
+            if expired.is_set():
+                raise TimeoutError(f"the database work took over {within_s} s") from exc
+            raise
+        finally:
+            expiry.cancel()
+
+
+async def read(
+    pool: asyncpg.Pool,
+    query: Callable[[asyncpg.Connection], Awaitable[T]],
+    within_s: float = READ_BUDGET_S,
+) -> T:
+    """`query` run on a pooled connection, within `within_s` seconds (see `connection`)."""
+    async with connection(pool, within_s) as conn:
+        return await query(conn)
+
+
+class PostgresGuard:
+    """One worker's view of Postgres' health for work on a call's behalf: a breaker that every
+    such operation reports to, so once Postgres is found down every caller is told at once
+    (DatabaseUnavailable) rather than each waiting out a timeout; a probe a second finds it
+    back (store/breaker.py)."""
+
+    def __init__(self, breaker: CircuitBreaker | None = None) -> None:
+        self.breaker = breaker or CircuitBreaker(failures_to_open=FAILURES_TO_OPEN)
+
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work`'s result. Its data errors propagate (Postgres answered); any other failure,
+        or a breaker open, is DatabaseUnavailable (the failure as its cause)."""
+        if not self.breaker.allow():
+            raise DatabaseUnavailable("Postgres is down (its breaker is open)")
+        try:
+            result = await work()
+        except Exception as exc:
+            if is_data_error(exc):
+                self.breaker.succeeded()
+                raise
+            self.breaker.failed()
+            raise DatabaseUnavailable(f"Postgres failed: {type(exc).__name__}") from exc
+        self.breaker.succeeded()
+        return result
+
+    async def read(
+        self, pool: asyncpg.Pool, query: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """`query` on a pooled connection within READ_BUDGET_S, through the breaker."""
+        return await self.run(lambda: read(pool, query))
+
+
 async def ping(pool: asyncpg.Pool, within_s: float) -> None:
     """Raise unless Postgres answers within `within_s` seconds."""
-    await pool.fetchval("SELECT 1", timeout=within_s)
+    await read(pool, lambda conn: conn.fetchval("SELECT 1"), within_s)

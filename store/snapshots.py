@@ -41,7 +41,7 @@ def version_label(version: int | None) -> str:
     return DRAFT if version is None else str(version)
 
 
-async def load_draft(pool: asyncpg.Pool, agent_id: str) -> Snapshot:
+async def load_draft(pool: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> Snapshot:
     """The agent's draft as it is now."""
     row = await pool.fetchrow(SELECT_DRAFT_SNAPSHOT, agent_id)
     if row is None:
@@ -49,7 +49,9 @@ async def load_draft(pool: asyncpg.Pool, agent_id: str) -> Snapshot:
     return Snapshot(agent_id, None, row["revision"], row["config_hash"])
 
 
-async def load_version(pool: asyncpg.Pool, agent_id: str, version: int) -> Snapshot:
+async def load_version(
+    pool: asyncpg.Pool | asyncpg.Connection, agent_id: str, version: int
+) -> Snapshot:
     """A published version (immutable)."""
     digest = await pool.fetchval(SELECT_VERSION_SNAPSHOT, agent_id, version)
     if digest is None:

@@ -72,6 +72,6 @@ async def ensure_token(pool: asyncpg.Pool, name: str, role: str, secret: str) ->
     await pool.execute(INSERT_TOKEN, name, role, token_digest(secret))
 
 
-async def authenticate(pool: asyncpg.Pool, secret: str) -> Principal | None:
+async def authenticate(pool: asyncpg.Pool | asyncpg.Connection, secret: str) -> Principal | None:
     row = await pool.fetchrow(SELECT_PRINCIPAL, token_digest(secret))
     return Principal(row["name"], row["role"]) if row else None

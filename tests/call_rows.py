@@ -1,5 +1,6 @@
-"""A factory for call rows: analytics tests insert calls with SQL, as the router would record
-them, with the outcomes each test needs."""
+"""Factories for calls: rows that analytics tests insert with SQL, as the router would record
+them, with the outcomes each test needs; and the router's own call values (a call to record, a
+recorded call) for the tests of recording and spooling."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-DEFAULT_CHANNEL = "+14155550100"
+from store.calls import CallRecord, Candidate, NewCall
+from tests.router_fixtures import CALLER, CHANNEL
+
+# A fixed start, so that two calls built alike are equal.
+STARTED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 SERVED_VERSION = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
 SERVED_DRAFT = "SELECT config_hash, revision FROM drafts WHERE agent_id = $1"
@@ -42,7 +47,7 @@ async def insert_calls(
     version: int | None,
     outcomes: Sequence[Outcome],
     *,
-    channel: str = DEFAULT_CHANNEL,
+    channel: str = CHANNEL,
     variant: str = "default",
     started_at: datetime | None = None,
     draft_revision: int | None = None,
@@ -72,3 +77,49 @@ async def insert_calls(
         [o.automated for o in outcomes],
     )
     return ids
+
+
+def new_call(
+    sid: str,
+    drawn: str,
+    candidates: tuple[Candidate, ...],
+    *,
+    caller: str = CALLER,
+    remember: bool = True,
+    started_at: datetime = STARTED_AT,
+) -> NewCall:
+    """Twilio call `sid` from `caller` to CHANNEL, to record as `drawn` among `candidates`."""
+    return NewCall(
+        call_id=f"call_{sid}",
+        provider="twilio",
+        provider_call_id=sid,
+        channel=CHANNEL,
+        from_number=caller,
+        routing_revision=1,
+        started_at=started_at,
+        drawn=drawn,
+        remember=remember,
+        candidates=candidates,
+    )
+
+
+# A call as a router holds it once recorded: a Twilio call just answered, served draft revision 3.
+RECORDED_CALL = CallRecord(
+    call_id="call_1",
+    provider="twilio",
+    provider_call_id="CA1",
+    channel=CHANNEL,
+    from_number=CALLER,
+    agent_id="agt_1",
+    version=None,
+    draft_revision=3,
+    config_hash="c" * 64,
+    variant="default",
+    routing_revision=1,
+    status="initiated",
+    started_at=STARTED_AT,
+    ended_at=None,
+    duration_s=None,
+    sentiment=None,
+    automated=None,
+)

@@ -1,5 +1,5 @@
 """Fixtures: a fresh database per test run, clean tables per test, an admin API client with a
-token per role, and factories for agents, versions and channels."""
+token per role, and factories for agents, versions and channels' variants."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def minimal_config(**overrides: Any) -> dict[str, Any]:
     return config
 
 
+def variant(agent: dict[str, Any], label: str, version: int | None, weight: int) -> dict[str, Any]:
+    """One variant of a channel's routing: `agent`'s `version` (None: its draft)."""
+    return {"label": label, "agent_id": agent["id"], "version": version, "weight": weight}
+
+
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A database of its own for this test run, built from the migrations, dropped after."""
@@ -87,6 +92,10 @@ class Api:
         self.client = client
         self.tokens = tokens
 
+    def bearer(self, role: str) -> dict[str, str]:
+        """The header that sends `role`'s token, to this API or to a router's."""
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
     async def call(
         self,
         method: str,
@@ -99,7 +108,7 @@ class Api:
     ) -> ClientResponse:
         sent = dict(headers or {})
         if role is not None:
-            sent.setdefault("Authorization", f"Bearer {self.tokens[role]}")
+            sent = {**self.bearer(role), **sent}
         return await self.client.request(method, path, json=json, headers=sent, **kwargs)
 
     async def ok(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:

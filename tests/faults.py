@@ -163,11 +163,15 @@ class Caller:
                 raise RuntimeError(f"http_{resp.status}")
         return text
 
-    async def call(self, sid: str, to: str | None = None) -> dict[str, str] | None:
-        """The call's <Stream> parameters; None for the fallback answer; raises on failure."""
+    async def voice(self, sid: str, to: str | None = None) -> str:
+        """The TwiML answering the call; raises on failure."""
         params = {"CallSid": sid, "From": "+12125550123", "To": to or self._to}
         params["CallStatus"] = "ringing"
-        text = await self._twilio(VOICE_PATH, params, 200)
+        return await self._twilio(VOICE_PATH, params, 200)
+
+    async def call(self, sid: str, to: str | None = None) -> dict[str, str] | None:
+        """The call's <Stream> parameters; None for the fallback answer; raises on failure."""
+        text = await self.voice(sid, to)
         return stream_parameters(text) if "<Stream" in text else None
 
     async def end(self, sid: str, duration_s: int) -> None:

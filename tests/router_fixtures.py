@@ -1,6 +1,6 @@
 """Router fixtures: a router app (several when a test asks), signed webhook helpers for each
-provider, a tiny real aiohttp server standing in for the Telnyx Call Control API, and Redis
-cleaned of this run's keys around every router test."""
+provider, a tiny real aiohttp server standing in for the Telnyx Call Control API, Redis cleaned
+of this run's keys around every router test, and the channel pinned through the admin API."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from nacl.signing import SigningKey
@@ -25,9 +26,9 @@ from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
 from router.app import create_app
-from router.keys import RESOLVER
+from router.keys import METRICS, RESOLVER
 from store.settings import Settings
-from tests.conftest import Api
+from tests.conftest import AgentFactory, Api
 from tests.polling import eventually
 
 TELNYX_API_KEY = "telnyx-test-api-key"
@@ -191,6 +192,25 @@ class Webhooks:
         return await self.client.post("/webhooks/telnyx", data=raw, headers=headers)
 
 
+def telnyx_event(
+    kind: str, ccid: str, *, to: str = CHANNEL, caller: str = CALLER, **payload: Any
+) -> dict[str, Any]:
+    """A Telnyx Call Control event about call `ccid`, shaped as Telnyx sends it."""
+    return {
+        "data": {
+            "record_type": "event",
+            "event_type": kind,
+            "occurred_at": "2026-11-26T04:16:10.000000Z",
+            "payload": {"call_control_id": ccid, "from": caller, "to": to, **payload},
+        }
+    }
+
+
+def telnyx_incoming(ccid: str, *, to: str = CHANNEL, caller: str = CALLER) -> dict[str, Any]:
+    """Telnyx's event for a new incoming call, which the router answers."""
+    return telnyx_event("call.initiated", ccid, to=to, caller=caller, direction="incoming")
+
+
 def stream_parameters(twiml: str) -> dict[str, str]:
     """The <Stream> url and <Parameter>s of a TwiML answer."""
     root = ET.fromstring(twiml)  # noqa: S314 (our own answer, in a test)
@@ -200,15 +220,59 @@ def stream_parameters(twiml: str) -> dict[str, str]:
     return {"url": stream.attrib["url"], **params}
 
 
+WebhooksTo = Callable[[RouterClient], Webhooks]
+
+
 @pytest.fixture
-def webhooks(router: RouterClient, router_settings: Settings, telnyx_key: SigningKey) -> Webhooks:
-    return Webhooks(router, router_settings, telnyx_key)
+def webhooks_to(router_settings: Settings, telnyx_key: SigningKey) -> WebhooksTo:
+    """Signed webhooks to any router app the test started."""
+    return lambda client: Webhooks(client, router_settings, telnyx_key)
+
+
+@pytest.fixture
+def webhooks(router: RouterClient, webhooks_to: WebhooksTo) -> Webhooks:
+    return webhooks_to(router)
+
+
+@pytest.fixture
+async def redis_client(settings: Settings, clean_redis: None) -> AsyncIterator[aioredis.Redis]:
+    """A client of this run's Redis, to plant what a worker may have left there (deleted after
+    the test, with the rest of this run's keys)."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+def metric(router: RouterClient, name: str, labels: dict[str, str]) -> float:
+    """A sample of the router's metrics; 0.0 for a series never observed."""
+    return router.app[METRICS].registry.get_sample_value(name, labels) or 0.0
+
+
+def postgres_loads(router: RouterClient, kind: str) -> float:
+    """How often the router read a `kind` ("routing", "version") from Postgres: its cache misses."""
+    labels = {"kind": kind, "tier": "postgres", "result": "hit"}
+    return metric(router, "agentver_cache_lookups_total", labels)
 
 
 async def pin(api: Api, body: dict[str, Any], number: str = CHANNEL) -> dict[str, Any]:
     """Set a channel's routing through the admin API."""
     routing: dict[str, Any] = await api.ok("PUT", f"/v1/channels/{number}", json=body)
     return routing
+
+
+@pytest.fixture
+def make_pinned_agent(api: Api, make_agent: AgentFactory) -> AgentFactory:
+    """Create an agent with `versions` published and pin a channel (CHANNEL unless `number`) to
+    its version `pinned` (None, the default: its draft)."""
+
+    async def make(
+        versions: int = 0, pinned: int | None = None, number: str = CHANNEL, **config: Any
+    ) -> dict[str, Any]:
+        agent = await make_agent(versions=versions, **config)
+        await pin(api, {"agent_id": agent["id"], "version": pinned}, number)
+        return agent
+
+    return make
 
 
 async def use_draw_salt(pool: asyncpg.Pool, number: str = CHANNEL) -> dict[str, Any]:
@@ -230,3 +294,30 @@ async def sees(router: RouterClient, routing: dict[str, Any]) -> None:
         return seen is not None and seen.revision == routing["revision"]
 
     await eventually(current)
+
+
+@dataclasses.dataclass
+class RoutedChannel:
+    """CHANNEL, pinned through the admin API; each pin returns once `router` resolves with it,
+    so that the next call is routed the new way."""
+
+    api: Api
+    router: RouterClient
+    pool: asyncpg.Pool
+
+    async def pin(self, body: dict[str, Any]) -> dict[str, Any]:
+        routing = await pin(self.api, body)
+        await sees(self.router, routing)
+        return routing
+
+    async def pin_with_draw_salt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Pin and give the channel DRAW_SALT: its callers draw the hand-worked variants.
+        Returns the routing as pinned."""
+        routing = await pin(self.api, body)
+        await sees(self.router, await use_draw_salt(self.pool))
+        return routing
+
+
+@pytest.fixture
+def channel(api: Api, router: RouterClient, pool: asyncpg.Pool) -> RoutedChannel:
+    return RoutedChannel(api, router, pool)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.call_rows import Outcome, insert_calls
 from tests.conftest import AgentFactory, Api
@@ -19,7 +20,8 @@ V1_FIELDS = [
 DRAFT_FIELDS = [{"name": "order_id", "type": "string", "description": "order reference"}]
 
 
-async def _served_calls(api: Api, pool: asyncpg.Pool, make_agent: AgentFactory) -> dict[str, Any]:
+@pytest.fixture
+async def calls(api: Api, pool: asyncpg.Pool, make_agent: AgentFactory) -> dict[str, Any]:
     """A call served version 1 and one served the draft, whose analysis fields differ."""
     agent = await make_agent(versions=1, call_analysis={"fields": V1_FIELDS})
     await api.ok(
@@ -43,9 +45,8 @@ def _analysis(**fields: Any) -> dict[str, Any]:
 
 
 async def test_fields_are_checked_against_the_config_the_call_was_served(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
+    api: Api, calls: dict[str, Any]
 ) -> None:
-    calls = await _served_calls(api, pool, make_agent)
     v1, draft = f"/v1/calls/{calls['v1']}/analysis", f"/v1/calls/{calls['draft']}/analysis"
 
     body = await api.ok("POST", v1, 422, role="runtime", json=_analysis(order_id="A-12"))
@@ -68,10 +69,7 @@ async def test_fields_are_checked_against_the_config_the_call_was_served(
     await api.ok("POST", v1, role="runtime", json=ok)
 
 
-async def test_type_errors_name_every_field(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
-    calls = await _served_calls(api, pool, make_agent)
+async def test_type_errors_name_every_field(api: Api, calls: dict[str, Any]) -> None:
     # bool is no number here, 1.5 no integer, and a number no string or boolean.
     bad = _analysis(order_id=1.5, resolved=1, score=True, summary=7)
     body = await api.ok("POST", f"/v1/calls/{calls['v1']}/analysis", 422, role="editor", json=bad)
@@ -83,10 +81,7 @@ async def test_type_errors_name_every_field(
     ]
 
 
-async def test_sentiment_and_automated_are_required(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
-    calls = await _served_calls(api, pool, make_agent)
+async def test_sentiment_and_automated_are_required(api: Api, calls: dict[str, Any]) -> None:
     path = f"/v1/calls/{calls['v1']}/analysis"
     cases = [
         ({"automated": True}, "sentiment"),
@@ -100,10 +95,7 @@ async def test_sentiment_and_automated_are_required(
         assert error["error"]["details"][0]["path"] == path_named, body
 
 
-async def test_repost_replaces_and_is_audited(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
-    calls = await _served_calls(api, pool, make_agent)
+async def test_repost_replaces_and_is_audited(api: Api, calls: dict[str, Any]) -> None:
     call_id, agent_id = calls["v1"], calls["agent"]["id"]
     path = f"/v1/calls/{call_id}/analysis"
     await api.ok("POST", path, role="runtime", json=_analysis(order_id=1))
@@ -127,9 +119,8 @@ async def test_repost_replaces_and_is_audited(
 
 
 async def test_get_call_returns_the_call_with_its_analysis(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
+    api: Api, pool: asyncpg.Pool, calls: dict[str, Any]
 ) -> None:
-    calls = await _served_calls(api, pool, make_agent)
     call_id, agent = calls["v1"], calls["agent"]
     before = await api.ok("GET", f"/v1/calls/{call_id}", role="viewer")
     config_hash = await pool.fetchval("SELECT config_hash FROM calls WHERE call_id = $1", call_id)
@@ -166,10 +157,7 @@ async def test_get_call_returns_the_call_with_its_analysis(
     }
 
 
-async def test_roles_and_unknown_calls(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
-    calls = await _served_calls(api, pool, make_agent)
+async def test_roles_and_unknown_calls(api: Api, calls: dict[str, Any]) -> None:
     path = f"/v1/calls/{calls['v1']}/analysis"
     await api.ok("POST", path, 403, role="viewer", json=_analysis())
     await api.ok("POST", path, 401, role=None, json=_analysis())
@@ -178,10 +166,7 @@ async def test_roles_and_unknown_calls(
     await api.ok("GET", "/v1/calls/nope", 404, role="viewer")
 
 
-async def test_metrics_count_analyses_by_agent_and_version(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
-    calls = await _served_calls(api, pool, make_agent)
+async def test_metrics_count_analyses_by_agent_and_version(api: Api, calls: dict[str, Any]) -> None:
     agent_id = calls["agent"]["id"]
     await api.ok("POST", f"/v1/calls/{calls['v1']}/analysis", role="runtime", json=_analysis())
     draft = {"sentiment": "negative", "automated": False}
@@ -207,11 +192,8 @@ async def test_metrics_count_analyses_by_agent_and_version(
     assert sample("agentver_calls_automated_total", agent_id=agent_id, version="draft") not in text
 
 
-async def test_a_nul_in_a_field_is_422_naming_it(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
-) -> None:
+async def test_a_nul_in_a_field_is_422_naming_it(api: Api, calls: dict[str, Any]) -> None:
     # Postgres jsonb cannot hold NUL: refused like every other stored text.
-    calls = await _served_calls(api, pool, make_agent)
     path = f"/v1/calls/{calls['v1']}/analysis"
     body = await api.ok("POST", path, 422, role="runtime", json=_analysis(summary="a\x00b"))
     assert body["error"]["details"] == [

@@ -16,7 +16,7 @@ from scipy import stats as sp
 
 from store.analytics import MIN_SAMPLE_SIZE
 from tests.call_rows import Outcome, insert_calls
-from tests.conftest import AgentFactory, Api
+from tests.conftest import AgentFactory, Api, variant
 
 AB_CHANNEL = "+14155550199"
 OTHER_CHANNEL = "+14155550111"
@@ -193,12 +193,7 @@ async def test_ab_report_groups_by_variant(
     api: Api, pool: asyncpg.Pool, make_agent: AgentFactory
 ) -> None:
     agent = await make_agent(versions=2)
-    routing = {
-        "variants": [
-            {"label": "control", "agent_id": agent["id"], "version": 1, "weight": 70},
-            {"label": "treatment", "agent_id": agent["id"], "version": 2, "weight": 30},
-        ]
-    }
+    routing = {"variants": [variant(agent, "control", 1, 70), variant(agent, "treatment", 2, 30)]}
     await api.ok("PUT", f"/v1/channels/{AB_CHANNEL}", json=routing)
     control, treatment = outcomes(80, 40, 140.0, seed=9), outcomes(50, 15, 140.0, seed=10)
     retired = outcomes(3, 3, 10.0, seed=11)

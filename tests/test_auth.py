@@ -83,13 +83,12 @@ def test_the_document_names_the_roles_each_endpoint_lets_in(settings: Settings) 
 )
 async def test_every_role_on_every_endpoint(
     api: Api,
-    make_agent: AgentFactory,
+    make_pinned_agent: AgentFactory,
     method: str,
     template: str,
     allowed: frozenset[str | None],
 ) -> None:
-    agent = await make_agent(versions=1)
-    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=1, pinned=1, number=NUMBER)
     path = template.format(agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing")
     query = {"agent_id": agent["id"], "channel": NUMBER} if "analytics" in path else {}
     outcomes = {}

@@ -10,37 +10,30 @@ from store.breaker import CircuitBreaker, State
 CLOSED, OPEN = State.CLOSED, State.OPEN
 Step = tuple[float, str, bool | State]
 
+# Three failures in a row, from closed to open (failures_to_open=3, below).
+OPENED: list[Step] = [(0, "fail", CLOSED), (0, "fail", CLOSED), (0, "fail", OPEN)]
+
 CASES: dict[str, list[Step]] = {
     "closed lets calls through": [(0, "allow", True), (0, "ok", CLOSED), (0, "allow", True)],
-    "failures below the threshold keep it closed": [(0, "fail", CLOSED), (0, "fail", CLOSED)],
-    "a success resets the count": [
-        (0, "fail", CLOSED),
-        (0, "fail", CLOSED),
-        (0, "ok", CLOSED),
-        (0, "fail", CLOSED),
-    ],
-    "three failures in a row open it": [
-        (0, "fail", CLOSED),
-        (0, "fail", CLOSED),
-        (0, "fail", OPEN),
-        (0.5, "allow", False),
-    ],
+    "failures below the threshold keep it closed": OPENED[:2],
+    "a success resets the count": [*OPENED[:2], (0, "ok", CLOSED), (0, "fail", CLOSED)],
+    "three failures in a row open it": [*OPENED, (0.5, "allow", False)],
     "after the reset time one probe goes through": [
-        *[(0, "fail", CLOSED), (0, "fail", CLOSED), (0, "fail", OPEN)],
+        *OPENED,
         (1.0, "allow", True),
         (1.0, "allow", False),
         (1.0, "ok", CLOSED),
         (1.0, "allow", True),
     ],
     "a failed probe reopens it for another reset time": [
-        *[(0, "fail", CLOSED), (0, "fail", CLOSED), (0, "fail", OPEN)],
+        *OPENED,
         (1.0, "allow", True),
         (1.1, "fail", OPEN),
         (1.5, "allow", False),
         (2.1, "allow", True),
     ],
     "a probe that never reports is replaced": [
-        *[(0, "fail", CLOSED), (0, "fail", CLOSED), (0, "fail", OPEN)],
+        *OPENED,
         (1.0, "allow", True),
         (1.5, "allow", False),
         (2.0, "allow", True),

@@ -9,15 +9,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import AgentFactory, Api
+from tests.conftest import AgentFactory, Api, variant
 from tests.router_fixtures import use_draw_salt
 
 NUMBER = "+14155550100"
 PATH = f"/v1/channels/{NUMBER}"
-
-
-def _variant(agent: dict[str, Any], label: str, version: int | None, weight: int) -> dict[str, Any]:
-    return {"label": label, "agent_id": agent["id"], "version": version, "weight": weight}
 
 
 async def test_pin_a_number_to_a_version(api: Api, make_agent: AgentFactory) -> None:
@@ -29,7 +25,7 @@ async def test_pin_a_number_to_a_version(api: Api, make_agent: AgentFactory) -> 
         "number": NUMBER,
         "sticky": "caller",
         "revision": 1,
-        "variants": [_variant(agent, "default", 2, 100)],
+        "variants": [variant(agent, "default", 2, 100)],
         "updated_at": channel["updated_at"],
         "updated_by": "publisher-user",
     }
@@ -39,12 +35,12 @@ async def test_pin_a_number_to_a_version(api: Api, make_agent: AgentFactory) -> 
 async def test_pin_a_number_to_the_draft(api: Api, make_agent: AgentFactory) -> None:
     agent = await make_agent()
     channel = await api.ok("PUT", PATH, json={"agent_id": agent["id"], "version": None})
-    assert channel["variants"] == [_variant(agent, "default", None, 100)]
+    assert channel["variants"] == [variant(agent, "default", None, 100)]
 
 
 async def test_an_ab_test_with_weights(api: Api, make_agent: AgentFactory) -> None:
     agent = await make_agent(versions=2)
-    variants = [_variant(agent, "control", 1, 90), _variant(agent, "treatment", 2, 10)]
+    variants = [variant(agent, "control", 1, 90), variant(agent, "treatment", 2, 10)]
     channel = await api.ok("PUT", PATH, json={"variants": variants, "sticky": "call"})
     assert channel["variants"] == variants and channel["sticky"] == "call"
     variants[0]["weight"], variants[1]["weight"] = 50, 50
@@ -180,7 +176,7 @@ async def test_numbers_must_be_strict_e164(api: Api, make_agent: AgentFactory, n
 async def test_labels_keep_unicode_and_sql_intact(api: Api, make_agent: AgentFactory) -> None:
     agent = await make_agent(versions=1)
     labels = ["café ☕", "'; DROP TABLE channels; --", "50%_off\\"]
-    variants = [_variant(agent, label, 1, 1) for label in labels]
+    variants = [variant(agent, label, 1, 1) for label in labels]
     channel = await api.ok("PUT", PATH, json={"variants": variants})
     assert [v["label"] for v in channel["variants"]] == labels
     assert (await api.ok("GET", PATH))["variants"] == variants
@@ -215,7 +211,7 @@ async def test_channels_list_by_number_in_pages(api: Api, make_agent: AgentFacto
 async def test_pins_and_weight_changes_are_audited(api: Api, make_agent: AgentFactory) -> None:
     agent = await make_agent(versions=2)
     pin = await api.ok("PUT", PATH, json={"agent_id": agent["id"], "version": 1})
-    test = [_variant(agent, "a", 1, 50), _variant(agent, "b", 2, 50)]
+    test = [variant(agent, "a", 1, 50), variant(agent, "b", 2, 50)]
     ab = await api.ok("PUT", PATH, json={"variants": test})
     test[1]["weight"] = 80
     reweighted = await api.ok("PUT", PATH, json={"variants": test})
@@ -254,7 +250,7 @@ async def test_dry_run_explains_the_draw_and_records_nothing(
     api: Api, make_agent: AgentFactory, pool: asyncpg.Pool
 ) -> None:
     agent = await make_agent(versions=2)
-    variants = [_variant(agent, "A", 1, 80), _variant(agent, "B", 2, 20)]
+    variants = [variant(agent, "A", 1, 80), variant(agent, "B", 2, 20)]
     await api.ok("PUT", PATH, json={"variants": variants})
     await use_draw_salt(pool, NUMBER)
     answer = await api.ok("GET", "/v1/resolve?to=%2B14155550100&from=%2B14155559876")

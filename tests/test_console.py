@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,7 +21,9 @@ from playwright.async_api import Browser, Page, ViewportSize, async_playwright, 
 from admin.app import create_app
 from store import guardrails, schemas
 from store.settings import Settings
-from tests.conftest import AgentFactory, Api
+from tests.call_rows import Outcome, insert_calls
+from tests.conftest import AgentFactory, Api, variant
+from tests.router_fixtures import CHANNEL, pin
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's chromium, headless, with everything that would phone home switched off.
@@ -42,7 +42,8 @@ VIEWPORT: ViewportSize = {"width": 1366, "height": 820}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Milliseconds: local pages answer in well under a second; a stuck step should fail fast.
 STEP_TIMEOUT_MS = 10_000
-NUMBER = "+14155550100"
+# The number the stories pin: the one `pin` and `make_pinned_agent` pin by default.
+NUMBER = CHANNEL
 
 
 # --- browser and server ----------------------------------------------------------------------
@@ -105,61 +106,40 @@ async def page(browser: Browser, console_url: str) -> AsyncIterator[Page]:
     assert errors == []
 
 
-async def screenshot(page: Page, request: pytest.FixtureRequest, suffix: str = "") -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{request.node.name}{suffix}.png"))
+@dataclass
+class Console:
+    """What a story does besides using the page: sign in with a role's token, keep a screenshot
+    of the test's page."""
+
+    page: Page
+    api: Api
+    request: pytest.FixtureRequest
+
+    async def sign_in(self, role: str, at: str = "/console/") -> None:
+        await self.page.goto(at)
+        await self.page.get_by_label("Admin API token").fill(self.api.tokens[role])
+        await self.page.get_by_role("button", name="Sign in").click()
+        await expect(self.page.get_by_role("navigation", name="Main")).to_be_visible()
+
+    async def open_agent(self, agent_id: str, role: str) -> None:
+        await self.sign_in(role, f"/console/#/agents/{agent_id}")
+        await expect(self.page.get_by_role("heading", name="History")).to_be_visible()
+
+    async def screenshot(self, suffix: str = "") -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = f"{self.request.node.name}{suffix}.png"
+        await self.page.screenshot(path=str(ARTIFACTS / name))
 
 
-async def sign_in(page: Page, token: str, at: str = "/console/") -> None:
-    await page.goto(at)
-    await page.get_by_label("Admin API token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
-
-
-async def open_agent(page: Page, api: Api, agent_id: str, role: str) -> None:
-    await sign_in(page, api.tokens[role], f"/console/#/agents/{agent_id}")
-    await expect(page.get_by_role("heading", name="History")).to_be_visible()
-
-
-async def insert_call(pool: asyncpg.Pool, agent_id: str, version: int, **fields: Any) -> str:
-    """A served call on `version` (tests may write SQL; the service never lets admins do this)."""
-    config_hash = await pool.fetchval(
-        "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2", agent_id, version
-    )
-    call_id: str = fields.pop("call_id", f"call-{uuid.uuid4().hex[:12]}")
-    started = fields.pop("started_at", datetime.now(UTC) - timedelta(minutes=10))
-    row: dict[str, Any] = {
-        "call_id": call_id,
-        "provider": "generic",
-        "provider_call_id": call_id,
-        "channel": NUMBER,
-        "from_number": "+15551230000",
-        "agent_id": agent_id,
-        "version": version,
-        "config_hash": config_hash,
-        "variant": "control",
-        "routing_revision": 1,
-        "status": "completed",
-        "started_at": started,
-        "ended_at": started + timedelta(seconds=fields.get("duration_s", 90)),
-        "duration_s": 90.0,
-        "sentiment": "positive",
-        "automated": True,
-    } | fields
-    columns = list(row)
-    await pool.execute(
-        f"INSERT INTO calls ({', '.join(columns)}) "  # noqa: S608 (column names are literals above)
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
-        *row.values(),
-    )
-    return call_id
+@pytest.fixture
+def console(page: Page, api: Api, request: pytest.FixtureRequest) -> Console:
+    return Console(page, api, request)
 
 
 # --- the stories -----------------------------------------------------------------------------
 
 
-async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest) -> None:
+async def test_create_agent(page: Page, api: Api, console: Console) -> None:
     await page.goto("/console/")
     await page.get_by_label("Admin API token").fill("agv_not-a-real-token")
     await page.get_by_role("button", name="Sign in").click()
@@ -176,7 +156,7 @@ async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest
     await form.get_by_role("button", name="Create agent").click()
     await expect(form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
     await expect(form.get_by_text("String should have at least 1 character")).to_be_visible()
-    await screenshot(page, request, "-validation")
+    await console.screenshot("-validation")
     await form.get_by_label("Name").fill("Billing bot")
     await form.get_by_label("System prompt").fill("You help callers with their invoices.")
     await form.get_by_role("button", name="Create agent").click()
@@ -189,14 +169,12 @@ async def test_create_agent(page: Page, api: Api, request: pytest.FixtureRequest
     # The token lives in this tab's sessionStorage only: no cookie, nothing in localStorage.
     storage = await page.evaluate("[sessionStorage.length, localStorage.length, document.cookie]")
     assert storage == [1, 0, ""]
-    await screenshot(page, request)
+    await console.screenshot()
 
 
-async def test_edit_draft(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
-) -> None:
+async def test_edit_draft(page: Page, api: Api, make_agent: AgentFactory, console: Console) -> None:
     agent = await make_agent()
-    await open_agent(page, api, agent["id"], "editor")
+    await console.open_agent(agent["id"], "editor")
     await page.get_by_label("System prompt").fill("Answer billing questions briefly.")
     await page.get_by_label("Temperature").fill("0.3")
     await expect(page.get_by_text("Unsaved changes")).to_be_visible()
@@ -218,7 +196,7 @@ async def test_edit_draft(
     await expect(page.locator("#draft-llm-temperature-error")).to_contain_text(
         "less than or equal to 2"
     )
-    await screenshot(page, request, "-field-error")
+    await console.screenshot("-field-error")
 
     # Someone else saves meanwhile: the If-Match conflict is explained, then overwritten.
     await temperature.fill("0.4")
@@ -234,7 +212,7 @@ async def test_edit_draft(
     await expect(conflict).to_contain_text("publisher-user saved revision 3")
     await conflict.get_by_role("button", name="Show their changes").click()
     await expect(conflict).to_contain_text("Hello from a colleague")
-    await screenshot(page, request)
+    await console.screenshot()
     await conflict.get_by_role("button", name="Overwrite revision 3 with my edits").click()
     await expect(page.get_by_text("Draft saved (revision 4)")).to_be_visible()
     draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
@@ -250,7 +228,7 @@ async def test_edit_draft(
 
 
 async def test_publish_with_diff_preview(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+    page: Page, api: Api, make_agent: AgentFactory, console: Console
 ) -> None:
     agent = await make_agent(versions=1)
     await api.ok(
@@ -258,7 +236,7 @@ async def test_publish_with_diff_preview(
         f"/v1/agents/{agent['id']}/draft",
         json={"config": {"system_prompt": "Be brief.", "llm": {"model": "gpt-4o"}}},
     )
-    await open_agent(page, api, agent["id"], "publisher")
+    await console.open_agent(agent["id"], "publisher")
     await expect(page.get_by_text("unpublished changes")).to_be_visible()
     await page.get_by_role("button", name="Publish…").click()
 
@@ -280,7 +258,7 @@ async def test_publish_with_diff_preview(
     )
     await dialog.get_by_label("Version name").fill("Shorter prompt")
     await dialog.get_by_label("Description").fill("Cuts the prompt and moves to gpt-4o.")
-    await screenshot(page, request)
+    await console.screenshot()
     await dialog.get_by_role("button", name="Publish V2").click()
 
     await expect(page.get_by_text("Published V2 “Shorter prompt”.")).to_be_visible()
@@ -297,10 +275,10 @@ async def test_publish_with_diff_preview(
 
 
 async def test_pin_number_to_v1(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+    page: Page, api: Api, make_agent: AgentFactory, console: Console
 ) -> None:
     agent = await make_agent(versions=2)
-    await sign_in(page, api.tokens["publisher"], "/console/#/channels")
+    await console.sign_in("publisher", "/console/#/channels")
     form = page.get_by_role("form", name="Pin a number")
     await form.get_by_label("Phone number (E.164)").fill("4155550100")
     await form.get_by_role("button", name="Pin").click()
@@ -325,15 +303,14 @@ async def test_pin_number_to_v1(
     await expect(page.get_by_text(f"{NUMBER} now serves Support bot V1.")).to_be_visible()
     channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
     assert (channel["variants"][0]["version"], channel["revision"]) == (1, 3)
-    await screenshot(page, request)
+    await console.screenshot()
 
 
 async def test_start_80_20_test(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+    page: Page, api: Api, make_pinned_agent: AgentFactory, console: Console
 ) -> None:
-    agent = await make_agent(versions=2)
-    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
-    await sign_in(page, api.tokens["publisher"], "/console/#/channels")
+    await make_pinned_agent(versions=2, pinned=1)
+    await console.sign_in("publisher", "/console/#/channels")
     await page.get_by_role("button", name=f"A/B test on {NUMBER}").click()
 
     dialog = page.get_by_role("dialog", name=f"A/B test on {NUMBER}")
@@ -361,7 +338,7 @@ async def test_start_80_20_test(
     await dialog.get_by_label("Breaks when the metric is").select_option("<")
     await dialog.get_by_label("Threshold").fill("0.5")
     await dialog.get_by_label("Minimum calls before the rule applies").fill("50")
-    await screenshot(page, request, "-editor")
+    await console.screenshot("-editor")
     await dialog.get_by_role("button", name="Save and start").click()
 
     await expect(page.get_by_text("control 80%, challenger 20%")).to_be_visible()
@@ -378,21 +355,22 @@ async def test_start_80_20_test(
     assert saved["rules"] == [
         {"metric": "automation_rate", "op": "<", "threshold": 0.5, "min_calls": 50}
     ]
-    await screenshot(page, request)
+    await console.screenshot()
 
 
 async def test_view_call_filtered_by_version(
     page: Page,
-    api: Api,
     pool: asyncpg.Pool,
-    make_agent: AgentFactory,
-    request: pytest.FixtureRequest,
+    make_pinned_agent: AgentFactory,
+    console: Console,
 ) -> None:
-    agent = await make_agent(versions=2)
-    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
-    v1_call = await insert_call(pool, agent["id"], 1, call_id="call-on-v1", duration_s=42.0)
-    await insert_call(pool, agent["id"], 2, call_id="call-on-v2", variant="challenger")
-    await sign_in(page, api.tokens["viewer"], f"/console/#/calls?agent_id={agent['id']}")
+    agent = await make_pinned_agent(versions=2, pinned=1)
+    answered = Outcome(automated=True, sentiment="positive", duration_s=90.0)
+    [v1_call] = await insert_calls(
+        pool, agent["id"], 1, [replace(answered, duration_s=42.0)], variant="control"
+    )
+    await insert_calls(pool, agent["id"], 2, [answered], variant="challenger")
+    await console.sign_in("viewer", f"/console/#/calls?agent_id={agent['id']}")
     calls = page.locator("table.calls tbody tr")
     await expect(calls).to_have_count(2)
 
@@ -407,24 +385,22 @@ async def test_view_call_filtered_by_version(
     await page.get_by_role("button", name=f"Details of call {v1_call}").click()
     dialog = page.get_by_role("dialog", name=f"Call {v1_call}")
     await expect(dialog).to_contain_text("Served V1 of Support bot as variant “control”.")
-    await screenshot(page, request)
+    await console.screenshot()
 
 
-async def test_restore_v1(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
-) -> None:
+async def test_restore_v1(page: Page, api: Api, make_agent: AgentFactory, console: Console) -> None:
     agent = await make_agent(versions=2)
     await api.ok(
         "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"welcome_message": "WIP"}}
     )
-    await open_agent(page, api, agent["id"], "publisher")
+    await console.open_agent(agent["id"], "publisher")
     await page.get_by_role("button", name="Restore V1 into the draft").click()
 
     dialog = page.get_by_role("dialog", name="Restore V1 into the draft?")
     await expect(dialog).to_contain_text("Unpublished draft changes will be lost.")
     await expect(dialog).to_contain_text("differs from V2")
     await expect(dialog.get_by_role("button", name="Publish the draft first…")).to_be_visible()
-    await screenshot(page, request, "-warning")
+    await console.screenshot("-warning")
     await dialog.get_by_role("button", name="Restore V1").click()
 
     await expect(page.get_by_text("Restored V1 into the draft (revision 5).")).to_be_visible()
@@ -434,14 +410,14 @@ async def test_restore_v1(
     draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
     v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
     assert (draft["revision"], draft["config_hash"]) == (5, v1["config_hash"])
-    await screenshot(page, request)
+    await console.screenshot()
 
 
 async def test_compare_any_two_versions(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+    page: Page, make_agent: AgentFactory, console: Console
 ) -> None:
     agent = await make_agent(versions=3)
-    await open_agent(page, api, agent["id"], "viewer")
+    await console.open_agent(agent["id"], "viewer")
     compare = page.get_by_role("button", name="Compare selected")
     await expect(compare).to_be_disabled()
     await page.get_by_label("Select V3 for comparison").check()
@@ -452,7 +428,7 @@ async def test_compare_any_two_versions(
         'system_prompt: "Prompt of version 1." → "Prompt of version 3."'
     )
     await expect(dialog.locator(".diff-del")).to_have_count(1)
-    await screenshot(page, request)
+    await console.screenshot()
     await page.keyboard.press("Escape")
     await expect(dialog).to_have_count(0)
     await page.get_by_role("button", name="Open V2").click()
@@ -460,10 +436,10 @@ async def test_compare_any_two_versions(
 
 
 async def test_viewer_sees_disabled_actions_with_reasons(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
+    page: Page, make_agent: AgentFactory, console: Console
 ) -> None:
     agent = await make_agent(versions=1)
-    await open_agent(page, api, agent["id"], "viewer")
+    await console.open_agent(agent["id"], "viewer")
     publish = page.get_by_role("button", name="Publish…")
     await expect(publish).to_be_disabled()
     await expect(publish).to_have_attribute(
@@ -473,7 +449,7 @@ async def test_viewer_sees_disabled_actions_with_reasons(
     await expect(page.get_by_role("button", name="Restore V1 into the draft")).to_be_disabled()
     await expect(page.get_by_text("Needs publisher role").first).to_be_visible()
     await expect(page.get_by_label("System prompt")).not_to_be_editable()
-    await screenshot(page, request)
+    await console.screenshot()
     await page.get_by_role("link", name="Channels").click()
     await expect(page.get_by_role("button", name="Pin")).to_be_disabled()
 
@@ -483,29 +459,27 @@ async def test_analytics_compares_versions_and_variants(
     api: Api,
     pool: asyncpg.Pool,
     make_agent: AgentFactory,
-    request: pytest.FixtureRequest,
+    console: Console,
 ) -> None:
     agent = await make_agent(versions=2)
-    variants = [
-        {"label": "control", "agent_id": agent["id"], "version": 1, "weight": 80},
-        {"label": "challenger", "agent_id": agent["id"], "version": 2, "weight": 20},
+    variants = [variant(agent, "control", 1, 80), variant(agent, "challenger", 2, 20)]
+    await pin(api, {"variants": variants})
+    control = [
+        Outcome(automated=i % 2 == 0, sentiment="positive", duration_s=60.0 + 3 * i)
+        for i in range(40)
     ]
-    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"variants": variants})
-    for i in range(40):
-        await insert_call(pool, agent["id"], 1, automated=i % 2 == 0, duration_s=60.0 + 3 * i)
-        await insert_call(
-            pool,
-            agent["id"],
-            2,
-            variant="challenger",
+    challenger = [
+        Outcome(
             automated=i % 10 != 0,
-            duration_s=40.0 + 2 * i,
             sentiment="negative" if i % 5 == 0 else "neutral",
+            duration_s=40.0 + 2 * i,
         )
-    await sign_in(
-        page,
-        api.tokens["viewer"],
-        f"/console/#/analytics?agent_id={agent['id']}&channel=%2B{NUMBER[1:]}",
+        for i in range(40)
+    ]
+    await insert_calls(pool, agent["id"], 1, control, variant="control")
+    await insert_calls(pool, agent["id"], 2, challenger, variant="challenger")
+    await console.sign_in(
+        "viewer", f"/console/#/analytics?agent_id={agent['id']}&channel=%2B{NUMBER[1:]}"
     )
     versions = page.get_by_role("region", name="Versions compared")
     await expect(versions.get_by_role("img", name="Automation rate by version")).to_be_visible()
@@ -519,22 +493,19 @@ async def test_analytics_compares_versions_and_variants(
     await expect(ab.locator("table.verdicts tbody th")).to_have_text(
         ["control (V1, 80%)", "challenger (V2, 20%)"]
     )
-    await screenshot(page, request)
+    await console.screenshot()
 
 
-async def test_dry_run(
-    page: Page, api: Api, make_agent: AgentFactory, request: pytest.FixtureRequest
-) -> None:
-    agent = await make_agent(versions=1)
-    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"agent_id": agent["id"], "version": 1})
-    await sign_in(page, api.tokens["viewer"], "/console/#/channels")
+async def test_dry_run(page: Page, make_pinned_agent: AgentFactory, console: Console) -> None:
+    await make_pinned_agent(versions=1, pinned=1)
+    await console.sign_in("viewer", "/console/#/channels")
     box = page.get_by_role("form", name="Dry run")
     await box.get_by_label("Number called").fill(NUMBER)
     await box.get_by_label("Caller number").fill("+15551230000")
     await box.get_by_role("button", name="Resolve").click()
     await expect(box.locator(".resolution")).to_contain_text("Support bot V1")
     await expect(box).to_contain_text("Why: a fresh draw on the caller (or call) hash")
-    await screenshot(page, request)
+    await console.screenshot()
 
 
 async def test_console_is_served_by_the_admin_service(console_url: str, api: Api) -> None:

@@ -12,7 +12,7 @@ from store.analytics import Outcomes
 from store.channels import Variant
 from store.guardrails import Rule, breach, plan_trips
 from tests.call_rows import Outcome, insert_calls
-from tests.conftest import AgentFactory, Api
+from tests.conftest import AgentFactory, Api, variant
 
 CHANNEL = "+14155550177"
 GUARDRAILS = f"/v1/channels/{CHANNEL}/guardrails"
@@ -24,8 +24,8 @@ FAILED, AUTOMATED = Outcome(automated=False, sentiment="negative"), Outcome(auto
 async def _ab_test(api: Api, make_agent: AgentFactory, weights: tuple[int, int] = (50, 50)) -> str:
     agent = await make_agent(versions=2)
     variants = [
-        {"label": "control", "agent_id": agent["id"], "version": 1, "weight": weights[0]},
-        {"label": "treatment", "agent_id": agent["id"], "version": 2, "weight": weights[1]},
+        variant(agent, "control", 1, weights[0]),
+        variant(agent, "treatment", 2, weights[1]),
     ]
     await api.ok("PUT", f"/v1/channels/{CHANNEL}", json={"variants": variants, "sticky": "call"})
     await api.ok("PUT", GUARDRAILS, role="publisher", json={"rules": [AUTOMATION]})

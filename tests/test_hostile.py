@@ -24,7 +24,7 @@ from tests.router_fixtures import (
     TELNYX_API_KEY,
     RouterClient,
     Webhooks,
-    pin,
+    telnyx_incoming,
 )
 
 HOSTILE_TEXT = [
@@ -53,10 +53,8 @@ def _call(sid: str, to: str = CHANNEL, caller: str = CALLER) -> dict[str, str]:
 
 
 @pytest.fixture
-async def routed(api: Api, make_agent: AgentFactory) -> dict[str, Any]:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
-    return agent
+async def routed(make_pinned_agent: AgentFactory) -> dict[str, Any]:
+    return await make_pinned_agent(versions=1, pinned=1)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +111,7 @@ async def test_hostile_text_and_numbers_get_an_answer(
             assert twiml.startswith("<?xml") and "<Response>" in twiml
         resp = await webhooks.generic({"call_id": text or "g", "from": text or "f", "to": CHANNEL})
         await _no_5xx(resp)
-        event = _initiated(f"cc-{i}", to=text, caller=text)
+        event = telnyx_incoming(f"cc-{i}", to=text, caller=text)
         assert (await webhooks.telnyx(event)).status == 200
     for number in BAD_NUMBERS:
         twiml = await _no_5xx(
@@ -122,17 +120,10 @@ async def test_hostile_text_and_numbers_get_an_answer(
         assert ("<Say>" in twiml) == (normalize_e164(number) != CHANNEL), number
 
 
-def _initiated(call_control_id: str, to: str, caller: str) -> dict[str, Any]:
-    payload = {"call_control_id": call_control_id, "direction": "incoming"}
-    return {
-        "data": {"event_type": "call.initiated", "payload": {**payload, "to": to, "from": caller}}
-    }
-
-
 async def test_replayed_and_misdirected_signatures_are_403(
     webhooks: Webhooks, routed: dict[str, Any]
 ) -> None:
-    stale = await webhooks.telnyx(_initiated("cc-old", CHANNEL, CALLER), time.time() - 301)
+    stale = await webhooks.telnyx(telnyx_incoming("cc-old"), time.time() - 301)
     assert stale.status == 403
     params = _call("CA-elsewhere")
     signed_elsewhere = webhooks.twilio_signature("/webhooks/twilio/status", params)
@@ -171,8 +162,8 @@ async def test_secrets_and_signatures_never_reach_the_logs(
         await webhooks.twilio("/webhooks/twilio/status", {**params, "CallStatus": "completed"})
         await webhooks.generic({"call_id": "g-1", "from": CALLER, "to": CHANNEL})
         await webhooks.generic({"call_id": "g-2", "from": CALLER, "to": CHANNEL}, "sha256=00")
-        await webhooks.telnyx(_initiated("cc-logged", CHANNEL, CALLER))
-        await webhooks.telnyx(_initiated("cc-stale", CHANNEL, CALLER), time.time() - 1000)
+        await webhooks.telnyx(telnyx_incoming("cc-logged"))
+        await webhooks.telnyx(telnyx_incoming("cc-stale"), time.time() - 1000)
     text = json.dumps(logs, default=str)
     assert logs, "nothing was logged: the capture is not working"
     secrets = [

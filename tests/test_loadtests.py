@@ -4,7 +4,7 @@ with the slow, obviously right versions they replace."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import UTC, datetime
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from loadtests import workload
 from router import providers, signatures
 from store.calls import CallRecord
+from tests.call_rows import RECORDED_CALL
 
 
 def test_batch_requests_match_the_signed_reference_and_verify() -> None:
@@ -41,24 +42,6 @@ def _reference_twiml(stream_url: str, call: CallRecord) -> str:
     "agent_id", ["agt_0123456789abcdef", 'a"b<c>&d', "tab\there\nline\rfeed", "'quote' é ☎"]
 )
 def test_templated_twiml_is_what_elementtree_writes(agent_id: str) -> None:
-    call = CallRecord(
-        call_id="call_1",
-        provider="twilio",
-        provider_call_id="CA1",
-        channel="+15550000000",
-        from_number="+12120000000",
-        agent_id=agent_id,
-        version=None,
-        draft_revision=3,
-        config_hash="0" * 64,
-        variant="default",
-        routing_revision=1,
-        status="initiated",
-        started_at=datetime.now(UTC),
-        ended_at=None,
-        duration_s=None,
-        sentiment=None,
-        automated=None,
-    )
+    call = replace(RECORDED_CALL, agent_id=agent_id)
     url = "wss://media.example.com/a&b"
     assert providers.twiml_stream(url, call) == _reference_twiml(url, call)

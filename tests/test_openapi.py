@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from store.schemas import EXAMPLE_AGENT, EXAMPLE_NUMBER
 from store.settings import Settings
 from tests.call_rows import Outcome, insert_calls
-from tests.conftest import AgentFactory, Api, minimal_config
+from tests.conftest import AgentFactory, Api, minimal_config, variant
 from tests.openapi_documents import (
     admin_document,
     admin_endpoints,
@@ -23,7 +23,7 @@ from tests.openapi_documents import (
     router_endpoints,
     success_status,
 )
-from tests.router_fixtures import CHANNEL, RouterClient, Webhooks, pin
+from tests.router_fixtures import CHANNEL, RouterClient, Webhooks
 
 NUMBER = "+14155550100"
 
@@ -93,10 +93,7 @@ async def test_responses_match_the_documented_schemas(
 ) -> None:
     agent = await make_agent(versions=2, tools=[{"name": "t", "type": "webhook"}])
     a = f"/v1/agents/{agent['id']}"
-    variants = [
-        {"label": "a", "agent_id": agent["id"], "version": 1, "weight": 1},
-        {"label": "b", "agent_id": agent["id"], "version": None, "weight": 1},
-    ]
+    variants = [variant(agent, "a", 1, 1), variant(agent, "b", None, 1)]
     # (method, template, concrete path, JSON body or None, role)
     calls: list[tuple[str, str, str, Any, str | None]] = [
         ("POST", "/v1/agents", "/v1/agents", {"config": minimal_config()}, "editor"),
@@ -190,11 +187,10 @@ async def test_responses_match_the_documented_schemas(
 
 
 async def test_every_admin_body_example_gets_the_documented_success(
-    api: Api, pool: asyncpg.Pool, make_agent: AgentFactory, admin_doc: dict[str, Any]
+    api: Api, pool: asyncpg.Pool, make_pinned_agent: AgentFactory, admin_doc: dict[str, Any]
 ) -> None:
-    agent = await make_agent(versions=1)
     # Guardrails need a routed channel, an analysis a call; the examples name a made-up agent.
-    await pin(api, {"agent_id": agent["id"], "version": 1}, EXAMPLE_NUMBER)
+    agent = await make_pinned_agent(versions=1, pinned=1, number=EXAMPLE_NUMBER)
     [call_id] = await insert_calls(pool, agent["id"], 1, [Outcome()], channel=EXAMPLE_NUMBER)
     values = {"agent_id": agent["id"], "n": "1", "number": EXAMPLE_NUMBER, "call_id": call_id}
     sent = 0
@@ -212,10 +208,9 @@ async def test_every_admin_body_example_gets_the_documented_success(
 
 
 async def test_every_router_body_example_gets_the_documented_success(
-    api: Api, webhooks: Webhooks, make_agent: AgentFactory, router_doc: dict[str, Any]
+    webhooks: Webhooks, make_pinned_agent: AgentFactory, router_doc: dict[str, Any]
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1}, EXAMPLE_NUMBER)
+    await make_pinned_agent(versions=1, pinned=1, number=EXAMPLE_NUMBER)
     senders: dict[str, Callable[[Any], Awaitable[ClientResponse]]] = {
         "/webhooks/twilio/voice": lambda ex: webhooks.twilio("/webhooks/twilio/voice", ex),
         "/webhooks/twilio/status": lambda ex: webhooks.twilio("/webhooks/twilio/status", ex),
@@ -238,12 +233,11 @@ async def test_every_router_body_example_gets_the_documented_success(
 
 
 async def test_router_answers_match_its_document(
-    api: Api, webhooks: Webhooks, make_agent: AgentFactory, router_doc: dict[str, Any]
+    api: Api, webhooks: Webhooks, make_pinned_agent: AgentFactory, router_doc: dict[str, Any]
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await make_pinned_agent(versions=1, pinned=1)
     call = await webhooks.generic_call("c-doc")
-    token = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    token = api.bearer("runtime")
     calls = [
         ("/v1/calls/{call_id}/config", f"/v1/calls/{call['call_id']}/config", token),
         ("/v1/calls/{call_id}/config", "/v1/calls/nope/config", token),

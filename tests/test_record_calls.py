@@ -5,7 +5,6 @@ is the dry run's (tests/sticky_cases.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -15,12 +14,12 @@ from store.calls import (
     CallNotRecorded,
     CallRecord,
     Candidate,
-    NewCall,
     record_calls,
 )
 from store.channels import Variant
 from store.draw import live_variants
-from tests.conftest import AgentFactory, Api
+from tests.call_rows import new_call
+from tests.conftest import AgentFactory, Api, variant
 from tests.router_fixtures import CALLER, CHANNEL, pin
 from tests.sticky_cases import STICKY_CASES, StickyCase
 
@@ -41,32 +40,9 @@ async def ab(api: Api, make_agent: AgentFactory) -> tuple[Candidate, Candidate]:
     for label, version in (("a", 1), ("b", 2)):
         v = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/{version}")
         candidates.append(Candidate(label, agent["id"], version, None, v["config_hash"]))
-    await pin(
-        api,
-        {
-            "variants": [
-                {"label": "a", "agent_id": agent["id"], "version": 1, "weight": 50},
-                {"label": "b", "agent_id": agent["id"], "version": 2, "weight": 50},
-            ],
-            "sticky": "caller",
-        },
-    )
+    variants = [variant(agent, "a", 1, 50), variant(agent, "b", 2, 50)]
+    await pin(api, {"variants": variants, "sticky": "caller"})
     return candidates[0], candidates[1]
-
-
-def _call(sid: str, drawn: str, candidates: tuple[Candidate, ...], caller: str = CALLER) -> NewCall:
-    return NewCall(
-        call_id=f"call_{sid}",
-        provider="twilio",
-        provider_call_id=sid,
-        channel=CHANNEL,
-        from_number=caller,
-        routing_revision=1,
-        started_at=datetime.now(UTC),
-        drawn=drawn,
-        remember=True,
-        candidates=candidates,
-    )
 
 
 def _served(results: list[CallRecord | Exception]) -> list[tuple[str, str]]:
@@ -79,9 +55,9 @@ async def test_the_same_caller_twice_in_a_batch_keeps_the_first_draw(
     results = await record_calls(
         pool,
         [
-            _call("CA1", "b", ab),
-            _call("CA2", "a", ab, caller=OTHER_CALLER),
-            _call("CA3", "a", ab),  # the caller's remembered b is still live: b again
+            new_call("CA1", "b", ab),
+            new_call("CA2", "a", ab, caller=OTHER_CALLER),
+            new_call("CA3", "a", ab),  # the caller's remembered b is still live: b again
         ],
     )
 
@@ -92,7 +68,7 @@ async def test_a_remembered_variant_no_longer_live_gives_way_to_the_draw(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
     a, _ = ab
-    results = await record_calls(pool, [_call("CA1", "b", ab), _call("CA2", "a", (a,))])
+    results = await record_calls(pool, [new_call("CA1", "b", ab), new_call("CA2", "a", (a,))])
 
     assert _served(results) == [("call_CA1", "b"), ("call_CA2", "a")]
     label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)
@@ -102,7 +78,7 @@ async def test_a_remembered_variant_no_longer_live_gives_way_to_the_draw(
 async def test_the_same_provider_call_id_twice_in_a_batch_records_it_once(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    first, retry = _call("CA1", "a", ab), _call("CA1", "b", ab)
+    first, retry = new_call("CA1", "a", ab), new_call("CA1", "b", ab)
     retry = replace(retry, call_id="call_retry")
 
     results = await record_calls(pool, [first, retry])
@@ -114,8 +90,8 @@ async def test_the_same_provider_call_id_twice_in_a_batch_records_it_once(
 async def test_a_retry_of_a_call_recorded_earlier_gets_its_row(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    [earlier] = await record_calls(pool, [_call("CA1", "a", ab)])
-    retry = replace(_call("CA1", "a", ab), call_id="call_retry")
+    [earlier] = await record_calls(pool, [new_call("CA1", "a", ab)])
+    retry = replace(new_call("CA1", "a", ab), call_id="call_retry")
 
     [again] = await record_calls(pool, [retry])
 
@@ -125,7 +101,7 @@ async def test_a_retry_of_a_call_recorded_earlier_gets_its_row(
 async def test_an_early_ending_is_applied_on_the_way_in(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    call = _call("CA1", "a", ab)
+    call = new_call("CA1", "a", ab)
     await pool.execute(
         "INSERT INTO call_endings (provider, provider_call_id, status, ended_at) "
         "VALUES ('twilio', 'CA1', 'completed', $1)",
@@ -150,10 +126,10 @@ async def test_one_bad_call_does_not_sink_the_batch(
     results = await record_calls(
         pool,
         [
-            _call("CA1", "a", ab),
-            _call("CA2", "c", ab, caller=OTHER_CALLER),  # drawn a variant it was not offered
-            _call("CA3", "a", (unknown_blob,), caller="+12125550111"),  # no such config blob
-            _call("CA4", "b", (b,), caller="+12125550112"),
+            new_call("CA1", "a", ab),
+            new_call("CA2", "c", ab, caller=OTHER_CALLER),  # drawn a variant it was not offered
+            new_call("CA3", "a", (unknown_blob,), caller="+12125550111"),  # no such config blob
+            new_call("CA4", "b", (b,), caller="+12125550112"),
         ],
     )
 
@@ -184,7 +160,7 @@ async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
             case.remembered,
         )
 
-    [record] = await record_calls(pool, [_call("CA1", case.drawn, offered)])
+    [record] = await record_calls(pool, [new_call("CA1", case.drawn, offered)])
 
     assert _served([record]) == [("call_CA1", case.expected)]
     label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)

@@ -9,26 +9,26 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from nacl.signing import SigningKey
 
-from router.keys import FEED, METRICS, RESOLVER, SNAPSHOTS
+from router.keys import FEED, RESOLVER, SNAPSHOTS
 from store import codecs
 from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
-from store.settings import Settings
-from tests.conftest import AgentFactory, Api
+from tests.conftest import AgentFactory, Api, variant
 from tests.polling import eventually
 from tests.router_fixtures import (
     CHANNEL,
     DRAW_SALT,
+    RoutedChannel,
     RouterClient,
     RouterFactory,
     Webhooks,
+    WebhooksTo,
     list_calls,
+    metric,
     pin,
-    sees,
-    use_draw_salt,
+    postgres_loads,
 )
 
 TERMINATE_FEED = """
@@ -37,18 +37,10 @@ WHERE application_name = $1 AND datname = current_database()
 """
 
 
-def _loads(router: RouterClient, kind: str) -> float:
-    labels = {"kind": kind, "tier": "postgres", "result": "hit"}
-    return (
-        router.app[METRICS].registry.get_sample_value("agentver_cache_lookups_total", labels) or 0.0
-    )
-
-
 async def test_two_routers_see_a_pin_change_through_the_feed(
-    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+    api: Api, make_pinned_agent: AgentFactory, start_router: RouterFactory
 ) -> None:
-    agent = await make_agent(versions=2)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=2, pinned=1)
     routers = [await start_router(), await start_router()]
     for r in routers:  # warm both caches
         assert (await r.app[RESOLVER].routing(CHANNEL)) is not None
@@ -63,56 +55,45 @@ async def test_two_routers_see_a_pin_change_through_the_feed(
 
 
 async def test_cache_hits_read_no_database(
-    api: Api,
-    make_agent: AgentFactory,
-    start_router: RouterFactory,
-    router_settings: Settings,
-    telnyx_key: SigningKey,
+    make_pinned_agent: AgentFactory, start_router: RouterFactory, webhooks_to: WebhooksTo
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await make_pinned_agent(versions=1, pinned=1)
     # Started after the pin, so the pin's own notification cannot land after the first call
     # and invalidate what it cached; the warm-up has the routing and the version already.
     router = await start_router()
-    webhooks = Webhooks(router, router_settings, telnyx_key)
+    webhooks = webhooks_to(router)
     for n in range(5):
         await webhooks.twilio_call(f"CA-hot-{n}")
-    assert (_loads(router, "routing"), _loads(router, "version")) == (0.0, 0.0)
+    assert (postgres_loads(router, "routing"), postgres_loads(router, "version")) == (0.0, 0.0)
 
 
 async def test_concurrent_misses_cause_one_load(
-    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+    make_pinned_agent: AgentFactory, start_router: RouterFactory
 ) -> None:
     # Started first: a channel that exists at start-up is preloaded, never missed.
     router = await start_router()
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await make_pinned_agent(versions=1, pinned=1)
     resolver = router.app[RESOLVER]
     routings = await asyncio.gather(*(resolver.routing(CHANNEL) for _ in range(50)))
     assert all(r == routings[0] for r in routings)
-    assert _loads(router, "routing") == 1
+    assert postgres_loads(router, "routing") == 1
 
 
 async def test_undecodable_redis_entry_is_a_miss(
-    api: Api,
-    make_agent: AgentFactory,
+    make_pinned_agent: AgentFactory,
     webhooks: Webhooks,
     router: RouterClient,
-    settings: Settings,
+    redis_client: aioredis.Redis,
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
-    redis = aioredis.Redis.from_url(settings.redis_url)
-    await redis.set(router.app[SNAPSHOTS].key(codecs.VERSION, f"{agent['id']}:1"), b"\xc1garbage")
-    await redis.aclose()
+    agent = await make_pinned_agent(versions=1, pinned=1)
+    version_key = router.app[SNAPSHOTS].key(codecs.VERSION, f"{agent['id']}:1")
+    await redis_client.set(version_key, b"\xc1garbage")
 
     answer = await webhooks.twilio_call("CA-garbage")
 
     assert answer["version"] == "1"
     labels = {"kind": "version", "tier": "redis", "result": "decode_error"}
-    assert (
-        router.app[METRICS].registry.get_sample_value("agentver_cache_lookups_total", labels) == 1
-    )
+    assert metric(router, "agentver_cache_lookups_total", labels) == 1
 
 
 def test_the_feed_listens_through_database_url_unless_given_its_own() -> None:
@@ -124,13 +105,12 @@ def test_the_feed_listens_through_database_url_unless_given_its_own() -> None:
 
 async def test_lost_feed_drops_mutable_entries_and_resyncs(
     api: Api,
-    make_agent: AgentFactory,
+    make_pinned_agent: AgentFactory,
     router: RouterClient,
     pool: asyncpg.Pool,
-    settings: Settings,
+    redis_client: aioredis.Redis,
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=1, pinned=1)
     snapshots, resolver = router.app[SNAPSHOTS], router.app[RESOLVER]
 
     async def cached() -> bool:
@@ -140,9 +120,8 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
 
     await eventually(cached)
     # A mutable entry a worker may have written before an outage nobody saw.
-    redis = aioredis.Redis.from_url(settings.redis_url)
     stale_key = snapshots.key(codecs.ROUTING, "+15550002222")
-    await redis.set(stale_key, codecs.encode_routing(None))
+    await redis_client.set(stale_key, codecs.encode_routing(None))
 
     await pool.execute(TERMINATE_FEED, APPLICATION_NAME)
 
@@ -155,8 +134,7 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
         return router.app[FEED].connected.is_set() and snapshots.trusted
 
     await eventually(resynced)
-    assert await redis.exists(stale_key) == 0
-    await redis.aclose()
+    assert await redis_client.exists(stale_key) == 0
     # And the feed works again: a re-pin reaches this worker.
     await resolver.routing(CHANNEL)
     await pin(api, {"agent_id": agent["id"], "version": None})
@@ -185,21 +163,12 @@ NEWCOMERS_AT_10_90 = {
 
 
 async def test_same_caller_keeps_their_variant_after_a_weight_change(
-    api: Api,
-    make_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    pool: asyncpg.Pool,
+    make_agent: AgentFactory, webhooks: Webhooks, channel: RoutedChannel
 ) -> None:
     a, b = await make_agent(versions=1), await make_agent(versions=1)
 
     def ab(weight_a: int, weight_b: int) -> dict[str, Any]:
-        return {
-            "variants": [
-                {"label": "a", "agent_id": a["id"], "version": 1, "weight": weight_a},
-                {"label": "b", "agent_id": b["id"], "version": 1, "weight": weight_b},
-            ]
-        }
+        return {"variants": [variant(a, "a", 1, weight_a), variant(b, "b", 1, weight_b)]}
 
     async def call_all(round_: str, callers: list[str]) -> dict[str, str]:
         return {
@@ -207,15 +176,14 @@ async def test_same_caller_keeps_their_variant_after_a_weight_change(
             for c in callers
         }
 
-    routing = await pin(api, ab(50, 50))
+    routing = await channel.pin_with_draw_salt(ab(50, 50))
     assert routing["sticky"] == "caller"
-    await sees(router, await use_draw_salt(pool))
     callers = [f"+1212555{n:04d}" for n in range(40)]
     first = await call_all("1", callers)
     assert set(first.values()) == {a["id"], b["id"]}
     assert await call_all("2", callers) == first
 
-    await sees(router, await pin(api, ab(10, 90)))  # the feed delivered the new weights
+    await channel.pin(ab(10, 90))  # the feed delivered the new weights
     assert await call_all("3", callers) == first
     # New callers follow the new weights (the channel keeps its salt across changes).
     agent_of = {"a": a["id"], "b": b["id"]}
@@ -223,9 +191,9 @@ async def test_same_caller_keeps_their_variant_after_a_weight_change(
         c: agent_of[label] for c, label in NEWCOMERS_AT_10_90.items()
     }
 
-    await sees(router, await pin(api, ab(0, 100)))  # a loses all weight: redrawn to b...
+    await channel.pin(ab(0, 100))  # a loses all weight: redrawn to b...
     assert set((await call_all("4", callers)).values()) == {b["id"]}
-    await sees(router, await pin(api, ab(50, 50)))  # ...and b is what they keep from then on
+    await channel.pin(ab(50, 50))  # ...and b is what they keep from then on
     assert set((await call_all("5", callers)).values()) == {b["id"]}
 
 
@@ -254,19 +222,11 @@ CALLERS_AT_80_20 = {
 
 
 async def test_split_of_real_calls_follows_the_pure_draw(
-    api: Api,
-    make_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    pool: asyncpg.Pool,
+    api: Api, make_agent: AgentFactory, webhooks: Webhooks, channel: RoutedChannel
 ) -> None:
     agent = await make_agent(versions=1)
-    variants = [
-        {"label": "control", "agent_id": agent["id"], "version": 1, "weight": 80},
-        {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 20},
-    ]
-    await pin(api, {"variants": variants})
-    await sees(router, await use_draw_salt(pool))
+    variants = [variant(agent, "control", 1, 80), variant(agent, "draft", None, 20)]
+    await channel.pin_with_draw_salt({"variants": variants})
     pure = [Variant(v["label"], v["agent_id"], v["version"], v["weight"]) for v in variants]
     callers = [f"+1718555{n:04d}" for n in range(1200)]
     # Over many distinct callers the pure draw splits 80/20 (sd 1.2 points at n = 1200)...
@@ -297,19 +257,11 @@ CALL_IDS_AT_50_50 = {
 
 
 async def test_sticky_call_draws_per_provider_call_id(
-    api: Api,
-    make_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    pool: asyncpg.Pool,
+    make_agent: AgentFactory, webhooks: Webhooks, channel: RoutedChannel
 ) -> None:
     agent = await make_agent(versions=1)
-    variants = [
-        {"label": "v1", "agent_id": agent["id"], "version": 1, "weight": 50},
-        {"label": "draft", "agent_id": agent["id"], "version": None, "weight": 50},
-    ]
-    await pin(api, {"variants": variants, "sticky": "call"})
-    await sees(router, await use_draw_salt(pool))
+    variants = [variant(agent, "v1", 1, 50), variant(agent, "draft", None, 50)]
+    await channel.pin_with_draw_salt({"variants": variants, "sticky": "call"})
     for call_id, label in CALL_IDS_AT_50_50.items():
         answer = await webhooks.generic_call(call_id)
         assert answer["version"] == ("draft" if label == "draft" else "1"), call_id
@@ -320,18 +272,12 @@ async def test_resolve_dry_run_explains_and_records_nothing(
     make_agent: AgentFactory,
     webhooks: Webhooks,
     router: RouterClient,
-    pool: asyncpg.Pool,
+    channel: RoutedChannel,
 ) -> None:
     agent = await make_agent(versions=1)
-    body = {
-        "variants": [
-            {"label": "a", "agent_id": agent["id"], "version": 1, "weight": 50},
-            {"label": "b", "agent_id": agent["id"], "version": None, "weight": 50},
-        ]
-    }
-    await pin(api, body)
-    await sees(router, await use_draw_salt(pool))
-    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    body = {"variants": [variant(agent, "a", 1, 50), variant(agent, "b", None, 50)]}
+    await channel.pin_with_draw_salt(body)
+    auth = api.bearer("runtime")
     url = "/v1/resolve?to=%2B1%20415%20555%200100&from=%2B12125550123"
 
     fresh = await (await router.get(url, headers=auth)).json()
@@ -344,7 +290,7 @@ async def test_resolve_dry_run_explains_and_records_nothing(
     await webhooks.twilio_call("CA-remember")
     body["variants"][0 if fresh["variant"] == "b" else 1]["weight"] = 100
     body["variants"][1 if fresh["variant"] == "b" else 0]["weight"] = 1
-    await sees(router, await pin(api, body))
+    await channel.pin(body)
     remembered = await (await router.get(url, headers=auth)).json()
     assert (remembered["rule"], remembered["variant"]) == ("remembered", fresh["variant"])
 

@@ -8,42 +8,34 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from router.keys import METRICS, RESOLVER, SNAPSHOTS
+from router.keys import RESOLVER, SNAPSHOTS
 from store import channels
 from store.channels import Routing
 from tests.conftest import AgentFactory, Api
 from tests.polling import eventually
-from tests.router_fixtures import CHANNEL, RouterClient, RouterFactory, pin
-
-
-def _routing_loads(router: RouterClient) -> float:
-    labels = {"kind": "routing", "tier": "postgres", "result": "hit"}
-    registry = router.app[METRICS].registry
-    return registry.get_sample_value("agentver_cache_lookups_total", labels) or 0.0
+from tests.router_fixtures import CHANNEL, RouterFactory, pin, postgres_loads
 
 
 async def test_started_worker_resolves_existing_channels_without_a_read(
-    api: Api, make_agent: AgentFactory, start_router: RouterFactory
+    make_pinned_agent: AgentFactory, start_router: RouterFactory
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await make_pinned_agent(versions=1, pinned=1)
 
     router = await start_router()
 
     routing = await router.app[RESOLVER].routing(CHANNEL)
     assert routing is not None and routing.variants[0].version == 1
     assert router.app[SNAPSHOTS].mutable_l1_size() == 1
-    assert _routing_loads(router) == 0
+    assert postgres_loads(router, "routing") == 0
 
 
 async def test_change_committed_during_warm_up_is_not_lost(
     api: Api,
-    make_agent: AgentFactory,
+    make_pinned_agent: AgentFactory,
     start_router: RouterFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    agent = await make_agent(versions=2)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=2, pinned=1)
     real = channels.all_routings
     repinned = False
 

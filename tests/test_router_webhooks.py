@@ -11,10 +11,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import asyncpg
-from nacl.signing import SigningKey
+import pytest
 
-from router.keys import METRICS, TELNYX
-from store.settings import Settings
+from router.keys import TELNYX
 from tests.conftest import AgentFactory, Api
 from tests.polling import eventually
 from tests.router_fixtures import (
@@ -22,12 +21,16 @@ from tests.router_fixtures import (
     CHANNEL,
     TELNYX_API_KEY,
     FakeTelnyx,
+    RoutedChannel,
     RouterClient,
     RouterFactory,
     Webhooks,
+    WebhooksTo,
     list_calls,
+    metric,
     pin,
-    sees,
+    telnyx_event,
+    telnyx_incoming,
 )
 
 STREAM_URL = "wss://media.example.com/stream"
@@ -35,27 +38,27 @@ STREAM_URL = "wss://media.example.com/stream"
 HOSTILE_STREAM_URL = "wss://media.example.com/a&b<c>\"d'e/</Stream>"
 
 
-def _metric(router: RouterClient, name: str, labels: dict[str, str]) -> float:
-    value = router.app[METRICS].registry.get_sample_value(name, labels)
-    return value or 0.0
+@pytest.fixture
+async def pinned_v1(api: Api, make_pinned_agent: AgentFactory) -> dict[str, Any]:
+    """Version 1 of an agent that has a version 2 as well, CHANNEL pinned to version 1. Asked
+    for after the router, it is pinned while the router runs: the first call is a cache miss."""
+    agent = await make_pinned_agent(versions=2, pinned=1)
+    v1: dict[str, Any] = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
+    return v1
 
 
 async def test_pinned_version_is_served_and_recorded(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+    api: Api, webhooks: Webhooks, pinned_v1: dict[str, Any]
 ) -> None:
-    agent = await make_agent(versions=2)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
-    await pin(api, {"agent_id": agent["id"], "version": 1})
-
     answer = await webhooks.twilio_call("CA-pinned")
 
     call_id = answer["call_id"]
     assert answer == {
         "url": STREAM_URL,
         "call_id": call_id,
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": "1",
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
     }
     [call] = await list_calls(api)
     assert call == {
@@ -64,10 +67,10 @@ async def test_pinned_version_is_served_and_recorded(
         "provider_call_id": "CA-pinned",
         "channel": CHANNEL,
         "from": CALLER,
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": 1,
         "draft_revision": None,
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
         "variant": "default",
         "status": "initiated",
         "started_at": call["started_at"],
@@ -79,18 +82,11 @@ async def test_pinned_version_is_served_and_recorded(
 
 
 async def test_twiml_stream_url_has_no_query_and_values_are_escaped(
-    api: Api,
-    make_agent: AgentFactory,
-    start_router: RouterFactory,
-    router_settings: Settings,
-    telnyx_key: SigningKey,
+    api: Api, make_pinned_agent: AgentFactory, start_router: RouterFactory, webhooks_to: WebhooksTo
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
+    await make_pinned_agent()
     # The stream URL is echoed into the TwiML as is: markup in it must arrive as text.
-    hostile = Webhooks(
-        await start_router(media_stream_url=HOSTILE_STREAM_URL), router_settings, telnyx_key
-    )
+    hostile = webhooks_to(await start_router(media_stream_url=HOSTILE_STREAM_URL))
     params = {"CallSid": 'CA<&">', "From": CALLER, "To": CHANNEL}
     resp = await hostile.twilio("/webhooks/twilio/voice", params)
     text = await resp.text()
@@ -103,10 +99,9 @@ async def test_twiml_stream_url_has_no_query_and_values_are_escaped(
 
 
 async def test_retried_call_sid_gets_the_same_answer_and_one_record(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=1, pinned=1)
 
     first = await webhooks.twilio_call("CA-retry")
     again = await webhooks.twilio_call("CA-retry")
@@ -117,14 +112,13 @@ async def test_retried_call_sid_gets_the_same_answer_and_one_record(
     calls = await list_calls(api)
     assert sorted(c["provider_call_id"] for c in calls) == ["CA-burst", "CA-retry"]
     labels = {"provider": "twilio", "variant": "default", "agent_id": agent["id"], "version": "1"}
-    assert _metric(router, "agentver_calls_routed_total", {**labels, "outcome": "retry"}) == 8
+    assert metric(router, "agentver_calls_routed_total", {**labels, "outcome": "retry"}) == 8
 
 
 async def test_bad_signatures_are_refused_and_record_nothing(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
+    await make_pinned_agent()
     params = {"CallSid": "CA-forged", "From": CALLER, "To": CHANNEL}
     forged = webhooks.twilio_signature("/webhooks/twilio/voice", {**params, "To": "+15550000000"})
     event = {"data": {"event_type": "call.initiated", "payload": {"call_control_id": "v3:x"}}}
@@ -143,14 +137,18 @@ async def test_bad_signatures_are_refused_and_record_nothing(
     assert (await responses[0].json())["error"]["code"] == "forbidden"
     assert await list_calls(api) == []
     rejected = "agentver_webhooks_rejected_total"
-    assert _metric(router, rejected, {"provider": "twilio", "reason": "bad_signature"}) == 2
-    assert _metric(router, rejected, {"provider": "twilio", "reason": "missing_signature"}) == 1
-    assert _metric(router, rejected, {"provider": "generic", "reason": "bad_signature"}) == 1
-    assert _metric(router, rejected, {"provider": "telnyx", "reason": "stale_timestamp"}) == 1
+    assert metric(router, rejected, {"provider": "twilio", "reason": "bad_signature"}) == 2
+    assert metric(router, rejected, {"provider": "twilio", "reason": "missing_signature"}) == 1
+    assert metric(router, rejected, {"provider": "generic", "reason": "bad_signature"}) == 1
+    assert metric(router, rejected, {"provider": "telnyx", "reason": "stale_timestamp"}) == 1
 
 
 async def test_unknown_number_hears_the_fallback(
-    api: Api, webhooks: Webhooks, router: RouterClient, start_router: RouterFactory
+    api: Api,
+    webhooks: Webhooks,
+    router: RouterClient,
+    start_router: RouterFactory,
+    webhooks_to: WebhooksTo,
 ) -> None:
     params = {"CallSid": "CA-lost", "From": CALLER, "To": "+15550001111"}
     resp = await webhooks.twilio("/webhooks/twilio/voice", params)
@@ -160,12 +158,10 @@ async def test_unknown_number_hears_the_fallback(
         "your call right now. Goodbye.</Say><Hangup /></Response>"
     )
     reasons = {"provider": "twilio", "reason": "unknown_number"}
-    assert _metric(router, "agentver_fallbacks_total", reasons) == 1
+    assert metric(router, "agentver_fallbacks_total", reasons) == 1
     assert await list_calls(api) == []
 
-    dialing = Webhooks(
-        await start_router(fallback="dial:+1 415 555 0199"), webhooks.settings, webhooks.key
-    )
+    dialing = webhooks_to(await start_router(fallback="dial:+1 415 555 0199"))
     resp = await dialing.twilio("/webhooks/twilio/voice", params)
     assert "<Dial>+14155550199</Dial>" in await resp.text()
     generic = await dialing.generic({"call_id": "g-lost", "from": CALLER, "to": "+15550001111"})
@@ -173,10 +169,9 @@ async def test_unknown_number_hears_the_fallback(
 
 
 async def test_draft_pin_follows_an_edit_within_the_propagation_budget(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
+    agent = await make_pinned_agent()
     before = await webhooks.generic_call("g-0")
     assert before["version"] == "draft"
 
@@ -193,18 +188,13 @@ async def test_draft_pin_follows_an_edit_within_the_propagation_budget(
     assert calls[before["call_id"]]["draft_revision"] == draft["revision"] - 1
 
 
-async def test_generic_answer(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router_settings: Settings
-) -> None:
-    agent = await make_agent(versions=1)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+async def test_generic_answer(webhooks: Webhooks, pinned_v1: dict[str, Any]) -> None:
     answer = await webhooks.generic_call("g-answer")
     assert answer == {
         "call_id": answer["call_id"],
-        "agent_id": agent["id"],
+        "agent_id": pinned_v1["agent_id"],
         "version": "1",
-        "config_hash": v1["config_hash"],
+        "config_hash": pinned_v1["config_hash"],
         "stream_url": STREAM_URL,
         "config_url": f"https://router.example.com/v1/calls/{answer['call_id']}/config",
     }
@@ -213,33 +203,26 @@ async def test_generic_answer(
 
 
 async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, webhooks: Webhooks, router: RouterClient, pinned_v1: dict[str, Any]
 ) -> None:
-    agent = await make_agent(versions=2)
-    v1 = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/1")
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent_id = pinned_v1["agent_id"]
     answer = await webhooks.twilio_call("CA-lookup")
-    await pin(api, {"agent_id": agent["id"], "version": 2})
-    await api.ok("PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"name": "New"}})
+    await pin(api, {"agent_id": agent_id, "version": 2})
+    await api.ok("PATCH", f"/v1/agents/{agent_id}/draft", json={"config": {"name": "New"}})
 
-    token = api.tokens["runtime"]
-    resp = await router.get(
-        f"/v1/calls/{answer['call_id']}/config", headers={"Authorization": f"Bearer {token}"}
-    )
+    auth = api.bearer("runtime")
+    resp = await router.get(f"/v1/calls/{answer['call_id']}/config", headers=auth)
     assert resp.status == 200
     assert await resp.json() == {
         "call_id": answer["call_id"],
-        "agent_id": agent["id"],
+        "agent_id": agent_id,
         "version": 1,
         "draft_revision": None,
-        "config_hash": v1["config_hash"],
-        "config": v1["config"],
+        "config_hash": pinned_v1["config_hash"],
+        "config": pinned_v1["config"],
     }
     assert (await router.get(f"/v1/calls/{answer['call_id']}/config")).status == 401
-    missing = await router.get(
-        "/v1/calls/nope/config", headers={"Authorization": f"Bearer {token}"}
-    )
-    assert missing.status == 404
+    assert (await router.get("/v1/calls/nope/config", headers=auth)).status == 404
 
 
 async def test_config_blobs_are_immutable_and_cacheable(
@@ -247,7 +230,7 @@ async def test_config_blobs_are_immutable_and_cacheable(
 ) -> None:
     agent = await make_agent()
     digest = agent["draft"]["config_hash"]
-    auth = {"Authorization": f"Bearer {api.tokens['viewer']}"}
+    auth = api.bearer("viewer")
 
     resp = await router.get(f"/v1/configs/{digest}", headers=auth)
     assert resp.status == 200
@@ -264,10 +247,9 @@ async def test_config_blobs_are_immutable_and_cacheable(
 
 
 async def test_twilio_status_callback_closes_the_call(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
+    agent = await make_pinned_agent()
     await webhooks.twilio_call("CA-status")
     status = {
         "CallSid": "CA-status",
@@ -290,10 +272,9 @@ async def test_twilio_status_callback_closes_the_call(
 
 
 async def test_progress_statuses_only_move_forward(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
+    await make_pinned_agent()
     await webhooks.twilio_call("CA-order")
     # (status sent, status recorded): a late `ringing` overwrites neither in-progress nor completed.
     for sent, recorded in (
@@ -309,31 +290,20 @@ async def test_progress_statuses_only_move_forward(
         assert call["status"] == recorded, sent
 
 
-def _telnyx_event(kind: str, ccid: str, **payload: Any) -> dict[str, Any]:
-    return {
-        "data": {
-            "record_type": "event",
-            "event_type": kind,
-            "occurred_at": "2026-11-26T04:16:10.000000Z",
-            "payload": {"call_control_id": ccid, "from": CALLER, "to": CHANNEL, **payload},
-        }
-    }
+async def _deliver(webhooks: Webhooks, *events: dict[str, Any]) -> None:
+    """Deliver Telnyx events, each accepted, then wait for the Call Control commands they cause."""
+    for event in events:
+        assert (await webhooks.telnyx(event)).status == 200
+    await webhooks.client.app[TELNYX].drain()
 
 
 async def test_telnyx_call_is_answered_with_the_stream_then_closed(
-    api: Api,
-    make_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    telnyx_api: FakeTelnyx,
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, telnyx_api: FakeTelnyx
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
-    initiated = _telnyx_event("call.initiated", "v3:abc", direction="incoming")
+    agent = await make_pinned_agent(versions=1, pinned=1)
+    initiated = telnyx_incoming("v3:abc")
 
-    assert (await webhooks.telnyx(initiated)).status == 200
-    assert (await webhooks.telnyx(initiated)).status == 200  # redelivered
-    await router.app[TELNYX].drain()
+    await _deliver(webhooks, initiated, initiated)  # the second one redelivered
 
     [call] = await list_calls(api)
     assert len(telnyx_api.commands) == 2
@@ -348,36 +318,28 @@ async def test_telnyx_call_is_answered_with_the_stream_then_closed(
         "config_hash": call["config_hash"],
     }
 
-    hangup = _telnyx_event(
+    hangup = telnyx_event(
         "call.hangup",
         "v3:abc",
         start_time="2026-11-26T04:15:00.000000Z",
         end_time="2026-11-26T04:16:10.000000Z",
     )
-    assert (await webhooks.telnyx(hangup)).status == 200
-    assert (await webhooks.telnyx(hangup)).status == 200
+    await _deliver(webhooks, hangup, hangup)
     [call] = await list_calls(api)
     assert (call["status"], call["duration_s"]) == ("completed", 70.0)
 
 
 async def test_telnyx_hangup_before_initiated_is_not_answered(
-    api: Api,
-    make_agent: AgentFactory,
-    webhooks: Webhooks,
-    router: RouterClient,
-    telnyx_api: FakeTelnyx,
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, telnyx_api: FakeTelnyx
 ) -> None:
-    agent = await make_agent()
-    await pin(api, {"agent_id": agent["id"], "version": None})
-    hangup = _telnyx_event(
+    await make_pinned_agent()
+    hangup = telnyx_event(
         "call.hangup",
         "v3:late",
         start_time="2026-11-26T04:15:00.000000Z",
         end_time="2026-11-26T04:15:05.000000Z",
     )
-    await webhooks.telnyx(hangup)
-    await webhooks.telnyx(_telnyx_event("call.initiated", "v3:late", direction="incoming"))
-    await router.app[TELNYX].drain()
+    await _deliver(webhooks, hangup, telnyx_incoming("v3:late"))
 
     [call] = await list_calls(api)
     assert (call["status"], call["duration_s"]) == ("completed", 5.0)
@@ -385,12 +347,11 @@ async def test_telnyx_hangup_before_initiated_is_not_answered(
 
 
 async def test_call_list_filters_and_pages(
-    api: Api, make_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, channel: RoutedChannel
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    agent = await make_pinned_agent(versions=1, pinned=1)
     await webhooks.generic_call("g-v1")
-    await sees(router, await pin(api, {"agent_id": agent["id"], "version": None}))
+    await channel.pin({"agent_id": agent["id"], "version": None})
     await webhooks.generic_call("g-draft-1")
     await webhooks.generic_call("g-draft-2")
 
@@ -434,17 +395,16 @@ async def test_readyz_names_a_degraded_redis(start_router: RouterFactory) -> Non
 
 async def test_the_worker_that_recorded_a_call_answers_its_config_lookups_from_memory(
     api: Api,
-    make_agent: AgentFactory,
+    make_pinned_agent: AgentFactory,
     webhooks: Webhooks,
     router: RouterClient,
     start_router: RouterFactory,
     pool: asyncpg.Pool,
 ) -> None:
-    agent = await make_agent(versions=1)
-    await pin(api, {"agent_id": agent["id"], "version": 1})
+    await make_pinned_agent(versions=1, pinned=1)
     answer = await webhooks.twilio_call("CA-remembered")
     other = await start_router()
-    auth = {"Authorization": f"Bearer {api.tokens['runtime']}"}
+    auth = api.bearer("runtime")
     path = f"/v1/calls/{answer['call_id']}/config"
     for worker in (router, other):  # the other worker reads the call from Postgres
         assert (await worker.get(path, headers=auth)).status == 200

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from router.served import ServedSnapshots
-from store.calls import CallRecord
 from store.snapshots import Snapshot
+from tests.call_rows import RECORDED_CALL
 
-RECORD = CallRecord(
-    call_id="call_1",
-    provider="twilio",
-    provider_call_id="CA1",
-    channel="+14155550100",
-    from_number="+12125550123",
-    agent_id="agt_1",
-    version=None,
-    draft_revision=3,
-    config_hash="c" * 64,
-    variant="a",
-    routing_revision=1,
-    status="initiated",
-    started_at=datetime(2026, 1, 2, tzinfo=UTC),
-    ended_at=None,
-    duration_s=None,
-    sentiment=None,
-    automated=None,
+# What the snapshot below is made of, spelled out.
+RECORD = replace(
+    RECORDED_CALL, agent_id="agt_1", version=None, draft_revision=3, config_hash="c" * 64
 )
 
 

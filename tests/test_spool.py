@@ -5,18 +5,25 @@ its record kinds (calls and endings), spooled while Postgres is unavailable and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import secrets
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
+from harness.redis import delete_prefixed
+from router.claims import CallClaims
 from router.metrics import RouterMetrics
-from router.recorder import CallWriter
+from router.recorder import CallWriter, spooled_record
 from router.spool import (
     HEADER,
+    MAX_SPOOL_BYTES,
     Record,
     Spool,
     SpoolFull,
@@ -28,8 +35,10 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
+from store.db import PostgresGuard
+from store.settings import Settings
+from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api
-from tests.router_fixtures import CALLER, CHANNEL
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -125,27 +134,15 @@ async def test_a_full_spool_refuses(tmp_path: Path) -> None:
 
 # --- record kinds ------------------------------------------------------------------------------
 
-STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CANDIDATE = Candidate("a", "agent_1", 1, None, "f" * 64)
 
 
 def _call(sid: str, candidate: Candidate = CANDIDATE) -> NewCall:
-    return NewCall(
-        call_id=f"call_{sid}",
-        provider="twilio",
-        provider_call_id=sid,
-        channel=CHANNEL,
-        from_number=CALLER,
-        routing_revision=1,
-        started_at=STARTED,
-        drawn=candidate.label,
-        remember=False,
-        candidates=(candidate,),
-    )
+    return new_call(sid, candidate.label, (candidate,), remember=False)
 
 
 def _ending(sid: str, duration_s: float | None = 42.0) -> CallEnd:
-    return CallEnd("twilio", sid, "completed", STARTED + timedelta(minutes=1), duration_s)
+    return CallEnd("twilio", sid, "completed", STARTED_AT + timedelta(minutes=1), duration_s)
 
 
 def _legacy(call: NewCall) -> Record:
@@ -214,40 +211,66 @@ async def candidate(api: Api, make_agent: AgentFactory) -> Candidate:
     return Candidate("a", agent["id"], 1, None, version["config_hash"])
 
 
-Outage = tuple[CallWriter, CircuitBreaker, Spool]
-
-
-@pytest.fixture
-async def outage(pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Outage]:
+@dataclass(frozen=True)
+class Outage:
     """A call writer whose Postgres breaker is open, and stays open (its clock stands still)
-    until the test reports a success; and its spool."""
+    until the test reports a success (unless it was made with Postgres up); its spool; and a
+    real version for its calls to serve."""
+
+    writer: CallWriter
+    breaker: CircuitBreaker
+    spool: Spool
+    candidate: Candidate
+
+    def call(self, sid: str) -> NewCall:
+        return _call(sid, self.candidate)
+
+
+@contextlib.asynccontextmanager
+async def _writer(
+    pool: asyncpg.Pool,
+    directory: Path,
+    candidate: Candidate,
+    claims: CallClaims | None = None,
+    *,
+    down: bool = True,
+    spool_bytes: int = MAX_SPOOL_BYTES,
+) -> AsyncIterator[Outage]:
+    """A running call writer spooling to `directory` (`spool_bytes` at most), Postgres `down`
+    for it (see Outage)."""
     breaker = CircuitBreaker(failures_to_open=1, clock=lambda: 0.0)
-    breaker.failed()
-    spool = Spool(tmp_path)
+    if down:
+        breaker.failed()
+    spool = Spool(directory, max_bytes=spool_bytes)
     spool.open()
-    writer = CallWriter(pool, spool, breaker, RouterMetrics())
+    writer = CallWriter(pool, spool, PostgresGuard(breaker), RouterMetrics(), claims)
     task = asyncio.create_task(writer.run())
-    yield writer, breaker, spool
+    yield Outage(writer, breaker, spool, candidate)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     spool.close()
 
 
+@pytest.fixture
+async def outage(pool: asyncpg.Pool, tmp_path: Path, candidate: Candidate) -> AsyncIterator[Outage]:
+    async with _writer(pool, tmp_path, candidate) as outage:
+        yield outage
+
+
 async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
+    pool: asyncpg.Pool, outage: Outage
 ) -> None:
-    writer, breaker, spool = outage
-    spooled = await writer.record(_call("CA-new", candidate))
+    writer = outage.writer
+    spooled = await writer.record(outage.call("CA-new"))
     assert spooled.ended_at is None
     await writer.progress("twilio", "CA-new", "in-progress")  # dropped, not raised
     assert await writer.end(_ending("CA-new")) is None
     # A previous run's spool: a call without a kind, then its ending.
-    await spool.append([_legacy(_call("CA-old", candidate)), encode_ending(_ending("CA-old", 7.0))])
+    old = [_legacy(outage.call("CA-old")), encode_ending(_ending("CA-old", 7.0))]
+    await outage.spool.append(old)
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     assert await writer.replay() == 4
     rows = await pool.fetch(
         "SELECT provider_call_id, status, duration_s FROM calls ORDER BY provider_call_id"
@@ -256,34 +279,99 @@ async def test_endings_spooled_in_an_outage_close_their_calls_on_replay(
     assert writer.spooled == 0
 
 
-async def test_an_ending_replayed_twice_changes_nothing(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
-) -> None:
-    writer, breaker, _ = outage
-    await writer.record(_call("CA-twice", candidate))
+async def test_an_ending_replayed_twice_changes_nothing(pool: asyncpg.Pool, outage: Outage) -> None:
+    writer = outage.writer
+    await writer.record(outage.call("CA-twice"))
     assert await writer.end(_ending("CA-twice")) is None
     assert await writer.end(_ending("CA-twice", 99.0)) is None  # a provider's retry, later
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     assert await writer.replay() == 3
     assert await pool.fetchval("SELECT duration_s FROM calls") == 42.0
     assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
 
 
 async def test_a_replay_attempt_waits_for_postgres_and_never_raises(
-    pool: asyncpg.Pool,
-    candidate: Candidate,
-    outage: Outage,
+    pool: asyncpg.Pool, outage: Outage
 ) -> None:
-    writer, breaker, _ = outage
-    await writer.record(_call("CA-wait", candidate))
+    writer = outage.writer
+    await writer.record(outage.call("CA-wait"))
 
     await writer.try_replay()  # the breaker is open: nothing is tried
     assert writer.spooled == 1
 
-    breaker.succeeded()
+    outage.breaker.succeeded()
     await writer.try_replay()
     assert writer.spooled == 0
     assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+
+
+# --- claims: a retry reaching another worker while the call is spooled ------------------------
+
+
+@pytest.fixture
+async def claims(settings: Settings) -> AsyncIterator[CallClaims]:
+    """Claims under a prefix of the test's own, on a Redis that is up."""
+    prefix = f"{settings.redis_prefix}claims-{secrets.token_hex(4)}:"
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield CallClaims(client, prefix, CircuitBreaker())
+    await client.aclose()
+    await delete_prefixed(settings.redis_url, prefix)
+
+
+async def test_a_claim_is_taken_once_and_released(claims: CallClaims) -> None:
+    first = spooled_record(_call("CA-claim"))
+    assert await claims.claim([first]) == {}
+    retry = replace(first, call_id="call_retry")
+    assert await claims.claim([retry, spooled_record(_call("CA-other"))]) == {
+        ("twilio", "CA-claim"): first
+    }
+    await claims.release([("twilio", "CA-claim")])
+    assert await claims.claim([retry]) == {}
+
+
+async def test_no_claim_is_tried_while_redis_is_down(settings: Settings) -> None:
+    breaker = CircuitBreaker(failures_to_open=1)
+    # Nothing listens on port 1: the first claim fails and opens the breaker.
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    claims = CallClaims(client, settings.redis_prefix, breaker)
+    assert await claims.claim([spooled_record(_call("CA-down"))]) == {}
+    assert not breaker.available
+    await client.aclose()
+
+
+async def test_a_retry_spooled_by_another_worker_gets_the_first_answer(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with (
+        _writer(pool, tmp_path / "a", candidate, claims) as first_worker,
+        _writer(pool, tmp_path / "b", candidate, claims) as other_worker,
+    ):
+        answered = await first_worker.writer.record(first_worker.call("CA-retried"))
+        retry = replace(first_worker.call("CA-retried"), call_id="call_of_the_retry")
+        assert await other_worker.writer.record(retry) == answered
+        assert other_worker.writer.spooled == 0 and other_worker.spool.pending_bytes() == 0
+
+        first_worker.breaker.succeeded()
+        other_worker.breaker.succeeded()
+        assert await other_worker.writer.replay() == 0
+        assert await first_worker.writer.replay() == 1
+    rows = await pool.fetch("SELECT call_id FROM calls")
+    assert [r["call_id"] for r in rows] == [answered.call_id]
+
+
+async def test_a_committed_call_takes_no_claim(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with _writer(pool, tmp_path, candidate, claims, down=False) as up:
+        await up.writer.record(up.call("CA-committed"))
+        assert await claims.claim([spooled_record(up.call("CA-committed"))]) == {}
+
+
+async def test_a_call_that_cannot_be_spooled_withdraws_its_claim(
+    pool: asyncpg.Pool, candidate: Candidate, claims: CallClaims, tmp_path: Path
+) -> None:
+    async with _writer(pool, tmp_path, candidate, claims, spool_bytes=0) as full:
+        with pytest.raises(SpoolFull):
+            await full.writer.record(full.call("CA-unspooled"))
+    assert await claims.claim([spooled_record(full.call("CA-unspooled"))]) == {}
