@@ -15,6 +15,7 @@ from store import codecs
 from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
+from store.settings import Settings
 from tests.conftest import AgentFactory, Api, variant
 from tests.polling import eventually
 from tests.router_fixtures import (
