@@ -133,7 +133,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _change_feed(app: web.Application) -> AsyncIterator[None]:
     invalidation = CacheInvalidation(app[SNAPSHOTS], app[METRICS], app[RESOLVER].warm)
-    feed = ChangeFeed(app[SETTINGS].database_url, invalidation)
+    feed = ChangeFeed(app[SETTINGS].feed_url, invalidation)
     app[FEED] = feed
     task = asyncio.create_task(feed.run())
     with contextlib.suppress(TimeoutError):

@@ -5,17 +5,17 @@ drafts) are served from cache only while the cache is `trusted`, i.e. while the 
 connected and has resynced since its last outage; otherwise they are read from the loader.
 
 Degraded modes: Redis sits behind a circuit breaker, so while it is down lookups go from L1
-straight to the loader without waiting on it. When the loader (Postgres) is unavailable, an
+straight to the loader without waiting on it; a loaded value is written to Redis after its
+callers have it. When the loader (Postgres) is unavailable, an
 untrusted mutable entry is served from what the cache last held (the L1 copy kept when trust
 was lost, else Redis): a possibly stale routing beats no answer to a phone call. A failed
 Redis delete leaves Redis `suspect` of stale mutable entries: they are not read until a wipe of
-every mutable key succeeds.
+every mutable key succeeds with no delete failing meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -66,11 +66,16 @@ class LayeredCache:
         self._l1_size = l1_size
         self._l1: OrderedDict[str, tuple[bool, Any]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._fills: set[asyncio.Task[None]] = set()
         # Keys invalidated while their load was running: that load must not fill the cache.
         self._invalidated: set[str] = set()
         # Mutable entries as last known while untrusted: served only when the loader fails.
         self._stale: OrderedDict[str, Any] = OrderedDict()
+        # Keys whose Redis delete is in flight: a read overtaking it could find the stale entry.
+        self._deleting: dict[str, int] = {}
         self._redis_suspect = False
+        # Failed deletes so far: a wipe clears the suspicion only if none failed while it ran.
+        self._failed_deletes = 0
         self._wipe: asyncio.Task[None] | None = None
         self.trusted = False
 
@@ -94,27 +99,66 @@ class LayeredCache:
             self._observe(codec.kind, "l1", "miss")
         flight = self._inflight.get(full)
         if flight is None:
-            flight = asyncio.ensure_future(self._fill(codec, full, load, cacheable))
-            self._inflight[full] = flight
-            flight.add_done_callback(lambda f: self._landed(full, f))
+            flight = self._start_fill(codec, full, load, cacheable)
         result: T = await asyncio.shield(flight)
         return result
 
-    def _landed(self, full: str, flight: asyncio.Future[Any]) -> None:
-        if self._inflight.get(full) is flight:
+    def _start_fill(
+        self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
+    ) -> asyncio.Future[T]:
+        """A flight for `full`: a future its callers await, settled by a task that then writes
+        what it loaded to Redis. The key stays in flight until that write is over, so an
+        invalidation meanwhile still deletes after it."""
+        value: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inflight[full] = value
+        task = asyncio.ensure_future(self._fill(codec, full, load, cacheable, value))
+        self._fills.add(task)
+        task.add_done_callback(lambda t: self._landed(full, value, t))
+        return value
+
+    def _landed(self, full: str, value: asyncio.Future[Any], task: asyncio.Task[None]) -> None:
+        self._fills.discard(task)
+        if self._inflight.get(full) is value:
             del self._inflight[full]
             self._invalidated.discard(full)
-        if not flight.cancelled():
-            flight.exception()  # retrieved here so an unawaited failure is not reported twice
+        if not value.done():  # the task was cancelled before it ran
+            value.cancel()
+        if not value.cancelled():
+            value.exception()  # retrieved here so an unawaited failure is not reported twice
 
     async def _fill(
+        self,
+        codec: Codec[T],
+        full: str,
+        load: Callable[[], Awaitable[T]],
+        cacheable: bool,
+        value: asyncio.Future[T],
+    ) -> None:
+        try:
+            found, loaded = await self._find(codec, full, load, cacheable)
+        except asyncio.CancelledError:
+            value.cancel()
+            raise
+        except Exception as exc:
+            value.set_exception(exc)
+            return
+        value.set_result(found)
+        # After the answer: a call never waits on a Redis write (a silent Redis costs a timeout).
+        if loaded and full not in self._invalidated:
+            await self._to_redis(codec, full, found)
+            # Invalidated while the write was in flight: the delete may have run before it.
+            if full in self._invalidated:
+                await self._delete_redis(full)
+
+    async def _find(
         self, codec: Codec[T], full: str, load: Callable[[], Awaitable[T]], cacheable: bool
-    ) -> T:
-        if cacheable and self._redis_readable(codec):
+    ) -> tuple[T, bool]:
+        """The entry's value, and whether it was loaded (and is worth writing to Redis)."""
+        if cacheable and self._redis_readable(codec, full):
             cached = await self._from_redis(codec, full)
             if cached is not _MISSING:
                 self._to_l1(codec, full, cached)
-                return cached  # type: ignore[no-any-return]
+                return cached, False
         try:
             value = await load()
         except Exception as exc:
@@ -123,25 +167,23 @@ class LayeredCache:
             stale = await self._last_known(codec, full)
             if stale is _MISSING:
                 raise
-            return stale  # type: ignore[no-any-return]
+            return stale, False
         self._observe(codec.kind, "postgres", "hit")
         if full not in self._invalidated:
             if cacheable:
                 self._to_l1(codec, full, value)
             else:
                 self._keep_stale(full, value)
-            await self._to_redis(codec, full, value)
-            # Invalidated while the write was in flight: the delete may have run before it.
-            if full in self._invalidated:
-                await self._delete_redis(full)
-        return value
+        return value, True
 
     async def _last_known(self, codec: Codec[Any], full: str) -> Any:
         """An untrusted entry for when the loader is unavailable, or _MISSING."""
         if full in self._stale:
             self._observe(codec.kind, "l1", "stale")
             return self._stale[full]
-        return await self._from_redis(codec, full) if self._redis_readable(codec) else _MISSING
+        return (
+            await self._from_redis(codec, full) if self._redis_readable(codec, full) else _MISSING
+        )
 
     def _keep_stale(self, full: str, value: Any) -> None:
         self._stale[full] = value
@@ -149,8 +191,8 @@ class LayeredCache:
         while len(self._stale) > self._l1_size:
             self._stale.popitem(last=False)
 
-    def _redis_readable(self, codec: Codec[Any]) -> bool:
-        return not (codec.mutable and self._redis_suspect)
+    def _redis_readable(self, codec: Codec[Any], full: str) -> bool:
+        return not (codec.mutable and (self._redis_suspect or full in self._deleting))
 
     def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
         if full in self._invalidated:
@@ -199,6 +241,7 @@ class LayeredCache:
         if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
             # The entry may outlive its change in Redis: keep Redis out of mutable reads.
             self._redis_suspect = True
+            self._failed_deletes += 1
 
     async def invalidate(self, codec: Codec[Any], key: str) -> None:
         """Forget a mutable entry in every tier (a change notification arrived for it)."""
@@ -207,7 +250,13 @@ class LayeredCache:
         self._stale.pop(full, None)
         if full in self._inflight:
             self._invalidated.add(full)
-        await self._delete_redis(full)
+        self._deleting[full] = self._deleting.get(full, 0) + 1
+        try:
+            await self._delete_redis(full)
+        finally:
+            self._deleting[full] -= 1
+            if not self._deleting[full]:
+                del self._deleting[full]
 
     def lose_trust(self) -> None:
         """The change feed is down: stop serving mutable entries from any tier (but keep them
@@ -250,16 +299,18 @@ class LayeredCache:
         """Delete every mutable entry from Redis, then read mutable entries from it again."""
         if not self.breaker.allow():
             return
-        # Cleared first: a delete failing during the wipe must leave Redis suspect again.
-        self._redis_suspect = False
+        # Still suspect while the wipe runs: an entry it has not reached yet may be stale.
+        failed_deletes = self._failed_deletes
         try:
             await self._unlink_mutable()
         except REDIS_UNAVAILABLE:
             self.breaker.failed()
-            self._redis_suspect = True
             self._observe("any", "redis", "error")
             return
         self.breaker.succeeded()
+        # A delete that failed meanwhile may be of a key the wipe had already passed.
+        if self._failed_deletes == failed_deletes:
+            self._redis_suspect = False
 
     async def _unlink_mutable(self) -> None:
         for prefix in MUTABLE_KEYS:
@@ -274,11 +325,11 @@ class LayeredCache:
                 await self._redis.unlink(*batch)
 
     async def close(self) -> None:
-        """Stop a wipe in progress (before the Redis client closes)."""
-        if self._wipe is not None:
-            self._wipe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wipe
+        """Stop a wipe and the Redis writes in progress (before the Redis client closes)."""
+        tasks = [*self._fills, *([self._wipe] if self._wipe is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def mutable_l1_size(self) -> int:
         """How many mutable entries L1 holds (for tests and diagnostics)."""

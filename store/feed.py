@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +24,10 @@ APPLICATION_NAME = "agentver-change-feed"
 KEEPALIVE_S = 2.0
 PROBE_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 5.0
-# Seconds between reconnection attempts: quick at first, backing off to spare a struggling server.
+# Seconds from the start of one connection attempt (or the end of a session) to the next: quick
+# at first, backing off to spare a struggling server. An attempt that waited out its
+# CONNECT_TIMEOUT_S (a silent network) has spent its interval already, so through a partition
+# one is always under way, and the feed is back as soon as the partition heals.
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 5.0
 
@@ -75,6 +79,8 @@ class ChangeFeed:
         """Listen forever; cancel to stop."""
         delay = RECONNECT_MIN_S
         while True:
+            # When this attempt started, or (below) its session ended: the next waits from then.
+            since = time.monotonic()
             try:
                 conn = await asyncpg.connect(
                     self._url,
@@ -96,7 +102,8 @@ class ChangeFeed:
                     self.connected.clear()
                     self._handler.lost()
                     conn.terminate()
-            await asyncio.sleep(delay)
+                    since = time.monotonic()
+            await asyncio.sleep(max(0.0, since + delay - time.monotonic()))
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def _listen(self, conn: asyncpg.Connection) -> None:

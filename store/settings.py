@@ -15,6 +15,10 @@ class Settings:
     """Everything a router or admin process needs to know about its surroundings."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    # The change feed's LISTEN connection, when it cannot share DATABASE_URL's path: LISTEN does
+    # not work through a pooler in transaction mode (PgBouncer's), so such a deployment gives the
+    # feed a direct path to Postgres. None: DATABASE_URL (see `feed_url`).
+    change_feed_url: str | None = None
     redis_url: str = DEFAULT_REDIS_URL
     # Every Redis key starts with this, so test runs and deployments never share keys.
     redis_prefix: str = "agentver:"
@@ -31,6 +35,11 @@ class Settings:
     fallback: str = "say:Sorry, this number cannot take your call right now. Goodbye."
     spool_dir: Path = Path(".data/spool")
 
+    @property
+    def feed_url(self) -> str:
+        """Where the change feed listens: AGENTVER_CHANGE_FEED_URL, else DATABASE_URL."""
+        return self.change_feed_url or self.database_url
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from environment variables (the README's configuration table)."""
@@ -41,6 +50,7 @@ class Settings:
 
         return cls(
             database_url=e.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            change_feed_url=opt("AGENTVER_CHANGE_FEED_URL"),
             redis_url=e.get("REDIS_URL") or DEFAULT_REDIS_URL,
             redis_prefix=e.get("AGENTVER_REDIS_PREFIX") or cls.redis_prefix,
             router_port=int(e.get("AGENTVER_ROUTER_PORT") or cls.router_port),

@@ -41,6 +41,7 @@ from store.db import create_pool
 from store.migrate import migrate
 from store.tokens import create_token
 from tests.conftest import minimal_config
+from tests.polling import eventually
 from tests.router_fixtures import stream_parameters
 
 TWILIO_TOKEN = "fault-test-twilio-token-" + secrets.token_hex(8)
@@ -54,6 +55,7 @@ ROUTER_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
 CHANNEL = "+14155550100"
 PINNED_LATER = "+14155550199"  # pinned to v1; a test may re-pin it to v2
+FEED_CONNECTED = "agentver_change_feed_connected"
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -208,6 +210,18 @@ class Caller:
             load.ending_failures[_failure(exc)] += 1
             return
         load.ended[sid] = duration_s
+
+
+async def serves_version(caller: Caller, to: str, version: str, within_s: float = 10.0) -> float:
+    """Seconds until calls to `to` are served `version` (each probe a real call)."""
+    started = time.monotonic()
+    await eventually(
+        lambda: caller.call(f"CA-probe-{time.monotonic_ns()}", to=to),
+        lambda answer: answer is not None and answer["version"] == version,
+        within_s=within_s,
+        interval_s=0.1,
+    )
+    return round(time.monotonic() - started, 3)
 
 
 def session() -> aiohttp.ClientSession:

@@ -22,6 +22,7 @@ from harness.postgres import PostgresServer
 from store.db import create_pool
 from tests.faults import (
     CHANNEL,
+    FEED_CONNECTED,
     PINNED_LATER,
     TWILIO_TOKEN,
     Caller,
@@ -33,6 +34,7 @@ from tests.faults import (
     pin_channel,
     report,
     scrape_metric,
+    serves_version,
     session,
 )
 from tests.polling import eventually
@@ -44,7 +46,6 @@ POSTGRES_OUTAGE_S = 30.0
 WARM_UP_S = 2.0
 # Seconds after Postgres returns for every spooled call to be replayed (one replay a second).
 REPLAY_WITHIN_S = 15.0
-FEED_CONNECTED = "agentver_change_feed_connected"
 
 
 async def test_redis_killed_for_10_s(rig: Rig, routers: list[RouterProcess]) -> None:
@@ -97,7 +98,7 @@ async def test_postgres_stopped_for_30_s(rig: Rig, routers: list[RouterProcess])
             feed_down = await scrape_metric(port, FEED_CONNECTED) == 0
             rig.postgres.start()
             await asyncio.sleep(WARM_UP_S)
-        honoured_after_s = await _serves_version(caller, PINNED_LATER, "2")
+        honoured_after_s = await serves_version(caller, PINNED_LATER, "2")
     recorded, ended = await eventually(
         lambda: count_landed(rig, load),
         lambda landed: not landed[0]["missing"] and not landed[1]["not_ended"],
@@ -168,18 +169,6 @@ async def _repin_while_feed_is_down(rig: Rig) -> None:
             await pool.close()
     finally:
         aside.stop()
-
-
-async def _serves_version(caller: Caller, to: str, version: str, within_s: float = 10.0) -> float:
-    """Seconds until calls to `to` are served `version`."""
-    started = time.monotonic()
-    await eventually(
-        lambda: caller.call(f"CA-probe-{time.monotonic_ns()}", to=to),
-        lambda answer: answer is not None and answer["version"] == version,
-        within_s=within_s,
-        interval_s=0.1,
-    )
-    return round(time.monotonic() - started, 3)
 
 
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")

@@ -15,6 +15,7 @@ from store import codecs
 from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
+from store.settings import Settings
 from tests.conftest import AgentFactory, Api, variant
 from tests.polling import eventually
 from tests.router_fixtures import (
@@ -94,6 +95,13 @@ async def test_undecodable_redis_entry_is_a_miss(
     assert answer["version"] == "1"
     labels = {"kind": "version", "tier": "redis", "result": "decode_error"}
     assert metric(router, "agentver_cache_lookups_total", labels) == 1
+
+
+def test_the_feed_listens_through_database_url_unless_given_its_own() -> None:
+    direct, pooled = "postgresql://db:5432/agentver", "postgresql://pgbouncer:6432/agentver"
+    assert Settings.from_env({"DATABASE_URL": pooled}).feed_url == pooled
+    env = {"DATABASE_URL": pooled, "AGENTVER_CHANGE_FEED_URL": direct}
+    assert Settings.from_env(env).feed_url == direct
 
 
 async def test_lost_feed_drops_mutable_entries_and_resyncs(

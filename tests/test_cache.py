@@ -1,0 +1,151 @@
+"""The layered cache's suspicion of Redis after a failed delete, against a Redis stand-in whose
+deletes fail and whose scans wait on demand (the moments a real network makes unpredictable)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from store.cache import LayeredCache
+from store.codecs import ROUTING_KEY, Codec
+from tests.polling import eventually
+
+# A mutable entry kept where routings are, whose Redis scan a wipe runs first.
+ENTRY = Codec[str]("entry", ROUTING_KEY, True, str.encode, bytes.decode)
+STALE, FRESH = "stale", "fresh"
+# Seconds a read may take while its Redis write is held: in memory it takes microseconds.
+HELD_S = 1.0
+
+
+class FlakyRedis:
+    """The few commands the cache uses, in memory; `failing_deletes` UNLINKs time out, a SET
+    waits for `writes` to be set, an UNLINK for `deletes`, and a SCAN, having listed its keys,
+    for `scans`."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.commands: list[str] = []  # each write and delete that landed, in order
+        self.failing_deletes = 0
+        self.writes, self.deletes, self.scans = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        for gate in (self.writes, self.deletes, self.scans):
+            gate.set()
+
+    async def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    async def set(self, key: str, value: bytes, ex: int) -> None:
+        await self.writes.wait()
+        self.commands.append("SET " + key)
+        self.data[key] = value
+
+    async def unlink(self, *keys: str | bytes) -> int:
+        await self.deletes.wait()
+        if self.failing_deletes:
+            self.failing_deletes -= 1
+            raise RedisTimeout("held by the network")
+        names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        self.commands.append("UNLINK " + " ".join(names))
+        return sum(self.data.pop(k, None) is not None for k in names)
+
+    async def scan_iter(self, match: str, count: int) -> AsyncIterator[bytes]:
+        found = [k.encode() for k in self.data if k.startswith(match.rstrip("*"))]
+        await self.scans.wait()
+        for key in found:
+            yield key
+
+
+def _cache(redis: FlakyRedis) -> LayeredCache:
+    cache = LayeredCache(cast(aioredis.Redis, redis), "t:", lambda *_: None)
+    cache.trusted = True
+    return cache
+
+
+async def _fresh() -> str:
+    return FRESH
+
+
+async def _read(cache: LayeredCache, key: str = "a") -> str:
+    return await cache.get(ENTRY, key, _fresh)
+
+
+async def _changed_but_not_deleted(redis: FlakyRedis, cache: LayeredCache, key: str) -> None:
+    """A change to `key` whose delete from Redis fails: Redis keeps the stale entry."""
+    redis.data[cache.key(ENTRY, key)] = ENTRY.encode(STALE)
+    redis.failing_deletes = 1
+    await cache.invalidate(ENTRY, key)
+
+
+async def test_a_read_does_not_wait_for_its_redis_write() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.writes.clear()
+    assert await asyncio.wait_for(_read(cache), HELD_S) == FRESH
+    redis.writes.set()
+
+    async def written() -> bool:
+        return cache.key(ENTRY, "a") in redis.data
+
+    await eventually(written)
+    await cache.close()
+
+
+async def test_an_entry_invalidated_while_written_to_redis_is_deleted_after_the_write() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.writes.clear()
+    await asyncio.wait_for(_read(cache), HELD_S)
+    await cache.invalidate(ENTRY, "a")  # its delete lands before the write
+    redis.writes.set()
+    key = cache.key(ENTRY, "a")
+
+    async def deleted_after_the_write() -> bool:
+        return redis.commands == [f"UNLINK {key}", f"SET {key}", f"UNLINK {key}"]
+
+    await eventually(deleted_after_the_write)
+    await cache.close()
+
+
+async def test_a_wipe_in_progress_keeps_redis_unread() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    await _changed_but_not_deleted(redis, cache, "a")
+    redis.scans.clear()
+    # This read starts the wipe, which waits before deleting the stale entry.
+    assert await _read(cache) == FRESH
+    redis.scans.set()
+    await cache.close()
+
+
+async def test_a_delete_failing_during_a_wipe_leaves_redis_suspect() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    await _changed_but_not_deleted(redis, cache, "a")
+    redis.scans.clear()
+    await _read(cache)  # starts the wipe
+    await asyncio.sleep(0)
+    # Another change while the wipe waits, after it listed its keys.
+    await _changed_but_not_deleted(redis, cache, "b")
+    redis.scans.set()
+
+    async def wiped() -> bool:
+        return cache.key(ENTRY, "a") not in redis.data
+
+    await eventually(wiped)
+    assert await _read(cache, "b") == FRESH
+    await cache.close()
+
+
+async def test_a_key_is_not_read_from_redis_while_its_delete_is_in_flight() -> None:
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    redis.data[cache.key(ENTRY, "a")] = ENTRY.encode(STALE)
+    redis.deletes.clear()
+    invalidating = asyncio.create_task(cache.invalidate(ENTRY, "a"))
+    await asyncio.sleep(0)  # L1 forgot the entry; its delete from Redis waits
+    assert await _read(cache) == FRESH
+    redis.deletes.set()
+    await invalidating
