@@ -14,6 +14,7 @@ import contextlib
 import threading
 from concurrent.futures import Future
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness.net import HOST, free_port
 
@@ -44,6 +45,12 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(THREAD_TIMEOUT_S)
         self._loop.close()
+
+    def through(self, url: str) -> str:
+        """`url` (a server's, e.g. a DATABASE_URL or REDIS_URL) pointed at this proxy instead."""
+        parts = urlsplit(url)
+        user = parts.netloc.rpartition("@")[0]
+        return parts._replace(netloc=f"{user}@" * bool(user) + f"{HOST}:{self.port}").geturl()
 
     def partition(self) -> None:
         """From now on no byte moves, and no connection is opened or closed, until `heal()`."""

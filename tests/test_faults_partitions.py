@@ -72,8 +72,7 @@ def _router_through_a_proxy(
     of the server at `server_port`."""
     port = free_port()
     with TcpProxy(server_port) as proxy:
-        proxied = url.replace(f":{server_port}/", f":{proxy.port}/", 1)
-        routers.append(rig.router(port, name, **{variable: proxied}))
+        routers.append(rig.router(port, name, **{variable: proxy.through(url)}))
         yield port, proxy
 
 

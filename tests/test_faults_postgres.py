@@ -185,8 +185,7 @@ async def test_postgres_partitioned_for_10_s(durable: Rig, routers: list[RouterP
     rig = durable
     with TcpProxy(rig.postgres.port) as proxy:
         port = free_port()
-        through_proxy = rig.postgres.url.replace(f":{rig.postgres.port}/", f":{proxy.port}/")
-        routers.append(rig.router(port, "partition", DATABASE_URL=through_proxy))
+        routers.append(rig.router(port, "partition", DATABASE_URL=proxy.through(rig.postgres.url)))
         async with session() as client:
             caller = Caller(client, port, CHANNEL, hang_up=True)
             async with loaded(caller) as load:

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from harness.net import HOST, free_port
+from harness.net import free_port
 from harness.proxy import TcpProxy
 from tests.faults import (
     CHANNEL,
@@ -349,7 +349,7 @@ async def test_redis_partitioned_while_spooling(rig: Rig, routers: list[RouterPr
                 port,
                 "claims-partitioned",
                 spool="claims-partitioned",
-                REDIS_URL=f"redis://{HOST}:{proxy.port}/0",
+                REDIS_URL=proxy.through(rig.redis.url),
             )
         )
         rig.postgres.stop()
