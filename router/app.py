@@ -68,7 +68,7 @@ class CacheInvalidation:
     """Applies the change feed to the snapshot cache (a store.feed.FeedHandler)."""
 
     def __init__(
-        self, snapshots: LayeredCache, metrics: RouterMetrics, warm: Callable[[], Awaitable[None]]
+        self, snapshots: LayeredCache, metrics: RouterMetrics, warm: Callable[[], Awaitable[bool]]
     ) -> None:
         self._cache = snapshots
         self._metrics = metrics

@@ -17,7 +17,7 @@ from store.cache import LayeredCache
 from store.call_routing import Draw, Unroutable
 from store.calls import Candidate, find_assignment
 from store.channels import Routing, Variant, find_channel
-from store.db import DATABASE_UNAVAILABLE, DatabaseUnavailable, PostgresGuard, connection
+from store.db import DatabaseUnavailable, PostgresGuard, connection
 from store.draw import live_variants
 from store.errors import StoreError
 from store.snapshots import Snapshot
@@ -61,9 +61,10 @@ class Resolver:
             codecs.ROUTING, number, lambda: self._read(lambda conn: find_channel(conn, number))
         )
 
-    async def warm(self) -> None:
+    async def warm(self) -> bool:
         """Load every channel's routing into L1 from one streamed query, so resolving a call
         costs the same whatever the number of channels (the change-feed resync calls this).
+        Whether it loaded them all.
 
         The snapshots the channels serve come along (drafts are mutable like routings; versions
         would otherwise each cost a first miss). A failure leaves what was read so far in place
@@ -76,9 +77,11 @@ class Resolver:
                     self._cache.preload(codecs.ROUTING, routing.number, routing)
                     loaded += 1
                 served = await snapshots.served_snapshots(conn)
-        except (*DATABASE_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        # Whatever failed (Postgres may go away again mid-warm-up, with any error class),
+        # the resync goes on: the cache is consistent, only colder.
+        except Exception as exc:
             log.warning("routing_warmup_failed", error=type(exc).__name__, loaded=loaded)
-            return
+            return False
         for snapshot in served:
             self._preload_snapshot(snapshot)
         # The warm-up leaves about a million long-lived objects at 100,000 channels; frozen, the
@@ -91,6 +94,7 @@ class Resolver:
             snapshots=len(served),
             seconds=round(time.perf_counter() - started, 3),
         )
+        return True
 
     def _preload_snapshot(self, s: Snapshot) -> None:
         if s.version is None:

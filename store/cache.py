@@ -162,9 +162,9 @@ class LayeredCache:
         try:
             value = await load()
         except Exception as exc:
-            if cacheable or is_data_error(exc):
+            if is_data_error(exc):
                 raise
-            stale = await self._last_known(codec, full)
+            stale = await self._last_known(codec, full, cacheable)
             if stale is _MISSING:
                 raise
             return stale, False
@@ -176,14 +176,15 @@ class LayeredCache:
                 self._keep_stale(full, value)
         return value, True
 
-    async def _last_known(self, codec: Codec[Any], full: str) -> Any:
-        """An untrusted entry for when the loader is unavailable, or _MISSING."""
+    async def _last_known(self, codec: Codec[Any], full: str, redis_read: bool) -> Any:
+        """An entry kept for when the loader is unavailable, or _MISSING: one kept when trust
+        was lost, else (unless Redis was read already) Redis's untrusted one."""
         if full in self._stale:
             self._observe(codec.kind, "l1", "stale")
             return self._stale[full]
-        return (
-            await self._from_redis(codec, full) if self._redis_readable(codec, full) else _MISSING
-        )
+        if redis_read or not self._redis_readable(codec, full):
+            return _MISSING
+        return await self._from_redis(codec, full)
 
     def _keep_stale(self, full: str, value: Any) -> None:
         self._stale[full] = value
@@ -268,9 +269,9 @@ class LayeredCache:
                 self._keep_stale(full, value)
         self._invalidated.update(self._inflight)
 
-    async def resync(self, warm: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def resync(self, warm: Callable[[], Awaitable[bool]] | None = None) -> None:
         """The change feed is listening again: clear every mutable entry, let `warm` preload
-        fresh ones (see `preload`), then trust the cache.
+        fresh ones (see `preload`; it says whether it loaded them all), then trust the cache.
 
         Preloading here is safe because the feed already listens: a change committed after
         `warm` read its data is announced, and applied (invalidating the entry) once this
@@ -280,16 +281,19 @@ class LayeredCache:
         self.lose_trust()
         self._redis_suspect = True
         await self._wipe_redis()
-        if warm is not None:
-            await warm()
-        # Only now: a call during the warm-up whose load fails (Postgres just back, its breaker
-        # not yet closed again) is served the last known entry, as during the outage.
-        self._stale.clear()
+        complete = await warm() if warm is not None else True
+        # Only now, and only once every entry is fresh: a call whose load fails (Postgres just
+        # back, its breaker not yet closed again, or gone again mid-warm-up) is served the last
+        # known entry, as during the outage, rather than the fallback.
+        if complete:
+            self._stale.clear()
         self.trusted = True
 
     def preload(self, codec: Codec[T], key: str, value: T) -> None:
         """Put an entry just read from the source of truth into L1 (a warm-up in `resync`)."""
-        self._to_l1(codec, self.key(codec, key), value)
+        full = self.key(codec, key)
+        self._stale.pop(full, None)
+        self._to_l1(codec, full, value)
 
     def _start_wipe(self) -> None:
         if self._wipe is None or self._wipe.done():

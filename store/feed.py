@@ -87,7 +87,9 @@ class ChangeFeed:
                     timeout=CONNECT_TIMEOUT_S,
                     server_settings={"application_name": APPLICATION_NAME},
                 )
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            # Any class a server going away raises (asyncpg's client-side InterfaceError and
+            # ProtocolError among them): escaping here would end the feed for good.
+            except Exception as exc:
                 log.warning("change_feed_connect_failed", error=type(exc).__name__)
             else:
                 try:

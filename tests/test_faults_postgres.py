@@ -169,6 +169,7 @@ async def test_postgres_stopped_and_restarted_while_batches_are_in_flight(
         failures_met=_failures_met(rig, "transitions"),
         **ended,
         **spool,
+        fallback_causes=rig.fallbacks("transitions"),
     )
     _assert_all_answered_and_landed_once(load, recorded, ended)
     assert spool["spooled"] > 0 and spool["dropped"] == 0
@@ -388,7 +389,8 @@ async def test_a_resync_serves_the_last_known_routing_while_postgres_is_not_back
     settings: Settings,
 ) -> None:
     """The change feed is back, so Postgres is, but its breaker may not have closed yet: a call
-    while the resync warms the cache up is served what the cache last held, as in the outage."""
+    while the resync warms the cache up is served what the cache last held, as in the outage;
+    and so is one after a warm-up that Postgres, gone again, cut short."""
     redis = aioredis.Redis.from_url(settings.redis_url)
     cache = LayeredCache(redis, settings.redis_prefix, lambda *_: None)
     routing = Routing(CHANNEL, "salt", "caller", 1, (), datetime.now(UTC), "test")
@@ -405,12 +407,20 @@ async def test_a_resync_serves_the_last_known_routing_while_postgres_is_not_back
         cache.lose_trust()
         during: list[Routing | None] = []
 
-        async def warm() -> None:
+        async def warm() -> bool:
             during.append(await cache.get(codecs.ROUTING, CHANNEL, unavailable))
+            return True
 
+        async def cut_short() -> bool:
+            return False
+
+        await cache.resync(cut_short)
+        assert cache.trusted
+        assert await cache.get(codecs.ROUTING, CHANNEL, unavailable) == routing
+        cache.lose_trust()
         await cache.resync(warm)
         assert during == [routing]
-        cache.lose_trust()  # what the cache held before the resync is no longer last known
+        cache.lose_trust()  # a complete warm-up: what the cache held before is no longer known
         with pytest.raises(DatabaseUnavailable):
             await cache.get(codecs.ROUTING, CHANNEL, unavailable)
     finally:
