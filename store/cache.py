@@ -196,9 +196,11 @@ class LayeredCache:
         return not (codec.mutable and (self._redis_suspect or full in self._deleting))
 
     def _to_l1(self, codec: Codec[Any], full: str, value: Any) -> None:
-        if full in self._invalidated:
-            return
-        self._l1[full] = (codec.mutable, value)
+        if full not in self._invalidated:
+            self._put_l1(full, codec.mutable, value)
+
+    def _put_l1(self, full: str, mutable: bool, value: Any) -> None:
+        self._l1[full] = (mutable, value)
         self._l1.move_to_end(full)
         while len(self._l1) > self._l1_size:
             self._l1.popitem(last=False)
@@ -290,10 +292,15 @@ class LayeredCache:
         self.trusted = True
 
     def preload(self, codec: Codec[T], key: str, value: T) -> None:
-        """Put an entry just read from the source of truth into L1 (a warm-up in `resync`)."""
+        """Put an entry just read from the source of truth into L1 (a warm-up in `resync`).
+
+        Even over a load in flight that lost trust (`_invalidated`): that load read before the
+        feed listened, this one after, so this one is fresh; skipped, the key would be left out
+        of a warm-up that otherwise completes, with no last known entry to serve should
+        Postgres go away again before a call loads it."""
         full = self.key(codec, key)
         self._stale.pop(full, None)
-        self._to_l1(codec, full, value)
+        self._put_l1(full, codec.mutable, value)
 
     def _start_wipe(self) -> None:
         if self._wipe is None or self._wipe.done():

@@ -12,6 +12,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 
 from store.cache import LayeredCache
 from store.codecs import ROUTING_KEY, Codec
+from store.db import DatabaseUnavailable
 from tests.polling import eventually
 
 # A mutable entry kept where routings are, whose Redis scan a wipe runs first.
@@ -149,3 +150,33 @@ async def test_a_key_is_not_read_from_redis_while_its_delete_is_in_flight() -> N
     assert await _read(cache) == FRESH
     redis.deletes.set()
     await invalidating
+
+
+async def test_a_warm_up_preloads_a_key_whose_untrusted_load_is_in_flight() -> None:
+    """A load begun while the feed was down (untrusted) is still in flight when the feed
+    resyncs: the warm-up's fresh entry goes to L1 all the same, and is what a call gets once
+    Postgres is gone again, rather than nothing (the fallback)."""
+    cache = _cache(FlakyRedis())
+    cache.lose_trust()
+    loading, held = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        loading.set()
+        await held.wait()
+        return STALE
+
+    in_flight = asyncio.create_task(cache.get(ENTRY, "a", slow))
+    await loading.wait()
+
+    async def warm() -> bool:
+        cache.preload(ENTRY, "a", FRESH)
+        return True
+
+    await cache.resync(warm)
+    held.set()
+    assert await in_flight == STALE
+
+    async def unavailable() -> str:
+        raise DatabaseUnavailable("gone again")
+
+    assert await cache.get(ENTRY, "a", unavailable) == FRESH

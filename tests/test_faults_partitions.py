@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -60,7 +61,10 @@ STALE_BOUND_S = KEEPALIVE_S + PROBE_TIMEOUT_S
 # polling of one call every 0.1 s.
 STALE_MARGIN_S = 1.5
 # Changes after the Redis partition heals within which a routing must be read from Redis again.
-CHANGES_AFTER_HEALING = 5
+# A change shows no read when its first call misses L1 while the change's own delete is in
+# flight (the read is skipped then); quiet runs needed 1 to 3 changes, one run under the whole
+# suite's load needed more than 5.
+CHANGES_AFTER_HEALING = 10
 REDIS_UP = 'agentver_dependency_up{dependency="redis"}'
 
 
@@ -105,7 +109,14 @@ async def _until_a_routing_is_read_from_redis(
         await serves_version(caller, PINNED_LATER, str(version))
         if await _routing_reads_from_redis(port) > before:
             return changes, version
-    raise AssertionError(f"no routing read from Redis in {CHANGES_AFTER_HEALING} changes")
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        lookups = [line for line in (await resp.text()).splitlines() if "cache_lookups" in line]
+    raise AssertionError(
+        f"no routing read from Redis in {CHANGES_AFTER_HEALING} changes: {lookups}"
+    )
 
 
 async def _routing_in_redis(rig: Rig) -> Any:
