@@ -134,7 +134,16 @@ class Resolver:
             # One after the other: on the usual L1 hits no await suspends, and gather would
             # cost a task per variant.
             candidates = [await self._candidate(v) for v in live]
-        except (DatabaseUnavailable, StoreError):
+        except (DatabaseUnavailable, StoreError) as exc:
+            # Nothing cached to fall back on: say which lookup failed and why, as a known
+            # number getting the fallback is what an operator will be asked about.
+            log.warning(
+                "routing_unavailable",
+                number=to,
+                error=type(exc).__name__,
+                cause=type(exc.__cause__).__name__ if exc.__cause__ else None,
+                message=str(exc),
+            )
             return Unroutable("unavailable")
         return Plan(routing, d, tuple(candidates))
 

@@ -297,10 +297,10 @@ class LayeredCache:
         Even over a load in flight that lost trust (`_invalidated`): that load read before the
         feed listened, this one after, so this one is fresh; skipped, the key would be left out
         of a warm-up that otherwise completes, with no last known entry to serve should
-        Postgres go away again before a call loads it."""
-        full = self.key(codec, key)
-        self._stale.pop(full, None)
-        self._put_l1(full, codec.mutable, value)
+        Postgres go away again before a call loads it. The last known entry stays until the
+        warm-up is over: until then calls do not read L1, and it is all they have should their
+        load fail."""
+        self._put_l1(self.key(codec, key), codec.mutable, value)
 
     def _start_wipe(self) -> None:
         if self._wipe is None or self._wipe.done():

@@ -55,8 +55,16 @@ ROUTER_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
 CHANNEL = "+14155550100"
 PINNED_LATER = "+14155550199"  # pinned to v1; a test may re-pin it to v2
-# A router's log events for a call answered with the fallback (router/calls.py).
-FALLBACK_EVENTS = ("call_fallback", "call_routing_failed")
+# A router's log events for a call answered with the fallback (router/calls.py), and why
+# (router/resolver.py).
+FALLBACK_EVENTS = ("call_fallback", "call_routing_failed", "routing_unavailable")
+# Its log events that tell what its cache went through around them.
+CACHE_EVENTS = (
+    "change_feed_lost",
+    "change_feed_listening",
+    "routing_warmup",
+    "routing_warmup_failed",
+)
 FEED_CONNECTED = "agentver_change_feed_connected"
 
 
@@ -290,16 +298,16 @@ class Rig:
         return "".join(p.read_text(errors="replace") for p in self.workdir.glob("*.log"))
 
     def fallbacks(self, router: str) -> list[dict[str, Any]]:
-        """Why a router answered calls with the fallback: its `call_fallback` log events, and
-        the `call_routing_failed` ones with their exception (the rig's directory is gone once
-        the module ends, so a report carries them)."""
+        """Why a router answered calls with the fallback: its fallback log events with their
+        causes, and, when there are any, what its cache went through meanwhile (the rig's
+        directory is gone once the module ends, so a report carries them)."""
         events = []
         for line in (self.workdir / f"{router}.log").read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
-                if isinstance(event, dict) and event.get("event") in FALLBACK_EVENTS:
+                if isinstance(event, dict) and event.get("event") in FALLBACK_EVENTS + CACHE_EVENTS:
                     events.append(event)
-        return events
+        return events if any(e["event"] in FALLBACK_EVENTS for e in events) else []
 
 
 async def _seed(url: str) -> tuple[str, str]:

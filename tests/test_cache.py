@@ -69,6 +69,14 @@ async def _fresh() -> str:
     return FRESH
 
 
+async def _stale() -> str:
+    return STALE
+
+
+async def _unavailable() -> str:
+    raise DatabaseUnavailable("Postgres is gone")
+
+
 async def _read(cache: LayeredCache, key: str = "a") -> str:
     return await cache.get(ENTRY, key, _fresh)
 
@@ -176,7 +184,22 @@ async def test_a_warm_up_preloads_a_key_whose_untrusted_load_is_in_flight() -> N
     held.set()
     assert await in_flight == STALE
 
-    async def unavailable() -> str:
-        raise DatabaseUnavailable("gone again")
+    assert await cache.get(ENTRY, "a", _unavailable) == FRESH
 
-    assert await cache.get(ENTRY, "a", unavailable) == FRESH
+
+async def test_a_call_during_a_warm_up_is_served_the_last_known_entry_after_its_preload() -> None:
+    """Until the warm-up is over the cache is untrusted, so calls do not read what it preloaded;
+    one whose load fails (Postgres' breaker not closed yet) gets the last known entry."""
+    cache = _cache(FlakyRedis())
+    assert await cache.get(ENTRY, "a", _stale) == STALE
+    cache.lose_trust()
+    during: list[str] = []
+
+    async def warm() -> bool:
+        cache.preload(ENTRY, "a", FRESH)
+        during.append(await cache.get(ENTRY, "a", _unavailable))
+        return True
+
+    await cache.resync(warm)
+    assert during == [STALE]
+    assert await _read(cache) == FRESH
