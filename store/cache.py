@@ -177,8 +177,13 @@ class LayeredCache:
         return value, True
 
     async def _last_known(self, codec: Codec[Any], full: str, redis_read: bool) -> Any:
-        """An entry kept for when the loader is unavailable, or _MISSING: one kept when trust
+        """An entry for when the loader is unavailable, or _MISSING: L1's (a warm-up's preload,
+        whose resync may have ended while this load was in flight), else one kept when trust
         was lost, else (unless Redis was read already) Redis's untrusted one."""
+        entry = self._l1.get(full)
+        if entry is not None:
+            self._observe(codec.kind, "l1", "stale")
+            return entry[1]
         if full in self._stale:
             self._observe(codec.kind, "l1", "stale")
             return self._stale[full]

@@ -188,8 +188,8 @@ async def test_a_warm_up_preloads_a_key_whose_untrusted_load_is_in_flight() -> N
 
 
 async def test_a_call_during_a_warm_up_is_served_the_last_known_entry_after_its_preload() -> None:
-    """Until the warm-up is over the cache is untrusted, so calls do not read what it preloaded;
-    one whose load fails (Postgres' breaker not closed yet) gets the last known entry."""
+    """Until the warm-up is over the cache is untrusted; a call whose load fails (Postgres'
+    breaker not closed yet) gets the freshest entry it has: the one just preloaded."""
     cache = _cache(FlakyRedis())
     assert await cache.get(ENTRY, "a", _stale) == STALE
     cache.lose_trust()
@@ -201,5 +201,23 @@ async def test_a_call_during_a_warm_up_is_served_the_last_known_entry_after_its_
         return True
 
     await cache.resync(warm)
-    assert during == [STALE]
+    assert during == [FRESH]
     assert await _read(cache) == FRESH
+
+
+async def test_a_load_failing_after_the_resync_ended_gets_what_the_warm_up_preloaded() -> None:
+    """A call that began untrusted, during the warm-up, whose load fails once the resync is over
+    (the last known entries cleared): it gets what the warm-up preloaded, not the fallback."""
+    cache = _cache(FlakyRedis())
+    assert await cache.get(ENTRY, "a", _stale) == STALE
+    cache.lose_trust()
+    calls: list[asyncio.Task[str]] = []
+
+    async def warm() -> bool:
+        cache.preload(ENTRY, "a", FRESH)
+        calls.append(asyncio.ensure_future(cache.get(ENTRY, "a", _unavailable)))
+        await asyncio.sleep(0)  # the call begins, untrusted; its load is yet to run
+        return True
+
+    await cache.resync(warm)
+    assert await calls[0] == FRESH
