@@ -152,7 +152,8 @@ class CallRecord:
     analysis: dict[str, Any] | None = None  # {"fields", "posted_at", "posted_by"} once analysed
 
     def public(self) -> dict[str, Any]:
-        """The call resource of the API (DESIGN.md section 3); `version` null means the draft."""
+        """The call resource of the API (its shape: admin/schemas.py Call); `version` null means the
+        draft."""
         return {
             "call_id": self.call_id,
             "provider": self.provider,
