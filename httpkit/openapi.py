@@ -23,15 +23,12 @@ class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FieldError(Shape):
-    path: str = Field(examples=["variants[0].version"])
-    message: str
-
-
 class ErrorBody(Shape):
     code: str = Field(description="stable machine-readable name")
     message: str
-    details: Any = Field(description="what exactly failed, e.g. a list of FieldError")
+    details: Any = Field(
+        description="what exactly failed, e.g. [{path, message}] naming each invalid field"
+    )
 
 
 class Error(Shape):

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import asyncpg
 
@@ -25,7 +25,6 @@ MAX_WEIGHT = 1_000_000
 MAX_VERSION = 2**31 - 1
 # Whether a caller keeps their variant across calls, or each call draws afresh (by call id).
 Sticky = Literal["caller", "call"]
-STICKY_MODES: tuple[str, ...] = get_args(Sticky)
 SHORTHAND_LABEL = "default"
 SHORTHAND_WEIGHT = 100
 

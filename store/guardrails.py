@@ -19,7 +19,6 @@ METRICS: tuple[str, ...] = get_args(Metric)
 RATE_METRICS = ("automation_rate", "negative_sentiment_share")
 # A variant breaks a rule when its metric is below (<) or above (>) the threshold.
 Op = Literal["<", ">"]
-OPS: tuple[str, ...] = get_args(Op)
 MAX_RULES = 20
 # A rule without min_calls waits for as many calls as the version comparison does.
 DEFAULT_MIN_CALLS = analytics.MIN_SAMPLE_SIZE

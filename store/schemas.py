@@ -8,7 +8,7 @@ version exists, analysis fields match the served config) stay in those modules.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +30,6 @@ from store.tokens import Role
 from store.validation import no_nul, parse
 
 Sentiment = Literal["positive", "neutral", "negative"]
-SENTIMENTS: tuple[str, ...] = get_args(Sentiment)
 MAX_VERSION_NAME_CHARS = MAX_NAME_CHARS
 MAX_DESCRIPTION_CHARS = MAX_TEXT_CHARS
 EXAMPLE_NUMBER = "+14155550100"

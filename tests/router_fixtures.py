@@ -4,7 +4,9 @@ of this run's keys around every router test, and the channel pinned through the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -26,7 +28,13 @@ from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
 from router.app import create_app
+from router.claims import CallClaims
 from router.keys import METRICS, RESOLVER
+from router.metrics import RouterMetrics
+from router.recorder import CallWriter
+from router.spool import Spool
+from store.breaker import CircuitBreaker
+from store.db import PostgresGuard
 from store.settings import Settings
 from tests.conftest import AgentFactory, Api
 from tests.polling import eventually
@@ -321,3 +329,19 @@ class RoutedChannel:
 @pytest.fixture
 def channel(api: Api, router: RouterClient, pool: asyncpg.Pool) -> RoutedChannel:
     return RoutedChannel(api, router, pool)
+
+
+@contextlib.asynccontextmanager
+async def running_writer(
+    pool: asyncpg.Pool, spool: Spool, breaker: CircuitBreaker, claims: CallClaims | None = None
+) -> AsyncIterator[CallWriter]:
+    """A call writer running for the body of the `async with`, spooling to `spool` (opened,
+    then closed), Postgres' health as `breaker` says; it must still run at the end."""
+    spool.open()
+    writer = CallWriter(pool, spool, PostgresGuard(breaker), RouterMetrics(), claims)
+    task = asyncio.create_task(writer.run())
+    yield writer
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    spool.close()

@@ -31,7 +31,6 @@ from harness.net import free_port
 from harness.postgres import DATABASE
 from harness.proxy import TcpProxy
 from harness.redis import delete_prefixed
-from router.metrics import RouterMetrics
 from router.recorder import CallWriter, pinned_to_draw
 from router.spool import Spool, encode_call
 from store import codecs
@@ -39,7 +38,7 @@ from store.breaker import RESET_AFTER_S, CircuitBreaker
 from store.cache import LayeredCache
 from store.calls import CallRecord, Candidate, NewCall, record_calls
 from store.channels import Routing
-from store.db import DatabaseUnavailable, PostgresGuard, connection, create_pool, read
+from store.db import DatabaseUnavailable, connection, create_pool, read
 from store.settings import Settings
 from store.snapshots import load_version
 from tests.call_rows import new_call
@@ -57,7 +56,7 @@ from tests.faults import (
     session,
 )
 from tests.polling import eventually
-from tests.router_fixtures import pin
+from tests.router_fixtures import pin, running_writer
 
 pytestmark = pytest.mark.faults
 
@@ -257,15 +256,9 @@ async def writer(database_url: str, tmp_path: Path) -> AsyncIterator[Writer]:
     clock = [0.0]
     pool = await create_pool(database_url, min_size=1, max_size=1)
     spool = Spool(tmp_path)
-    spool.open()
-    guard = PostgresGuard(CircuitBreaker(failures_to_open=1, clock=lambda: clock[0]))
-    writer = CallWriter(pool, spool, guard, RouterMetrics())
-    task = asyncio.create_task(writer.run())
-    yield Writer(writer, pool, spool, clock)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    spool.close()
+    breaker = CircuitBreaker(failures_to_open=1, clock=lambda: clock[0])
+    async with running_writer(pool, spool, breaker) as writer:
+        yield Writer(writer, pool, spool, clock)
     await pool.close()
 
 

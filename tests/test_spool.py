@@ -4,7 +4,6 @@ its record kinds (calls and endings), spooled while Postgres is unavailable and 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import secrets
@@ -19,7 +18,6 @@ import redis.asyncio as aioredis
 
 from harness.redis import delete_prefixed
 from router.claims import CallClaims
-from router.metrics import RouterMetrics
 from router.recorder import CallWriter, spooled_record
 from router.spool import (
     HEADER,
@@ -35,10 +33,10 @@ from router.spool import (
 )
 from store.breaker import CircuitBreaker
 from store.calls import CallEnd, Candidate, NewCall
-from store.db import PostgresGuard
 from store.settings import Settings
 from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api
+from tests.router_fixtures import running_writer
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -242,14 +240,8 @@ async def _writer(
     if down:
         breaker.failed()
     spool = Spool(directory, max_bytes=spool_bytes)
-    spool.open()
-    writer = CallWriter(pool, spool, PostgresGuard(breaker), RouterMetrics(), claims)
-    task = asyncio.create_task(writer.run())
-    yield Outage(writer, breaker, spool, candidate)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    spool.close()
+    async with running_writer(pool, spool, breaker, claims) as writer:
+        yield Outage(writer, breaker, spool, candidate)
 
 
 @pytest.fixture
