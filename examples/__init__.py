@@ -1,0 +1,1 @@
+"""Example voice-agent runtimes wired to agentver (not shipped in the package)."""
