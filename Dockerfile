@@ -23,5 +23,6 @@ USER agentver
 EXPOSE 8080 8081
 
 # Migrations are idempotent and serialised by an advisory lock, so every container may run them.
-ENTRYPOINT ["sh", "-c", "python -m store migrate && exec python -m \"$0\""]
+# The service name is $0 and its options follow (`router --workers 2`).
+ENTRYPOINT ["sh", "-c", "python -m store migrate && exec python -m \"$0\" \"$@\""]
 CMD ["router"]

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    ProcessCollector,
+    generate_latest,
+)
 
 from httpkit.endpoint import Raw, endpoint
 from store.calls import CallRecord
@@ -12,10 +18,12 @@ from store.snapshots import version_label
 
 
 class AdminMetrics:
-    """Counters of call analyses (per agent and version) and of guardrail trips."""
+    """Counters of call analyses (per agent and version) and of guardrail trips, and the
+    process's CPU, memory and file descriptors."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
         labels = ["agent_id", "version"]
         self.analyses = Counter(
             "agentver_call_analyses", "Call analyses received", labels, registry=self.registry

@@ -144,6 +144,8 @@ async def _change_feed(app: web.Application) -> AsyncIterator[None]:
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
     app[SPOOL] = spool = Spool(app[SETTINGS].spool_dir)
+    # Read at each scrape: a glob and a stat per segment, and the directory is empty normally.
+    app[METRICS].spool_pending.set_function(spool.pending_bytes)
     yield
     spool.close()
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from store.calls import EndedCall
 from store.snapshots import version_label
@@ -40,6 +47,8 @@ class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # CPU seconds, resident memory, open file descriptors (process_*), from /proc.
+        ProcessCollector(registry=r)
         self.calls = Counter(
             "agentver_calls_routed_total",
             "Provider calls answered, by outcome (routed, retry, fallback).",
@@ -105,6 +114,12 @@ class RouterMetrics:
         )
         for event in ("spooled", "replayed", "dropped"):
             self.spool.labels(event)
+        self.spool_pending = Gauge(
+            "agentver_spool_pending_bytes",
+            "Bytes in the spool directory awaiting replay into Postgres (every worker sharing"
+            " the directory reports the same total).",
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "agentver_dependency_up",
             "0 while a dependency's circuit breaker is open (calls skip it), else 1.",

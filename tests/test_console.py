@@ -6,9 +6,6 @@ test-artifacts/ (gitignored) so a reviewer can see what the user saw.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +20,7 @@ from store import guardrails, schemas
 from store.settings import Settings
 from tests.call_rows import Outcome, insert_calls
 from tests.conftest import AgentFactory, Api, variant
+from tests.debian import debian_tool
 from tests.router_fixtures import CHANNEL, pin
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,17 +49,8 @@ NUMBER = CHANNEL
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (CI runs as root)."""
-    if not CHROMIUM.exists():
-        apt = shutil.which("apt-get")
-        if apt is None or os.geteuid() != 0:
-            pytest.skip("chromium is missing; install it with: apt-get install -y chromium")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([apt, "update"], check=True, env=env)  # noqa: S603 (fixed arguments)
-        subprocess.run(  # noqa: S603 (fixed arguments)
-            [apt, "install", "-y", "chromium"], check=True, env=env
-        )
-    return str(CHROMIUM)
+    """Debian's chromium, installed with apt-get when missing."""
+    return debian_tool(CHROMIUM, "chromium")
 
 
 @pytest.fixture(scope="session")
