@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -98,12 +99,18 @@ def media_message(n: int) -> dict[str, Any]:
     }
 
 
-async def stream_call(url: str, start: dict[str, Any]) -> int | None:
-    """Speak Twilio's side of a Media Stream to `url`; the close code the runtime sent, if it
-    closed first (None when it let the stream end at `stop`)."""
+async def stream_call(
+    url: str, start: dict[str, Any], before: tuple[str, ...] = (), after: tuple[str, ...] = ()
+) -> int | None:
+    """Speak Twilio's side of a Media Stream to `url`, with frames `before` and `after` the
+    start; the close code the runtime sent, if it closed first (None when it ended at `stop`)."""
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        for frame in before:
+            await ws.send_str(frame)
         await ws.send_json(start)
+        for frame in after:
+            await ws.send_str(frame)
         for n in range(FRAMES):
             await ws.send_json(media_message(n))
         await ws.send_json(
@@ -119,6 +126,18 @@ async def stream_call(url: str, start: dict[str, Any]) -> int | None:
         return None if ws.close_code == WSCloseCode.OK else ws.close_code
 
 
+# Frames a runtime must shrug off: not JSON, not an object, audio before the start, audio that is
+# not base64 or not the caller's; after the start, a second start naming another call.
+NOISE = (
+    "not json",
+    "[]",
+    json.dumps(media_message(0)),
+    json.dumps(media_message(0) | {"media": {"payload": "***"}}),
+    json.dumps(media_message(0) | {"media": {"track": "outbound", "payload": "/w=="}}),
+)
+SECOND_START = json.dumps(start_message("CA-other", {"call_id": "call_other"}))
+
+
 async def test_the_runtime_loads_exactly_the_config_served(
     api: Api, make_pinned_agent: AgentFactory, rig: Rig
 ) -> None:
@@ -127,7 +146,8 @@ async def test_the_runtime_loads_exactly_the_config_served(
 
     twiml = await rig.call("CA-example")
     parameters = {k: v for k, v in twiml.items() if k != "url"}
-    closed = await stream_call(twiml["url"], start_message("CA-example", parameters))
+    start = start_message("CA-example", parameters)
+    closed = await stream_call(twiml["url"], start, NOISE, (*NOISE[:2], *NOISE[3:], SECOND_START))
 
     assert closed is None
     await asyncio.wait_for(rig.pipeline.stopped.wait(), 5)
