@@ -91,7 +91,9 @@ async def test_every_role_on_every_endpoint(
     allowed: frozenset[str | None],
 ) -> None:
     agent = await make_pinned_agent(versions=1, pinned=1, number=NUMBER)
-    path = template.format(agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing", token_id=1)
+    path = template.format(
+        agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing", token_id=1
+    )
     query = {"agent_id": agent["id"], "channel": NUMBER} if "analytics" in path else {}
     outcomes = {}
     for role in (None, *ROLES):
