@@ -1,5 +1,5 @@
-"""`python -m admin` serves the admin API; `python -m admin token create` makes a token;
-`python -m admin seed` loads the demo data."""
+"""`python -m admin` serves the admin API; `python -m admin token create|list|revoke` manages
+tokens; `python -m admin seed` loads the demo data."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from aiohttp import web
 
 from admin.app import create_app
 from admin.seed import report, seed
+from admin.token_cli import add_token_commands, run_token_command
 from store.db import create_pool
 from store.logs import configure_logging
 from store.migrate import migrate
 from store.settings import Settings
-from store.tokens import ROLES, create_token
 
 T = TypeVar("T")
 
@@ -42,19 +42,13 @@ async def _seed(settings: Settings) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m admin")
     sub = parser.add_subparsers(dest="command")
-    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="action", required=True
-    )
-    create = token.add_parser("create", help="create a token and print it once")
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=ROLES)
+    add_token_commands(sub)
     sub.add_parser("seed", help="load the demo agent and print a demo admin token")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging()
     if args.command == "token":
-        print(asyncio.run(_with_pool(settings, lambda p: create_token(p, args.name, args.role))))
-        return 0
+        return run_token_command(args, settings)
     if args.command == "seed":
         print(asyncio.run(_seed(settings)))
         return 0

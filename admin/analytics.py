@@ -7,9 +7,11 @@ from datetime import datetime
 from aiohttp import web
 
 from admin import schemas as out
-from admin.calls import call_json
+from admin.calls import call_json, visible_call
 from admin.metrics import METRICS
+from admin.views import visible_number
 from httpkit import query
+from httpkit.auth import scopes_of, visible_agent
 from httpkit.endpoint import endpoint
 from httpkit.json import json_response, read_json, read_object
 from httpkit.keys import POOL, PRINCIPAL
@@ -37,6 +39,8 @@ def _window(request: web.Request) -> tuple[datetime, datetime]:
 )
 async def post_analysis(request: web.Request) -> web.Response:
     """Store the voice agent's results, then check the channel's guardrails with them."""
+    if scopes_of(request) is not None:
+        await visible_call(request)  # the 404 of an unknown call before anything is written
     body = await read_object(request)
     pool, metrics = request.app[POOL], request.app[METRICS]
     call = await calls_analysis.record_analysis(
@@ -60,7 +64,7 @@ async def post_analysis(request: web.Request) -> web.Response:
 )
 async def versions(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    agent_id = query.required(request, "agent_id")
+    agent_id = visible_agent(request, query.required(request, "agent_id"))
     since, until = _window(request)
     channel = request.query.get("channel")
     baseline = query.version_number(request, "baseline")
@@ -91,7 +95,9 @@ async def versions(request: web.Request) -> web.Response:
 )
 async def ab(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    number = channels.parse_number(query.required(request, "channel"))
+    number = await visible_number(
+        request, channels.parse_number(query.required(request, "channel")), must_exist=True
+    )
     since, until = _window(request)
     baseline = request.query.get("baseline")
     # A deleted channel's history stays readable; it just has no current weights.
@@ -120,7 +126,7 @@ async def ab(request: web.Request) -> web.Response:
     errors=(404, 422),
 )
 async def get_guardrails(request: web.Request) -> web.Response:
-    number = channels.parse_number(request.match_info["number"])
+    number = await visible_number(request, channels.parse_number(request.match_info["number"]))
     found = await guardrails.get_guardrails(request.app[POOL], number)
     return json_response(found.public())
 
@@ -134,7 +140,7 @@ async def get_guardrails(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def put_guardrails(request: web.Request) -> web.Response:
-    number = channels.parse_number(request.match_info["number"])
+    number = await visible_number(request, channels.parse_number(request.match_info["number"]))
     rules = schemas.parse_guardrails(await read_json(request))
     saved = await guardrails.set_guardrails(
         request.app[POOL], number, rules, request[PRINCIPAL].name

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from admin.metrics import METRICS, AdminMetrics
 from admin.routes import setup_routes
+from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
@@ -37,6 +38,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
-    app.cleanup_ctx.append(_postgres)
+    app.cleanup_ctx.extend([_postgres, token_usage])
     setup_routes(app)
     return app

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from admin import schemas as out
 from httpkit import query
+from httpkit.auth import call_in_scope, scopes_of
 from httpkit.endpoint import endpoint
 from httpkit.json import json_response
 from httpkit.keys import POOL
@@ -38,6 +39,7 @@ def _filter(request: web.Request) -> calls.CallFilter:
         status=request.query.get("status") or None,
         sentiment=request.query.get("sentiment") or None,
         automated=query.flag(request, "automated"),
+        agents=scopes_of(request),
     )
 
 
@@ -66,5 +68,13 @@ async def list_calls(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_call(request: web.Request) -> web.Response:
-    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    call = await visible_call(request)
     return json_response(call_json(call))
+
+
+async def visible_call(request: web.Request) -> calls.CallRecord:
+    """The call the path names, if the request's token may see it; else the 404 of an unknown
+    call."""
+    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    call_in_scope(request, call.call_id, call.agent_id)
+    return call

@@ -44,6 +44,8 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", metrics.serve),
             web.get("/v1/audit", views.list_audit),
             web.post("/v1/tokens", views.create_token),
+            web.get("/v1/tokens", views.list_tokens),
+            web.post("/v1/tokens/{token_id}/revoke", views.revoke_token),
             web.get("/openapi.json", openapi.view(INFO)),
             web.get("/v1/whoami", views.whoami),
             web.get("/v1/resolve", views.resolve),

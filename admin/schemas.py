@@ -231,10 +231,35 @@ class CallList(Shape):
 class Principal(Shape):
     name: str
     role: Role
+    scopes: list[str] | None = Field(description="the only agents it may see; null: all")
 
 
-class NewToken(Principal):
+class Token(Shape):
+    """A token as listed: never its secret."""
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    expires_at: datetime | None = Field(description="null: never expires")
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(
+        description="when it was last accepted, to within about ten seconds; null: never"
+    )
+    scopes: list[str] | None = Field(description="the only agents it may see; null: all")
+
+
+class NewToken(Token):
     token: str = Field(description="the secret, shown this once")
+
+
+class TokenList(Shape):
+    items: list[Token]
+    next_cursor: str | None
+
+
+class TokenPath(Shape):
+    token_id: int = Field(ge=1, description="the token's id")
 
 
 class Guardrails(Shape):

@@ -9,13 +9,14 @@ from aiohttp import web
 
 from admin import schemas as out
 from httpkit import query
+from httpkit.auth import scopes_of, sees, unscoped, visible_agent, visible_routing
 from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
 from store import agents, audit, call_routing, calls, channels, schemas, snapshots, tokens
 from store.diff import diff_configs, merge_patch
-from store.errors import InvalidConfig
+from store.errors import ChannelNotFound, InvalidConfig
 from store.validation import InvalidRequest, parse
 
 DRAFT_ETAG = {"ETag": "the draft revision, quoted; send it back in If-Match"}
@@ -23,6 +24,10 @@ CHANNEL_ETAG = {"ETag": "the routing revision, quoted; send it back in If-Match"
 
 
 # --- request parsing -------------------------------------------------------------------------
+
+
+def _agent_id(request: web.Request) -> str:
+    return visible_agent(request, request.match_info["agent_id"])
 
 
 def _version_param(request: web.Request) -> int:
@@ -93,6 +98,8 @@ def _listing(items: list[Any], next_cursor: str | None, **extra: Any) -> web.Res
     response_headers={"Location": "the agent's URL"},
 )
 async def create_agent(request: web.Request) -> web.Response:
+    # Its id cannot be among the token's scopes yet: the token could not even read it back.
+    unscoped(request, "create agents")
     body = parse(
         schemas.CreateAgent, await read_object(request), InvalidConfig, "the agent is invalid"
     )
@@ -115,7 +122,10 @@ async def create_agent(request: web.Request) -> web.Response:
 )
 async def list_agents(request: web.Request) -> web.Response:
     items, cursor = await agents.list_agents(
-        request.app[POOL], limit=query.limit(request), cursor=request.query.get("cursor")
+        request.app[POOL],
+        limit=query.limit(request),
+        cursor=request.query.get("cursor"),
+        agents=scopes_of(request),
     )
     return _listing([agent_json(a) for a in items], cursor)
 
@@ -128,7 +138,7 @@ async def list_agents(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_agent(request: web.Request) -> web.Response:
-    agent = await agents.get_agent(request.app[POOL], request.match_info["agent_id"])
+    agent = await agents.get_agent(request.app[POOL], _agent_id(request))
     return json_response(agent_json(agent))
 
 
@@ -141,7 +151,7 @@ async def get_agent(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_draft(request: web.Request) -> web.Response:
-    agent = await agents.get_agent(request.app[POOL], request.match_info["agent_id"])
+    agent = await agents.get_agent(request.app[POOL], _agent_id(request))
     return _draft_response(agent.draft)
 
 
@@ -161,7 +171,7 @@ async def put_draft(request: web.Request) -> web.Response:
     )
     draft = await agents.update_draft(
         request.app[POOL],
-        request.match_info["agent_id"],
+        _agent_id(request),
         lambda _current: body.config,
         request[PRINCIPAL].name,
         if_match=_if_match(request),
@@ -189,7 +199,7 @@ async def patch_draft(request: web.Request) -> web.Response:
     )
     draft = await agents.update_draft(
         request.app[POOL],
-        request.match_info["agent_id"],
+        _agent_id(request),
         lambda current: merge_patch(current, patch.config),
         request[PRINCIPAL].name,
         if_match=_if_match(request),
@@ -215,7 +225,7 @@ async def publish(request: web.Request) -> web.Response:
     )
     version = await agents.publish(
         request.app[POOL],
-        request.match_info["agent_id"],
+        _agent_id(request),
         body.name,
         body.description or "",
         request[PRINCIPAL].name,
@@ -235,7 +245,7 @@ async def publish(request: web.Request) -> web.Response:
 async def list_versions(request: web.Request) -> web.Response:
     history = await agents.history(
         request.app[POOL],
-        request.match_info["agent_id"],
+        _agent_id(request),
         limit=query.limit(request),
         cursor=request.query.get("cursor"),
     )
@@ -253,7 +263,7 @@ async def list_versions(request: web.Request) -> web.Response:
 )
 async def get_version(request: web.Request) -> web.Response:
     version = await agents.get_version(
-        request.app[POOL], request.match_info["agent_id"], _version_param(request)
+        request.app[POOL], _agent_id(request), _version_param(request)
     )
     return json_response(version_json(version), headers={"ETag": f'"{version.config_hash}"'})
 
@@ -267,7 +277,7 @@ async def get_version(request: web.Request) -> web.Response:
     errors=(400, 404),
 )
 async def diff_version(request: web.Request) -> web.Response:
-    pool, agent_id = request.app[POOL], request.match_info["agent_id"]
+    pool, agent_id = request.app[POOL], _agent_id(request)
     base = await agents.get_version(pool, agent_id, _version_param(request))
     against = request.query.get("against", "draft")
     if against == "draft":
@@ -301,7 +311,7 @@ async def diff_version(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     draft = await agents.restore(
         request.app[POOL],
-        request.match_info["agent_id"],
+        _agent_id(request),
         _version_param(request),
         request[PRINCIPAL].name,
     )
@@ -311,8 +321,20 @@ async def restore(request: web.Request) -> web.Response:
 # --- channels --------------------------------------------------------------------------------
 
 
-def _number(request: web.Request) -> str:
-    return channels.parse_number(request.match_info["number"])
+async def visible_number(request: web.Request, number: str, *, must_exist: bool = False) -> str:
+    """`number`, unless it routes to an agent outside the token's scopes (or, with `must_exist`,
+    is no channel at all, for a token limited to some agents): then the 404 of an unknown
+    channel."""
+    if scopes_of(request) is None:
+        return number
+    routing = await channels.find_channel(request.app[POOL], number)
+    if (routing is not None or must_exist) and visible_routing(request, routing) is None:
+        raise ChannelNotFound(f"no channel {number}")
+    return number
+
+
+async def _number(request: web.Request) -> str:
+    return await visible_number(request, channels.parse_number(request.match_info["number"]))
 
 
 @endpoint(
@@ -326,8 +348,11 @@ def _number(request: web.Request) -> str:
     errors=(412,),
 )
 async def put_channel(request: web.Request) -> web.Response:
-    number = _number(request)
+    number = await _number(request)
     variants, sticky = schemas.parse_routing(await read_object(request))
+    for i, v in enumerate(variants):
+        if not sees(request, [v.agent_id]):
+            raise channels.routing_error(f"variants[{i}].agent_id", f"no agent {v.agent_id}")
     routing = await channels.set_channel(
         request.app[POOL],
         number,
@@ -348,7 +373,7 @@ async def put_channel(request: web.Request) -> web.Response:
     errors=(404, 422),
 )
 async def get_channel(request: web.Request) -> web.Response:
-    routing = await channels.get_channel(request.app[POOL], _number(request))
+    routing = await channels.get_channel(request.app[POOL], await _number(request))
     return json_response(routing.public(), headers={"ETag": f'"{routing.revision}"'})
 
 
@@ -360,7 +385,9 @@ async def get_channel(request: web.Request) -> web.Response:
     errors=(404, 422),
 )
 async def delete_channel(request: web.Request) -> web.Response:
-    await channels.delete_channel(request.app[POOL], _number(request), request[PRINCIPAL].name)
+    await channels.delete_channel(
+        request.app[POOL], await _number(request), request[PRINCIPAL].name
+    )
     return web.Response(status=204)
 
 
@@ -377,6 +404,7 @@ async def list_channels(request: web.Request) -> web.Response:
         limit=query.limit(request),
         cursor=request.query.get("cursor"),
         agent_id=request.query.get("agent_id"),
+        agents=scopes_of(request),
     )
     return _listing([r.public() for r in items], cursor)
 
@@ -399,22 +427,66 @@ async def list_audit(request: web.Request) -> web.Response:
         agent_id=request.query.get("agent_id"),
         channel=request.query.get("channel"),
         action=request.query.get("action"),
+        agents=scopes_of(request),
     )
     return _listing([asdict(e) for e in items], cursor)
 
 
+def token_json(token: tokens.Token) -> dict[str, Any]:
+    return asdict(token)
+
+
 @endpoint(
-    "Create an API token; its secret is shown once",
+    "Create an API token, optionally expiring or limited to some agents; its secret is shown once",
     role="admin",
     body=schemas.CreateToken,
     responses={201: out.NewToken},
 )
 async def create_token(request: web.Request) -> web.Response:
+    unscoped(request, "manage tokens")
     body = parse(
         schemas.CreateToken, await read_object(request), InvalidRequest, "the token is invalid"
     )
-    secret = await tokens.create_token(request.app[POOL], body.name, body.role)
-    return json_response({"name": body.name, "role": body.role, "token": secret}, status=201)
+    secret, token = await tokens.issue_token(
+        request.app[POOL],
+        body.name,
+        body.role,
+        expires_in_s=body.expires_in,
+        scopes=body.scopes,
+        actor=request[PRINCIPAL].name,
+    )
+    return json_response({**token_json(token), "token": secret}, status=201)
+
+
+@endpoint(
+    "List API tokens, newest first, revoked and expired ones included; never their secrets",
+    role="admin",
+    query=out.PageQuery,
+    responses={200: out.TokenList},
+    errors=(400,),
+)
+async def list_tokens(request: web.Request) -> web.Response:
+    unscoped(request, "manage tokens")
+    items, cursor = await tokens.list_tokens(
+        request.app[POOL], limit=query.limit(request), cursor=request.query.get("cursor")
+    )
+    return _listing([token_json(t) for t in items], cursor)
+
+
+@endpoint(
+    "Revoke a token for good: every worker refuses it within seconds",
+    role="admin",
+    path=out.TokenPath,
+    responses={200: out.Token},
+    errors=(404, 409),
+)
+async def revoke_token(request: web.Request) -> web.Response:
+    unscoped(request, "manage tokens")
+    token_id = query.decimal(request.match_info["token_id"])
+    if token_id is None:
+        raise tokens.TokenNotFound(f"no token {request.match_info['token_id']}")
+    token = await tokens.revoke_token(request.app[POOL], token_id, request[PRINCIPAL].name)
+    return json_response(token_json(token))
 
 
 # --- the signed-in principal (the web console asks what its token may do) ---------------------
@@ -426,7 +498,13 @@ async def create_token(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     """Any valid token: its principal's name and role."""
     principal = request[PRINCIPAL]
-    return json_response({"name": principal.name, "role": principal.role})
+    return json_response(
+        {"name": principal.name, "role": principal.role, "scopes": scopes_of(request)}
+    )
+
+
+async def _visible_routing(request: web.Request, number: str) -> channels.Routing | None:
+    return visible_routing(request, await channels.find_channel(request.app[POOL], number))
 
 
 @endpoint(
@@ -443,7 +521,7 @@ async def resolve(request: web.Request) -> web.Response:
         query.required(request, "to"),
         request.query.get("from", ""),
         request.query.get("call_id"),
-        routing_of=lambda number: channels.find_channel(pool, number),
+        routing_of=lambda number: _visible_routing(request, number),
         snapshot_of=lambda variant: snapshots.load_variant(pool, variant),
         assignment_of=lambda number, key: calls.find_assignment(pool, number, key),
     )

@@ -1,16 +1,21 @@
-"""Bearer-token authentication and role checks."""
+"""Bearer-token authentication, role checks and scopes; tokens' last-used times."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
 from httpkit.errors import ApiError
-from httpkit.keys import GUARD, POOL, PRINCIPAL, TOKENS
+from httpkit.keys import GUARD, POOL, PRINCIPAL, TOKENS, USAGE
 from httpkit.token_cache import TokenCache
+from httpkit.token_usage import FLUSH_INTERVAL_S, TokenUsage
+from store.channels import Routing
 from store.db import DatabaseUnavailable
+from store.errors import AgentNotFound, CallNotFound
 from store.tokens import ROLES, Principal, authenticate, token_digest, well_formed
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -24,6 +29,8 @@ async def _lookup(request: web.Request, secret: str) -> Principal | None:
     if tokens is None:
         return await authenticate(pool, secret)
     digest = token_digest(secret)
+    if tokens.revoked(digest):
+        return None
     principal = tokens.get(digest)
     if principal is not None:
         return principal
@@ -50,7 +57,8 @@ def _validated_before(tokens: TokenCache, digest: str) -> Principal:
 
 
 async def principal_of(request: web.Request) -> Principal:
-    """The token's principal; ApiError 401 when the token is missing, malformed or unknown."""
+    """The token's principal; ApiError 401 when the token is missing, malformed, unknown,
+    revoked or expired."""
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
@@ -90,9 +98,74 @@ def requires(*roles: str) -> Callable[[View], View]:
                     "forbidden",
                     f"this needs the {' or '.join(roles)} role; the token has {principal.role}",
                 )
+            usage = request.app.get(USAGE)
+            if usage is not None and principal.id is not None:
+                usage.mark(principal.id)
             request[PRINCIPAL] = principal
             return await view(request)
 
         return checked
 
     return decorate
+
+
+# --- scopes ----------------------------------------------------------------------------------
+
+
+def sees(request: web.Request, agent_ids: Iterable[str]) -> bool:
+    """True when the request's token may see every one of `agent_ids`."""
+    return request[PRINCIPAL].sees(agent_ids)
+
+
+def scopes_of(request: web.Request) -> list[str] | None:
+    """The agents the request's token is limited to, for a listing's filter (None: all)."""
+    scopes = request[PRINCIPAL].scopes
+    return sorted(scopes) if scopes is not None else None
+
+
+def visible_agent(request: web.Request, agent_id: str) -> str:
+    """`agent_id`, when the request's token may see it; else the 404 of an unknown agent."""
+    if not sees(request, [agent_id]):
+        raise AgentNotFound(f"no agent {agent_id}")
+    return agent_id
+
+
+def call_in_scope(request: web.Request, call_id: str, agent_id: str) -> None:
+    """The 404 of an unknown call for a call served by an agent the token may not see."""
+    if not sees(request, [agent_id]):
+        raise CallNotFound(f"no call {call_id}")
+
+
+def visible_routing(request: web.Request, routing: Routing | None) -> Routing | None:
+    """A channel's routing as the request's token may know it: not at all (None) when it
+    routes to any agent outside its scopes."""
+    if routing is None or not sees(request, (v.agent_id for v in routing.variants)):
+        return None
+    return routing
+
+
+def unscoped(request: web.Request, what: str) -> None:
+    """403 for a token limited to some agents, where `what` reaches beyond any agent."""
+    if request[PRINCIPAL].scopes is not None:
+        raise ApiError(403, "forbidden", f"a token limited to some agents cannot {what}")
+
+
+# --- last-used times -------------------------------------------------------------------------
+
+
+async def token_usage(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup_ctx generator: the application's TokenUsage, flushed every FLUSH_INTERVAL_S and
+    once more on the way out. Append it after the one that opens the Postgres pool."""
+    app[USAGE] = usage = TokenUsage()
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await usage.flush(app[POOL])
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await usage.flush(app[POOL])

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from httpkit.token_cache import TokenCache
+from httpkit.token_usage import TokenUsage
 from store.db import PostgresGuard
 from store.settings import Settings
 from store.tokens import Principal
@@ -17,3 +18,5 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 # and asks Postgres about the others through its GUARD (one breaker for all of its work).
 TOKENS = web.AppKey("token_cache", TokenCache)
 GUARD = web.AppKey("postgres_guard", PostgresGuard)
+# Optional: when set, each authenticated request marks its token's last use (written in batches).
+USAGE = web.AppKey("token_usage", TokenUsage)

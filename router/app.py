@@ -13,6 +13,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.token_cache import TokenCache
@@ -65,18 +66,27 @@ SPOOL_SHUTDOWN_REPLAY_S = 10.0
 
 
 class CacheInvalidation:
-    """Applies the change feed to the snapshot cache (a store.feed.FeedHandler)."""
+    """Applies the change feed to the snapshot cache and the token cache (a
+    store.feed.FeedHandler)."""
 
     def __init__(
-        self, snapshots: LayeredCache, metrics: RouterMetrics, warm: Callable[[], Awaitable[bool]]
+        self,
+        snapshots: LayeredCache,
+        tokens: TokenCache,
+        metrics: RouterMetrics,
+        warm: Callable[[], Awaitable[bool]],
     ) -> None:
         self._cache = snapshots
+        self._tokens = tokens
         self._metrics = metrics
         self._warm = warm
 
     async def changed(self, change: Change) -> None:
-        codec = codecs.DRAFT if change.kind == "draft" else codecs.ROUTING
-        await self._cache.invalidate(codec, change.key)
+        if change.kind == "token":
+            self._tokens.revoke(int(change.key))
+        else:
+            codec = codecs.DRAFT if change.kind == "draft" else codecs.ROUTING
+            await self._cache.invalidate(codec, change.key)
         if change.at is not None:
             self._metrics.feed_lag.observe(max(0.0, time.time() - change.at))
 
@@ -85,6 +95,7 @@ class CacheInvalidation:
         self._metrics.feed_connected.set(0)
 
     async def resync(self) -> None:
+        self._tokens.listening()
         await self._cache.resync(self._warm)
         self._metrics.feed_connected.set(1)
 
@@ -132,7 +143,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _change_feed(app: web.Application) -> AsyncIterator[None]:
-    invalidation = CacheInvalidation(app[SNAPSHOTS], app[METRICS], app[RESOLVER].warm)
+    invalidation = CacheInvalidation(app[SNAPSHOTS], app[TOKENS], app[METRICS], app[RESOLVER].warm)
     feed = ChangeFeed(app[SETTINGS].feed_url, invalidation)
     app[FEED] = feed
     task = asyncio.create_task(feed.run())
@@ -188,7 +199,16 @@ def create_app(settings: Settings) -> web.Application:
     app[STREAM_URL] = check_stream_url(settings.media_stream_url)
     app[TOKENS] = TokenCache()
     app.cleanup_ctx.extend(
-        [_postgres, _redis, _change_feed, _spool, _call_writer, _spool_flusher, _telnyx]
+        [
+            _postgres,
+            token_usage,
+            _redis,
+            _change_feed,
+            _spool,
+            _call_writer,
+            _spool_flusher,
+            _telnyx,
+        ]
     )
     setup_routes(app)
     return app

@@ -147,13 +147,24 @@ class Resolver:
             return Unroutable("unavailable")
         return Plan(routing, d, tuple(candidates))
 
-    async def explain(self, to: str, raw_from: str, call_id: str | None) -> dict[str, Any]:
-        """The dry run through this worker's cache; records nothing."""
+    async def explain(
+        self,
+        to: str,
+        raw_from: str,
+        call_id: str | None,
+        visible: Callable[[Routing | None], Routing | None],
+    ) -> dict[str, Any]:
+        """The dry run through this worker's cache, with a routing as `visible` lets the caller
+        know it (None: as if unknown); records nothing."""
+
+        async def routing_of(number: str) -> Routing | None:
+            return visible(await self.routing(number))
+
         return await call_routing.explain(
             to,
             raw_from,
             call_id,
-            routing_of=self.routing,
+            routing_of=routing_of,
             snapshot_of=self.snapshot,
             assignment_of=lambda number, key: self._read(
                 lambda conn: find_assignment(conn, number, key)

@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from httpkit.auth import call_in_scope, scopes_of, visible_routing
 from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
 from httpkit.json import dumps, json_response
@@ -64,6 +65,7 @@ async def call_config(request: web.Request) -> web.Response:
     """The exact configuration a call was served, whatever happened to the draft or routing."""
     call_id = request.match_info["call_id"]
     call = await _served(request, call_id)
+    call_in_scope(request, call_id, call.agent_id)
     head = dumps(
         {
             "call_id": call_id,
@@ -99,6 +101,11 @@ async def config_blob(request: web.Request) -> web.Response:
     digest = request.match_info["config_hash"]
     if not CONFIG_HASH.match(digest):
         raise ConfigNotFound(f"no config with hash {digest}")
+    scopes = scopes_of(request)
+    if scopes is not None and not await request.app[GUARD].read(
+        request.app[POOL], lambda conn: agents.config_used_by(conn, digest, scopes)
+    ):
+        raise ConfigNotFound(f"no config with hash {digest}")
     headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL}
     if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
         return web.Response(status=304, headers=headers)
@@ -118,7 +125,10 @@ async def resolve(request: web.Request) -> web.Response:
     if not to:
         raise ApiError(400, "invalid_query", "to is required", {"path": "to"})
     explanation = await request.app[RESOLVER].explain(
-        to, request.query.get("from", ""), request.query.get("call_id")
+        to,
+        request.query.get("from", ""),
+        request.query.get("call_id"),
+        lambda routing: visible_routing(request, routing),
     )
     return json_response(explanation)
 

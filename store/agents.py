@@ -37,6 +37,7 @@ LIST_AGENTS = (
     AGENT_ROWS
     + """
 WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
+  AND ($4::text[] IS NULL OR a.id = ANY($4))
 ORDER BY a.created_at DESC, a.id DESC
 LIMIT $3
 """
@@ -57,6 +58,12 @@ RETURNING revision, config_hash, updated_at, updated_by
 # numbers are gapless without a sequence (a sequence leaks numbers on rollback).
 NEXT_VERSION = """
 UPDATE agents SET last_version = last_version + 1 WHERE id = $1 RETURNING last_version
+"""
+CONFIG_USED_BY = """
+SELECT EXISTS (SELECT 1 FROM versions WHERE agent_id = ANY($2) AND config_hash = $1)
+    OR EXISTS (SELECT 1 FROM drafts WHERE agent_id = ANY($2) AND config_hash = $1)
+    OR EXISTS (SELECT 1 FROM calls
+               WHERE agent_id = ANY($2) AND version IS NULL AND config_hash = $1)
 """
 SELECT_DRAFT_STATE = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
 INSERT_VERSION = """
@@ -155,6 +162,15 @@ async def get_config(pool: asyncpg.Pool | asyncpg.Connection, digest: str) -> di
     return config
 
 
+async def config_used_by(
+    conn: asyncpg.Pool | asyncpg.Connection, digest: str, agent_ids: list[str]
+) -> bool:
+    """Whether one of `agent_ids` has the config blob `digest` as a version, as its draft, or
+    served it as a draft since edited (a token limited to those agents may read it then)."""
+    used: bool = await conn.fetchval(CONFIG_USED_BY, digest, agent_ids)
+    return used
+
+
 async def create_agent(pool: asyncpg.Pool, raw_config: Any, actor: str) -> Agent:
     """A new agent whose draft (revision 1) is `raw_config`."""
     agent_id = new_agent_id()
@@ -184,12 +200,16 @@ async def find_agent_named(pool: asyncpg.Pool, name: str) -> Agent | None:
 
 
 async def list_agents(
-    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    agents: list[str] | None = None,
 ) -> tuple[list[Agent], str | None]:
-    """Newest first, paginated."""
+    """Newest first, paginated; only `agents` when given (a token's scopes)."""
     after = decode_cursor(cursor, (str, str))
     created = cursor_time(after[0]) if after else None
-    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1)
+    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1, agents)
     return page([_agent(r) for r in rows], limit, lambda a: [a.created_at.isoformat(), a.id])
 
 

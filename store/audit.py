@@ -22,6 +22,7 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($2::text IS NULL OR channel = $2)
   AND ($3::text IS NULL OR action = $3)
   AND ($4::bigint IS NULL OR id < $4)
+  AND ($6::text[] IS NULL OR agent_id = ANY($6))
 ORDER BY id DESC
 LIMIT $5
 """
@@ -61,10 +62,12 @@ async def list_entries(
     agent_id: str | None = None,
     channel: str | None = None,
     action: str | None = None,
+    agents: list[str] | None = None,
 ) -> tuple[list[AuditEntry], str | None]:
-    """Newest first, paginated."""
+    """Newest first, paginated; when `agents` is given (a token's scopes), only entries about
+    one of them."""
     after = decode_cursor(cursor, (int,))
     rows = await pool.fetch(
-        LIST_AUDIT, agent_id, channel, action, after[0] if after else None, limit + 1
+        LIST_AUDIT, agent_id, channel, action, after[0] if after else None, limit + 1, agents
     )
     return page([AuditEntry(**dict(r)) for r in rows], limit, lambda e: [e.id])

@@ -83,6 +83,7 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($9::text IS NULL OR sentiment = $9)
   AND ($10::boolean IS NULL OR automated = $10)
   AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
+  AND ($14::text[] IS NULL OR agent_id = ANY($14))
 ORDER BY started_at DESC, call_id DESC
 LIMIT $13
 """
@@ -195,6 +196,7 @@ class CallFilter:
     status: str | None = None
     sentiment: str | None = None
     automated: bool | None = None
+    agents: list[str] | None = None  # only calls served by these agents (a token's scopes)
 
 
 class CallNotRecorded(Exception):
@@ -357,6 +359,7 @@ async def list_calls(
         after_started,
         after[1] if after else None,
         limit + 1,
+        where.agents,
     )
     return page(
         [call_record(r) for r in rows],

@@ -42,6 +42,9 @@ FROM channels
 WHERE ($1::text IS NULL OR number > $1)
   AND ($2::text IS NULL OR EXISTS (
         SELECT 1 FROM channel_variants v WHERE v.number = channels.number AND v.agent_id = $2))
+  AND ($4::text[] IS NULL OR NOT EXISTS (
+        SELECT 1 FROM channel_variants v
+        WHERE v.number = channels.number AND v.agent_id <> ALL($4)))
 ORDER BY number
 LIMIT $3
 """
@@ -197,11 +200,17 @@ async def get_channel(pool: asyncpg.Pool, number: str) -> Routing:
 
 
 async def list_channels(
-    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None, agent_id: str | None = None
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    agent_id: str | None = None,
+    agents: list[str] | None = None,
 ) -> tuple[list[Routing], str | None]:
-    """Channels by number, optionally only those routing to `agent_id`."""
+    """Channels by number, optionally only those routing to `agent_id`, or only to `agents`
+    (a token's scopes)."""
     after = decode_cursor(cursor, (str,))
-    rows = await pool.fetch(LIST_CHANNELS, after[0] if after else None, agent_id, limit + 1)
+    rows = await pool.fetch(LIST_CHANNELS, after[0] if after else None, agent_id, limit + 1, agents)
     return page(await _with_variants(pool, rows), limit, lambda r: [r.number])
 
 

@@ -1,5 +1,5 @@
 """The change feed: Postgres NOTIFY on `agentver_changes`, sent by triggers inside every
-transaction that changes a draft or a channel's routing (store/migrations).
+transaction that changes a draft or a channel's routing, or revokes a token (store/migrations).
 
 A listener owns one dedicated connection (never a pool's). Around every (re)connection it tells
 its handler: `lost` when the connection goes, `resync` once LISTEN is in place again (so nothing
@@ -31,12 +31,16 @@ CONNECT_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 5.0
 
+# Each kind of change, and the payload field that names what changed.
+KEY_OF = {"draft": "agent_id", "channel": "number", "token": "token_id"}
+
 log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
 class Change:
-    """One announced change: `kind` draft (key = agent id) or channel (key = number)."""
+    """One announced change: `kind` draft (key = agent id), channel (key = number) or token
+    (key = the revoked token's id; revision 0, as a revocation is final)."""
 
     kind: str
     key: str
@@ -49,7 +53,7 @@ def parse_change(payload: str) -> Change | None:
     try:
         data = json.loads(payload)
         kind = data["kind"]
-        key = data["agent_id"] if kind == "draft" else data["number"]
+        key = data[KEY_OF[kind]]
         at = data.get("at")
         return Change(kind, str(key), int(data["revision"]), float(at) if at is not None else None)
     except (ValueError, KeyError, TypeError):

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from store import channels, guardrails
+from store import channels, guardrails, tokens
 from store.config import MAX_NAME_CHARS, MAX_TEXT_CHARS, AgentConfig, Name
 from store.errors import InvalidRouting
 from store.guardrails import InvalidGuardrails
@@ -286,11 +286,42 @@ class GenericCall(BaseModel):
 # --- tokens ----------------------------------------------------------------------------------
 
 
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise PydanticCustomError("duplicate", "must not repeat an agent")
+    return values
+
+
 class CreateToken(OpenBody):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "ci", "role": "viewer"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "ci", "role": "viewer"},
+                {"name": "support-bot", "role": "runtime", "expires_in": 86400},
+            ]
+        }
+    )
 
     name: RequiredText
     role: Annotated[Role, WrapValidator(_invalid_role)]
+    expires_in: int | None = Field(
+        None,
+        ge=1,
+        le=tokens.MAX_EXPIRES_IN_S,
+        description="seconds until the token expires; absent or null: never",
+    )
+    scopes: (
+        Annotated[
+            list[AgentId],
+            Field(min_length=1, max_length=tokens.MAX_SCOPES),
+            AfterValidator(_distinct),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="the only agents (ids) the token may see; anything else is 404 to it. "
+        "Absent or null: every agent",
+    )
 
 
 # --- the resolution dry run both services answer -------------------------------------------

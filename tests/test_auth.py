@@ -51,6 +51,8 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("GET", "/v1/analytics/ab", VIEWER),
     ("GET", "/v1/audit", VIEWER),
     ("POST", "/v1/tokens", ADMIN),
+    ("GET", "/v1/tokens", ADMIN),
+    ("POST", "/v1/tokens/{token_id}/revoke", ADMIN),
     ("GET", "/v1/whoami", VIEWER | RUNTIME),
     ("GET", "/v1/resolve", VIEWER),
     ("GET", "/metrics", EVERYONE),
@@ -89,7 +91,9 @@ async def test_every_role_on_every_endpoint(
     allowed: frozenset[str | None],
 ) -> None:
     agent = await make_pinned_agent(versions=1, pinned=1, number=NUMBER)
-    path = template.format(agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing")
+    path = template.format(
+        agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing", token_id=1
+    )
     query = {"agent_id": agent["id"], "channel": NUMBER} if "analytics" in path else {}
     outcomes = {}
     for role in (None, *ROLES):
@@ -137,6 +141,7 @@ async def test_whoami_names_the_principal(api: Api) -> None:
     assert await api.ok("GET", "/v1/whoami", role="editor") == {
         "name": "editor-user",
         "role": "editor",
+        "scopes": None,
     }
 
 
@@ -145,7 +150,7 @@ async def test_an_admin_creates_tokens_over_the_api(api: Api) -> None:
     assert made["name"] == "ci" and made["role"] == "publisher"
     headers = {"Authorization": f"Bearer {made['token']}"}
     resp = await api.call("GET", "/v1/whoami", role=None, headers=headers)
-    assert await resp.json() == {"name": "ci", "role": "publisher"}
+    assert await resp.json() == {"name": "ci", "role": "publisher", "scopes": None}
     bad = await api.ok("POST", "/v1/tokens", 422, json={"name": "x", "role": "root"})
     assert bad["error"]["details"] == [{"path": "role", "message": "invalid"}]
 
@@ -175,7 +180,7 @@ async def test_the_cli_prints_a_new_token_once(api: Api, database_url: str) -> N
     resp = await api.call(
         "GET", "/v1/whoami", role=None, headers={"Authorization": f"Bearer {token}"}
     )
-    assert await resp.json() == {"name": "ops", "role": "viewer"}
+    assert await resp.json() == {"name": "ops", "role": "viewer", "scopes": None}
     code, _, err = await _run_cli(database_url, "token", "create", "--name", "x", "--role", "root")
     assert code != 0 and "invalid choice" in err
 
@@ -188,7 +193,7 @@ async def test_the_bootstrap_token_is_an_admin_token(settings: Settings) -> None
         await client.start_server()
         try:
             resp = await client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"})
-            assert await resp.json() == {"name": "bootstrap", "role": "admin"}
+            assert await resp.json() == {"name": "bootstrap", "role": "admin", "scopes": None}
         finally:
             await client.close()
 

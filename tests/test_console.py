@@ -511,6 +511,7 @@ async def test_console_is_served_by_the_admin_service(console_url: str, api: Api
     root = await api.call("GET", "/", role=None, allow_redirects=False)
     assert (root.status, root.headers["Location"]) == (302, "/console/")
     assert await api.ok("GET", "/v1/whoami", role="editor") == {
+        "scopes": None,
         "name": "editor-user",
         "role": "editor",
     }

@@ -33,7 +33,7 @@ async def test_seed_builds_the_demo_once(api: Api, pool: asyncpg.Pool) -> None:
     for token in (first.token, second.token):
         headers = {"Authorization": f"Bearer {token}"}
         resp = await api.call("GET", "/v1/whoami", role=None, headers=headers)
-        assert await resp.json() == {"name": DEMO_TOKEN_NAME, "role": "admin"}
+        assert await resp.json() == {"name": DEMO_TOKEN_NAME, "role": "admin", "scopes": None}
 
 
 async def test_the_report_shows_the_token_and_a_curl(pool: asyncpg.Pool) -> None:

@@ -4,7 +4,7 @@ import { limits } from './limits.js';
 
 const TOKEN_KEY = 'agentver.token';
 
-export const session = { token: sessionStorage.getItem(TOKEN_KEY), name: null, role: null };
+export const session = { token: sessionStorage.getItem(TOKEN_KEY), name: null, role: null, scopes: null };
 
 const listeners = { unauthorized: [] };
 
@@ -82,7 +82,7 @@ export async function listAll(path, params = {}, maxPages = 20) {
 export async function signIn(token) {
   const me = await api('GET', '/v1/whoami', { token });
   sessionStorage.setItem(TOKEN_KEY, token);
-  Object.assign(session, { token, name: me.name, role: me.role });
+  Object.assign(session, { token, name: me.name, role: me.role, scopes: me.scopes ?? null });
   return me;
 }
 
@@ -99,7 +99,7 @@ export async function resume() {
 
 export function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
-  Object.assign(session, { token: null, name: null, role: null });
+  Object.assign(session, { token: null, name: null, role: null, scopes: null });
 }
 
 /** True when the signed-in role is at least `needed`. */

@@ -8,6 +8,7 @@ import * as calls from './calls.js';
 import * as channels from './channels.js';
 import { field, fill, h, showFieldError } from './dom.js';
 import { loadLimits } from './limits.js';
+import * as tokens from './tokens.js';
 
 const ROUTES = [
   [/^\/agents\/?$/, agents.render, 'agents'],
@@ -15,6 +16,7 @@ const ROUTES = [
   [/^\/channels\/?$/, channels.render, 'channels'],
   [/^\/calls\/?$/, calls.render, 'calls'],
   [/^\/analytics\/?$/, analytics.render, 'analytics'],
+  [/^\/tokens\/?$/, tokens.render, 'tokens'],
 ];
 
 const main = document.getElementById('main');
@@ -29,6 +31,7 @@ function parseHash() {
 function showChrome(signedIn) {
   document.getElementById('nav').hidden = !signedIn;
   document.getElementById('whoami').hidden = !signedIn;
+  document.getElementById('nav-tokens').hidden = !(signedIn && tokens.manageable());
   if (signedIn) document.getElementById('whoami-text').textContent = `${session.name} · ${session.role}`;
 }
 

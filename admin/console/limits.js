@@ -26,5 +26,7 @@ export async function loadLimits() {
     guardrailOps: property(schemas, 'Rule', 'op').enum,
     defaultMinCalls: property(schemas, 'Rule', 'min_calls').default,
     maxPageSize: pageSize.maximum,
+    tokenNameChars: property(schemas, 'CreateToken', 'name').maxLength,
+    tokenMaxExpiresIn: property(schemas, 'CreateToken', 'expires_in').maximum, // seconds
   });
 }
