@@ -93,7 +93,8 @@ class IfMatch(Shape):
     if_match: str | None = Field(
         None,
         alias="If-Match",
-        description='The ETag of the draft or channel this edit is based on ("3"); 412 when stale',
+        description='The ETag of the draft or channel this change is based on ("3"), e.g. the '
+        "draft revision a publisher reviewed; 412 when stale",
     )
 
 

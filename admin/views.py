@@ -204,10 +204,11 @@ async def patch_draft(request: web.Request) -> web.Response:
     "Publish the draft as the next version (the draft is unchanged)",
     role="publisher",
     path=out.AgentPath,
+    headers=out.IfMatch,
     body=schemas.Publish,
     responses={201: out.Version},
     response_headers={"Location": "the version's URL"},
-    errors=(404,),
+    errors=(404, 409, 412),
 )
 async def publish(request: web.Request) -> web.Response:
     body = parse(
@@ -219,6 +220,8 @@ async def publish(request: web.Request) -> web.Response:
         body.name,
         body.description or "",
         request[PRINCIPAL].name,
+        if_revision=_if_match(request),
+        allow_unchanged=body.allow_unchanged,
     )
     location = f"/v1/agents/{version.agent_id}/versions/{version.version}"
     return json_response(version_json(version), status=201, headers={"Location": location})

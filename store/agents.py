@@ -12,7 +12,13 @@ import asyncpg
 
 from store import audit
 from store.config import config_hash, validate_config
-from store.errors import AgentNotFound, ConfigNotFound, RevisionConflict, VersionNotFound
+from store.errors import (
+    AgentNotFound,
+    ConfigNotFound,
+    DraftUnchanged,
+    RevisionConflict,
+    VersionNotFound,
+)
 from store.pagination import cursor_time, decode_cursor, page
 
 INSERT_BLOB = """
@@ -59,6 +65,7 @@ NEXT_VERSION = """
 UPDATE agents SET last_version = last_version + 1 WHERE id = $1 RETURNING last_version
 """
 SELECT_DRAFT_STATE = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
+SELECT_VERSION_HASH = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
 INSERT_VERSION = """
 INSERT INTO versions (agent_id, version, name, description, author, config_hash)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -232,15 +239,34 @@ async def update_draft(
 
 
 async def publish(
-    pool: asyncpg.Pool, agent_id: str, name: str, description: str, author: str
+    pool: asyncpg.Pool,
+    agent_id: str,
+    name: str,
+    description: str,
+    author: str,
+    *,
+    if_revision: int | None = None,
+    allow_unchanged: bool = False,
 ) -> Version:
-    """Snapshot the current draft as the agent's next version; the draft is unchanged."""
+    """Snapshot the current draft as the agent's next version; the draft is unchanged.
+
+    `if_revision` is the draft revision the publisher reviewed: any other raises
+    RevisionConflict, so nobody publishes an edit they did not see. A draft identical to the
+    latest version raises DraftUnchanged unless `allow_unchanged`.
+    """
     async with pool.acquire() as conn, conn.transaction():
         number = await conn.fetchval(NEXT_VERSION, agent_id)
         if number is None:
             raise AgentNotFound(f"no agent {agent_id}")
         # Read after taking the counter lock: a draft edit committed before this publish is in.
         draft = await conn.fetchrow(SELECT_DRAFT_STATE, agent_id)
+        _check_publishable(
+            draft["revision"],
+            draft["config_hash"],
+            await conn.fetchval(SELECT_VERSION_HASH, agent_id, number - 1),
+            if_revision=if_revision,
+            allow_unchanged=allow_unchanged,
+        )
         digest = draft["config_hash"]
         published_at = await conn.fetchval(
             INSERT_VERSION, agent_id, number, name, description, author, digest
@@ -255,6 +281,27 @@ async def publish(
         )
         config = await conn.fetchval(SELECT_BLOB, digest)
     return Version(agent_id, number, name, description, author, published_at, digest, config)
+
+
+def _check_publishable(
+    revision: int,
+    digest: str,
+    latest_digest: str | None,
+    *,
+    if_revision: int | None,
+    allow_unchanged: bool,
+) -> None:
+    if if_revision is not None and if_revision != revision:
+        raise RevisionConflict(
+            f"the draft is at revision {revision}, not {if_revision}: review it again",
+            {"current_revision": revision},
+        )
+    if digest == latest_digest and not allow_unchanged:
+        raise DraftUnchanged(
+            "the draft is identical to the latest version; send allow_unchanged: true to "
+            "publish it anyway",
+            {"current_revision": revision, "config_hash": digest},
+        )
 
 
 async def get_version(pool: asyncpg.Pool, agent_id: str, number: int) -> Version:

@@ -58,3 +58,9 @@ class RevisionConflict(StoreError):
 
 class Conflict(StoreError):
     code = "conflict"
+
+
+class DraftUnchanged(Conflict):
+    """Publishing would repeat the latest version."""
+
+    code = "draft_unchanged"

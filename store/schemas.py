@@ -145,6 +145,10 @@ class Publish(OpenBody):
 
     name: RequiredText
     description: Annotated[StoredText, Field(max_length=MAX_DESCRIPTION_CHARS)] | None = None
+    allow_unchanged: bool = Field(
+        default=False,
+        description="publish even when the draft is identical to the latest version (else 409)",
+    )
 
 
 # --- channels --------------------------------------------------------------------------------
