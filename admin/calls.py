@@ -38,7 +38,18 @@ def _filter(request: web.Request) -> calls.CallFilter:
         status=request.query.get("status") or None,
         sentiment=request.query.get("sentiment") or None,
         automated=query.flag(request, "automated"),
+        provider=_provider(request),
+        provider_call_id=request.query.get("provider_call_id") or None,
     )
+
+
+def _provider(request: web.Request) -> str | None:
+    provider = request.query.get("provider") or None
+    if provider is not None and provider not in calls.PROVIDERS:
+        raise query.bad_query("provider", "provider must be one of " + ", ".join(calls.PROVIDERS))
+    if provider is None and request.query.get("provider_call_id"):
+        raise query.bad_query("provider", "provider_call_id needs the provider it belongs to")
+    return provider
 
 
 @endpoint(
@@ -66,5 +77,7 @@ async def list_calls(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_call(request: web.Request) -> web.Response:
-    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    call = await calls.find_call(
+        request.app[POOL], calls.CallRef.parse(request.match_info["call_id"])
+    )
     return json_response(call_json(call))

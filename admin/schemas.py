@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from httpkit.openapi import Shape
 from store import channels
+from store.calls import Provider
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.schemas import EXAMPLE_NUMBER, Rule, Sentiment, Variant
@@ -38,7 +39,12 @@ class ChannelPath(Shape):
 
 
 class CallPath(Shape):
-    call_id: str = Field(description="the call's id")
+    call_id: str = Field(
+        description="the agentver call id (`call_` and 24 hex digits), or the provider's own "
+        "call id as `provider:provider_call_id` (`twilio:CA…`, `telnyx:v3:…`, `generic:…`); "
+        "a 404 lists both forms",
+        examples=["call_0123456789abcdef01234567", "twilio:CA5f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"],
+    )
 
 
 class PageQuery(Shape):
@@ -75,6 +81,10 @@ class CallsQuery(WindowQuery, PageQuery):
     status: str | None = Field(None, description="the provider's last status, e.g. `completed`")
     sentiment: Sentiment | None = Field(None, description="analysed")
     automated: bool | None = Field(None, description="analysed as fully automated")
+    provider: Provider | None = Field(None, description="the provider the call came from")
+    provider_call_id: str | None = Field(
+        None, description="the provider's own call id (Twilio's CallSid...); needs `provider`"
+    )
 
 
 class VersionsReportQuery(WindowQuery):

@@ -216,6 +216,7 @@ async def test_every_router_body_example_gets_the_documented_success(
         "/webhooks/twilio/status": lambda ex: webhooks.twilio("/webhooks/twilio/status", ex),
         "/webhooks/telnyx": webhooks.telnyx,
         "/webhooks/generic/call": webhooks.generic,
+        "/webhooks/generic/ended": lambda ex: webhooks.generic(ex, path="/webhooks/generic/ended"),
     }
     with_bodies = {
         path
