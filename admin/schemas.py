@@ -52,6 +52,12 @@ class PageQuery(Shape):
     cursor: str | None = Field(None, description="next_cursor of the previous page (same filters)")
 
 
+class AgentsQuery(PageQuery):
+    archived: Literal["false", "true", "all"] = Field(
+        default="false", description="live agents (the default), archived ones, or all"
+    )
+
+
 class ChannelsQuery(PageQuery):
     agent_id: str | None = Field(None, description="only channels routing to this agent")
 
@@ -128,6 +134,7 @@ class Agent(Shape):
     created_at: datetime
     draft: Draft
     latest_version: VersionNumber | None
+    archived_at: datetime | None = Field(description="null while the agent is live")
 
 
 class VersionSummary(Shape):

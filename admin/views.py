@@ -19,6 +19,7 @@ from store.errors import InvalidConfig
 from store.validation import InvalidRequest, parse
 
 DRAFT_ETAG = {"ETag": "the draft revision, quoted; send it back in If-Match"}
+ARCHIVED: dict[str, bool | None] = {"false": False, "true": True, "all": None}
 CHANNEL_ETAG = {"ETag": "the routing revision, quoted; send it back in If-Match"}
 
 
@@ -64,6 +65,7 @@ def agent_json(agent: agents.Agent) -> dict[str, Any]:
         "created_at": agent.created_at,
         "draft": draft_json(agent.draft),
         "latest_version": agent.latest_version,
+        "archived_at": agent.archived_at,
     }
 
 
@@ -106,16 +108,27 @@ async def create_agent(request: web.Request) -> web.Response:
     )
 
 
+def _archived(request: web.Request) -> bool | None:
+    """`archived`: false (the default) lists live agents, true archived ones, all both."""
+    raw = request.query.get("archived", "false")
+    if raw not in ARCHIVED:
+        raise query.bad_query("archived", "archived must be false, true or all")
+    return ARCHIVED[raw]
+
+
 @endpoint(
-    "List agents, newest first",
+    "List agents, newest first (live ones unless `archived` says otherwise)",
     role="viewer",
-    query=out.PageQuery,
+    query=out.AgentsQuery,
     responses={200: out.AgentList},
     errors=(400,),
 )
 async def list_agents(request: web.Request) -> web.Response:
     items, cursor = await agents.list_agents(
-        request.app[POOL], limit=query.limit(request), cursor=request.query.get("cursor")
+        request.app[POOL],
+        limit=query.limit(request),
+        cursor=request.query.get("cursor"),
+        archived=_archived(request),
     )
     return _listing([agent_json(a) for a in items], cursor)
 
@@ -129,6 +142,35 @@ async def list_agents(request: web.Request) -> web.Response:
 )
 async def get_agent(request: web.Request) -> web.Response:
     agent = await agents.get_agent(request.app[POOL], request.match_info["agent_id"])
+    return json_response(agent_json(agent))
+
+
+@endpoint(
+    "Archive an agent: unlisted and refused as a channel's target; versions and calls stay. "
+    "409 naming the channels while any routes to it",
+    role="publisher",
+    path=out.AgentPath,
+    responses={200: out.Agent},
+    errors=(404, 409),
+)
+async def archive_agent(request: web.Request) -> web.Response:
+    agent = await agents.archive(
+        request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name
+    )
+    return json_response(agent_json(agent))
+
+
+@endpoint(
+    "Unarchive an agent: listed again, and channels may route to it",
+    role="publisher",
+    path=out.AgentPath,
+    responses={200: out.Agent},
+    errors=(404,),
+)
+async def unarchive_agent(request: web.Request) -> web.Response:
+    agent = await agents.unarchive(
+        request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name
+    )
     return json_response(agent_json(agent))
 
 

@@ -13,6 +13,7 @@ import asyncpg
 from store import audit
 from store.config import config_hash, validate_config
 from store.errors import (
+    AgentInUse,
     AgentNotFound,
     ConfigNotFound,
     DraftUnchanged,
@@ -32,7 +33,7 @@ INSERT INTO drafts (agent_id, revision, config_hash, updated_by) VALUES ($1, 1, 
 """
 
 AGENT_ROWS = """
-SELECT a.id, a.created_at, a.last_version,
+SELECT a.id, a.created_at, a.last_version, a.archived_at,
        d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
 FROM agents a
 JOIN drafts d ON d.agent_id = a.id
@@ -43,12 +44,27 @@ LIST_AGENTS = (
     AGENT_ROWS
     + """
 WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
+  AND ($4::boolean IS NULL OR (a.archived_at IS NOT NULL) = $4)
 ORDER BY a.created_at DESC, a.id DESC
 LIMIT $3
 """
 )
 # The oldest agent of that name: names are not unique, the first one made is the stable answer.
 FIND_AGENT_NAMED = AGENT_ROWS + "WHERE b.config->>'name' = $1 ORDER BY a.created_at, a.id LIMIT 1"
+
+# Archiving takes the agent row's lock, which a channel change takes too (FOR SHARE, in
+# store/channels.py) before checking its targets: a pin and an archive of one agent never both
+# succeed. The archive then finds any channel committed before it took the lock.
+ARCHIVE_AGENT = """
+UPDATE agents SET archived_at = now(), archived_by = $2 WHERE id = $1 AND archived_at IS NULL
+RETURNING archived_at
+"""
+UNARCHIVE_AGENT = """
+UPDATE agents SET archived_at = NULL, archived_by = NULL
+WHERE id = $1 AND archived_at IS NOT NULL
+RETURNING id
+"""
+CHANNELS_OF_AGENT = "SELECT DISTINCT number FROM channel_variants WHERE agent_id = $1 ORDER BY 1"
 
 # The draft row alone: with a join, a lock that waited for a concurrent edit rechecks the join
 # against the new row's hash and the old blob, finds no match, and the draft seems to vanish.
@@ -106,6 +122,7 @@ class Agent:
     created_at: datetime
     latest_version: int | None
     draft: Draft
+    archived_at: datetime | None
 
     @property
     def name(self) -> str:
@@ -143,6 +160,7 @@ def _agent(row: asyncpg.Record) -> Agent:
         created_at=row["created_at"],
         latest_version=row["last_version"] or None,
         draft=draft,
+        archived_at=row["archived_at"],
     )
 
 
@@ -191,13 +209,47 @@ async def find_agent_named(pool: asyncpg.Pool, name: str) -> Agent | None:
 
 
 async def list_agents(
-    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None
+    pool: asyncpg.Pool, *, limit: int, cursor: str | None = None, archived: bool | None = False
 ) -> tuple[list[Agent], str | None]:
-    """Newest first, paginated."""
+    """Newest first, paginated: live agents, archived ones (`archived`), or all (None)."""
     after = decode_cursor(cursor, (str, str))
     created = cursor_time(after[0]) if after else None
-    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1)
+    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1, archived)
     return page([_agent(r) for r in rows], limit, lambda a: [a.created_at.isoformat(), a.id])
+
+
+async def archive(pool: asyncpg.Pool, agent_id: str, actor: str) -> Agent:
+    """Hide the agent from the list and from new pins; its versions and calls stay.
+
+    Refused (AgentInUse, naming them) while channels route to it: archiving must not take a
+    live number's agent away. Archiving an archived agent changes nothing.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        archived_at = await conn.fetchval(ARCHIVE_AGENT, agent_id, actor)
+        if archived_at is not None:
+            numbers = [r["number"] for r in await conn.fetch(CHANNELS_OF_AGENT, agent_id)]
+            if numbers:
+                raise AgentInUse(
+                    f"channels route to agent {agent_id}: "
+                    f"{', '.join(numbers)}; repoint or delete them first",
+                    {"channels": numbers},
+                )
+            await audit.record(
+                conn,
+                actor,
+                "agent.archive",
+                agent_id=agent_id,
+                after={"archived_at": archived_at.isoformat()},
+            )
+        return await get_agent(conn, agent_id)
+
+
+async def unarchive(pool: asyncpg.Pool, agent_id: str, actor: str) -> Agent:
+    """List the agent again and let channels route to it; a live agent is left as it is."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(UNARCHIVE_AGENT, agent_id) is not None:
+            await audit.record(conn, actor, "agent.unarchive", agent_id=agent_id)
+        return await get_agent(conn, agent_id)
 
 
 async def update_draft(
