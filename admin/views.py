@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from admin import schemas as out
@@ -154,10 +156,7 @@ async def get_agent(request: web.Request) -> web.Response:
     errors=(404, 409),
 )
 async def archive_agent(request: web.Request) -> web.Response:
-    agent = await agents.archive(
-        request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name
-    )
-    return json_response(agent_json(agent))
+    return await _archival(request, agents.archive)
 
 
 @endpoint(
@@ -168,9 +167,13 @@ async def archive_agent(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def unarchive_agent(request: web.Request) -> web.Response:
-    agent = await agents.unarchive(
-        request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name
-    )
+    return await _archival(request, agents.unarchive)
+
+
+async def _archival(
+    request: web.Request, change: Callable[[asyncpg.Pool, str, str], Awaitable[agents.Agent]]
+) -> web.Response:
+    agent = await change(request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name)
     return json_response(agent_json(agent))
 
 
