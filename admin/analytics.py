@@ -16,6 +16,7 @@ from httpkit.endpoint import endpoint
 from httpkit.json import json_response, read_json, read_object
 from httpkit.keys import POOL, PRINCIPAL
 from store import agents, analytics, calls_analysis, channels, guardrails, schemas
+from store.calls import CallRef
 
 
 def _window(request: web.Request) -> tuple[datetime, datetime]:
@@ -44,7 +45,7 @@ async def post_analysis(request: web.Request) -> web.Response:
     body = await read_object(request)
     pool, metrics = request.app[POOL], request.app[METRICS]
     call = await calls_analysis.record_analysis(
-        pool, request.match_info["call_id"], body, request[PRINCIPAL].name
+        pool, CallRef.parse(request.match_info["call_id"]), body, request[PRINCIPAL].name
     )
     metrics.count_analysis(call)
     for trip in await guardrails.evaluate(pool, call.channel):

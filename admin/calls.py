@@ -39,8 +39,19 @@ def _filter(request: web.Request) -> calls.CallFilter:
         status=request.query.get("status") or None,
         sentiment=request.query.get("sentiment") or None,
         automated=query.flag(request, "automated"),
+        provider=_provider(request),
+        provider_call_id=request.query.get("provider_call_id") or None,
         agents=scopes_of(request),
     )
+
+
+def _provider(request: web.Request) -> str | None:
+    provider = request.query.get("provider") or None
+    if provider is not None and provider not in calls.PROVIDERS:
+        raise query.bad_query("provider", "provider must be one of " + ", ".join(calls.PROVIDERS))
+    if provider is None and request.query.get("provider_call_id"):
+        raise query.bad_query("provider", "provider_call_id needs the provider it belongs to")
+    return provider
 
 
 @endpoint(
@@ -75,6 +86,8 @@ async def get_call(request: web.Request) -> web.Response:
 async def visible_call(request: web.Request) -> calls.CallRecord:
     """The call the path names, if the request's token may see it; else the 404 of an unknown
     call."""
-    call = await calls.get_call(request.app[POOL], request.match_info["call_id"])
+    call = await calls.find_call(
+        request.app[POOL], calls.CallRef.parse(request.match_info["call_id"])
+    )
     call_in_scope(request, call.call_id, call.agent_id)
     return call

@@ -22,6 +22,8 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/agents", views.create_agent),
             web.get("/v1/agents", views.list_agents),
             web.get(AGENT, views.get_agent),
+            web.post(AGENT + "/archive", views.archive_agent),
+            web.post(AGENT + "/unarchive", views.unarchive_agent),
             web.get(AGENT + "/draft", views.get_draft),
             web.put(AGENT + "/draft", views.put_draft),
             web.patch(AGENT + "/draft", views.patch_draft),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from httpkit.openapi import Shape
 from store import channels
+from store.calls import Provider
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.schemas import EXAMPLE_NUMBER, Rule, Sentiment, Variant
@@ -38,12 +39,23 @@ class ChannelPath(Shape):
 
 
 class CallPath(Shape):
-    call_id: str = Field(description="the call's id")
+    call_id: str = Field(
+        description="the agentver call id (`call_` and 24 hex digits), or the provider's own "
+        "call id as `provider:provider_call_id` (`twilio:CA…`, `telnyx:v3:…`, `generic:…`); "
+        "a 404 lists both forms",
+        examples=["call_0123456789abcdef01234567", "twilio:CA5f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"],
+    )
 
 
 class PageQuery(Shape):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="page size")
     cursor: str | None = Field(None, description="next_cursor of the previous page (same filters)")
+
+
+class AgentsQuery(PageQuery):
+    archived: Literal["false", "true", "all"] = Field(
+        default="false", description="live agents (the default), archived ones, or all"
+    )
 
 
 class ChannelsQuery(PageQuery):
@@ -75,6 +87,10 @@ class CallsQuery(WindowQuery, PageQuery):
     status: str | None = Field(None, description="the provider's last status, e.g. `completed`")
     sentiment: Sentiment | None = Field(None, description="analysed")
     automated: bool | None = Field(None, description="analysed as fully automated")
+    provider: Provider | None = Field(None, description="the provider the call came from")
+    provider_call_id: str | None = Field(
+        None, description="the provider's own call id (Twilio's CallSid...); needs `provider`"
+    )
 
 
 class VersionsReportQuery(WindowQuery):
@@ -93,7 +109,8 @@ class IfMatch(Shape):
     if_match: str | None = Field(
         None,
         alias="If-Match",
-        description='The ETag of the draft or channel this edit is based on ("3"); 412 when stale',
+        description='The ETag of the draft or channel this change is based on ("3"), e.g. the '
+        "draft revision a publisher reviewed; 412 when stale",
     )
 
 
@@ -117,6 +134,7 @@ class Agent(Shape):
     created_at: datetime
     draft: Draft
     latest_version: VersionNumber | None
+    archived_at: datetime | None = Field(description="null while the agent is live")
 
 
 class VersionSummary(Shape):

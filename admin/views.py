@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from admin import schemas as out
@@ -20,6 +22,7 @@ from store.errors import ChannelNotFound, InvalidConfig
 from store.validation import InvalidRequest, parse
 
 DRAFT_ETAG = {"ETag": "the draft revision, quoted; send it back in If-Match"}
+ARCHIVED: dict[str, bool | None] = {"false": False, "true": True, "all": None}
 CHANNEL_ETAG = {"ETag": "the routing revision, quoted; send it back in If-Match"}
 
 
@@ -69,6 +72,7 @@ def agent_json(agent: agents.Agent) -> dict[str, Any]:
         "created_at": agent.created_at,
         "draft": draft_json(agent.draft),
         "latest_version": agent.latest_version,
+        "archived_at": agent.archived_at,
     }
 
 
@@ -113,10 +117,18 @@ async def create_agent(request: web.Request) -> web.Response:
     )
 
 
+def _archived(request: web.Request) -> bool | None:
+    """`archived`: false (the default) lists live agents, true archived ones, all both."""
+    raw = request.query.get("archived", "false")
+    if raw not in ARCHIVED:
+        raise query.bad_query("archived", "archived must be false, true or all")
+    return ARCHIVED[raw]
+
+
 @endpoint(
-    "List agents, newest first",
+    "List agents, newest first (live ones unless `archived` says otherwise)",
     role="viewer",
-    query=out.PageQuery,
+    query=out.AgentsQuery,
     responses={200: out.AgentList},
     errors=(400,),
 )
@@ -125,6 +137,7 @@ async def list_agents(request: web.Request) -> web.Response:
         request.app[POOL],
         limit=query.limit(request),
         cursor=request.query.get("cursor"),
+        archived=_archived(request),
         agents=scopes_of(request),
     )
     return _listing([agent_json(a) for a in items], cursor)
@@ -139,6 +152,36 @@ async def list_agents(request: web.Request) -> web.Response:
 )
 async def get_agent(request: web.Request) -> web.Response:
     agent = await agents.get_agent(request.app[POOL], _agent_id(request))
+    return json_response(agent_json(agent))
+
+
+@endpoint(
+    "Archive an agent: unlisted and refused as a channel's target; versions and calls stay. "
+    "409 naming the channels while any routes to it",
+    role="publisher",
+    path=out.AgentPath,
+    responses={200: out.Agent},
+    errors=(404, 409),
+)
+async def archive_agent(request: web.Request) -> web.Response:
+    return await _archival(request, agents.archive)
+
+
+@endpoint(
+    "Unarchive an agent: listed again, and channels may route to it",
+    role="publisher",
+    path=out.AgentPath,
+    responses={200: out.Agent},
+    errors=(404,),
+)
+async def unarchive_agent(request: web.Request) -> web.Response:
+    return await _archival(request, agents.unarchive)
+
+
+async def _archival(
+    request: web.Request, change: Callable[[asyncpg.Pool, str, str], Awaitable[agents.Agent]]
+) -> web.Response:
+    agent = await change(request.app[POOL], request.match_info["agent_id"], request[PRINCIPAL].name)
     return json_response(agent_json(agent))
 
 
@@ -214,10 +257,11 @@ async def patch_draft(request: web.Request) -> web.Response:
     "Publish the draft as the next version (the draft is unchanged)",
     role="publisher",
     path=out.AgentPath,
+    headers=out.IfMatch,
     body=schemas.Publish,
     responses={201: out.Version},
     response_headers={"Location": "the version's URL"},
-    errors=(404,),
+    errors=(404, 409, 412),
 )
 async def publish(request: web.Request) -> web.Response:
     body = parse(
@@ -229,6 +273,8 @@ async def publish(request: web.Request) -> web.Response:
         body.name,
         body.description or "",
         request[PRINCIPAL].name,
+        if_revision=_if_match(request),
+        allow_unchanged=body.allow_unchanged,
     )
     location = f"/v1/agents/{version.agent_id}/versions/{version.version}"
     return json_response(version_json(version), status=201, headers={"Location": location})

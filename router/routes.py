@@ -20,6 +20,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/webhooks/twilio/status", webhooks.twilio_status),
             web.post("/webhooks/telnyx", webhooks.telnyx_event),
             web.post("/webhooks/generic/call", webhooks.generic_call),
+            web.post("/webhooks/generic/ended", webhooks.generic_ended),
             web.get("/v1/calls/{call_id}/config", views.call_config),
             web.get("/v1/configs/{config_hash}", views.config_blob),
             web.get("/v1/resolve", views.resolve),

@@ -22,7 +22,8 @@ from router.calls import fallback, route_call
 from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
 from store.call_routing import Unroutable
 from store.calls import CallEnd
-from store.schemas import GenericCall
+from store.schemas import GenericCall, GenericCallEnded
+from store.validation import InvalidRequest, parse
 
 log = structlog.get_logger()
 
@@ -223,6 +224,15 @@ async def _telnyx_hangup(
 # --- generic ---------------------------------------------------------------------------------
 
 
+async def _generic_body(request: web.Request) -> bytes:
+    """The raw body of a generic webhook whose X-Agentver-Signature checks out."""
+    raw = await request.read()
+    signature = request.headers.get("X-Agentver-Signature")
+    secret = request.app[SETTINGS].generic_secret
+    _reject(request, "generic", signatures.verify_generic(secret, raw, signature))
+    return raw
+
+
 @endpoint(
     "A provider-neutral call: where to stream it and fetch its config (or the fallback)",
     headers=schemas.GenericSignature,
@@ -233,15 +243,8 @@ async def _telnyx_hangup(
 )
 async def generic_call(request: web.Request) -> web.Response:
     """A provider-neutral call `{call_id, from, to}` → JSON answer (or the fallback)."""
-    raw = await request.read()
+    raw = await _generic_body(request)
     settings = request.app[SETTINGS]
-    _reject(
-        request,
-        "generic",
-        signatures.verify_generic(
-            settings.generic_secret, raw, request.headers.get("X-Agentver-Signature")
-        ),
-    )
     try:
         call = GenericCall.model_validate(parse_json(raw))
     except ValidationError:
@@ -253,3 +256,22 @@ async def generic_call(request: web.Request) -> web.Response:
         return json_response(providers.generic_fallback(request.app[FALLBACK]))
     config_url = f"{settings.public_base_url}/v1/calls/{result.call_id}/config"
     return json_response(providers.generic_answer(request.app[STREAM_URL], config_url, result))
+
+
+@endpoint(
+    "A provider-neutral call ended: its final status, end time and duration",
+    headers=schemas.GenericSignature,
+    body=GenericCallEnded,
+    responses={204: None},
+    body_errors=(400, 413, 422),
+    errors=(403,),
+)
+async def generic_ended(request: web.Request) -> web.Response:
+    """Close a generic call as Twilio's status callback closes a Twilio one: idempotent, and an
+    ending that overtakes its call is kept until the call is recorded."""
+    raw = await _generic_body(request)
+    body = parse(GenericCallEnded, parse_json(raw), InvalidRequest, "the call ending is invalid")
+    ended_at = body.ended_at or datetime.now(UTC)
+    ending = CallEnd("generic", body.call_id, body.status, ended_at, body.duration_s)
+    request.app[METRICS].observe_ended(await request.app[WRITER].end(ending))
+    return web.Response(status=204)

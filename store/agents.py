@@ -12,7 +12,14 @@ import asyncpg
 
 from store import audit
 from store.config import config_hash, validate_config
-from store.errors import AgentNotFound, ConfigNotFound, RevisionConflict, VersionNotFound
+from store.errors import (
+    AgentInUse,
+    AgentNotFound,
+    ConfigNotFound,
+    DraftUnchanged,
+    RevisionConflict,
+    VersionNotFound,
+)
 from store.pagination import cursor_time, decode_cursor, page
 
 INSERT_BLOB = """
@@ -26,7 +33,7 @@ INSERT INTO drafts (agent_id, revision, config_hash, updated_by) VALUES ($1, 1, 
 """
 
 AGENT_ROWS = """
-SELECT a.id, a.created_at, a.last_version,
+SELECT a.id, a.created_at, a.last_version, a.archived_at,
        d.revision, d.config_hash, d.updated_at, d.updated_by, b.config
 FROM agents a
 JOIN drafts d ON d.agent_id = a.id
@@ -37,13 +44,28 @@ LIST_AGENTS = (
     AGENT_ROWS
     + """
 WHERE ($1::timestamptz IS NULL OR (a.created_at, a.id) < ($1, $2))
-  AND ($4::text[] IS NULL OR a.id = ANY($4))
+  AND ($4::boolean IS NULL OR (a.archived_at IS NOT NULL) = $4)
+  AND ($5::text[] IS NULL OR a.id = ANY($5))
 ORDER BY a.created_at DESC, a.id DESC
 LIMIT $3
 """
 )
 # The oldest agent of that name: names are not unique, the first one made is the stable answer.
 FIND_AGENT_NAMED = AGENT_ROWS + "WHERE b.config->>'name' = $1 ORDER BY a.created_at, a.id LIMIT 1"
+
+# Archiving takes the agent row's lock, which a channel change takes too (FOR SHARE, in
+# store/channels.py) before checking its targets: a pin and an archive of one agent never both
+# succeed. The archive then finds any channel committed before it took the lock.
+ARCHIVE_AGENT = """
+UPDATE agents SET archived_at = now(), archived_by = $2 WHERE id = $1 AND archived_at IS NULL
+RETURNING archived_at
+"""
+UNARCHIVE_AGENT = """
+UPDATE agents SET archived_at = NULL, archived_by = NULL
+WHERE id = $1 AND archived_at IS NOT NULL
+RETURNING id
+"""
+CHANNELS_OF_AGENT = "SELECT DISTINCT number FROM channel_variants WHERE agent_id = $1 ORDER BY 1"
 
 # The draft row alone: with a join, a lock that waited for a concurrent edit rechecks the join
 # against the new row's hash and the old blob, finds no match, and the draft seems to vanish.
@@ -66,6 +88,7 @@ SELECT EXISTS (SELECT 1 FROM versions WHERE agent_id = ANY($2) AND config_hash =
                WHERE agent_id = ANY($2) AND version IS NULL AND config_hash = $1)
 """
 SELECT_DRAFT_STATE = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
+SELECT_VERSION_HASH = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
 INSERT_VERSION = """
 INSERT INTO versions (agent_id, version, name, description, author, config_hash)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -106,6 +129,7 @@ class Agent:
     created_at: datetime
     latest_version: int | None
     draft: Draft
+    archived_at: datetime | None
 
     @property
     def name(self) -> str:
@@ -143,6 +167,7 @@ def _agent(row: asyncpg.Record) -> Agent:
         created_at=row["created_at"],
         latest_version=row["last_version"] or None,
         draft=draft,
+        archived_at=row["archived_at"],
     )
 
 
@@ -204,13 +229,51 @@ async def list_agents(
     *,
     limit: int,
     cursor: str | None = None,
+    archived: bool | None = False,
     agents: list[str] | None = None,
 ) -> tuple[list[Agent], str | None]:
-    """Newest first, paginated; only `agents` when given (a token's scopes)."""
+    """Newest first, paginated: live agents, archived ones (`archived`), or all (None); only
+    `agents` when given (a token's scopes)."""
     after = decode_cursor(cursor, (str, str))
     created = cursor_time(after[0]) if after else None
-    rows = await pool.fetch(LIST_AGENTS, created, after[1] if after else None, limit + 1, agents)
+    rows = await pool.fetch(
+        LIST_AGENTS, created, after[1] if after else None, limit + 1, archived, agents
+    )
     return page([_agent(r) for r in rows], limit, lambda a: [a.created_at.isoformat(), a.id])
+
+
+async def archive(pool: asyncpg.Pool, agent_id: str, actor: str) -> Agent:
+    """Hide the agent from the list and from new pins; its versions and calls stay.
+
+    Refused (AgentInUse, naming them) while channels route to it: archiving must not take a
+    live number's agent away. Archiving an archived agent changes nothing.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        archived_at = await conn.fetchval(ARCHIVE_AGENT, agent_id, actor)
+        if archived_at is not None:
+            numbers = [r["number"] for r in await conn.fetch(CHANNELS_OF_AGENT, agent_id)]
+            if numbers:
+                raise AgentInUse(
+                    f"channels route to agent {agent_id}: "
+                    f"{', '.join(numbers)}; repoint or delete them first",
+                    {"channels": numbers},
+                )
+            await audit.record(
+                conn,
+                actor,
+                "agent.archive",
+                agent_id=agent_id,
+                after={"archived_at": archived_at.isoformat()},
+            )
+        return await get_agent(conn, agent_id)
+
+
+async def unarchive(pool: asyncpg.Pool, agent_id: str, actor: str) -> Agent:
+    """List the agent again and let channels route to it; a live agent is left as it is."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(UNARCHIVE_AGENT, agent_id) is not None:
+            await audit.record(conn, actor, "agent.unarchive", agent_id=agent_id)
+        return await get_agent(conn, agent_id)
 
 
 async def update_draft(
@@ -252,15 +315,34 @@ async def update_draft(
 
 
 async def publish(
-    pool: asyncpg.Pool, agent_id: str, name: str, description: str, author: str
+    pool: asyncpg.Pool,
+    agent_id: str,
+    name: str,
+    description: str,
+    author: str,
+    *,
+    if_revision: int | None = None,
+    allow_unchanged: bool = False,
 ) -> Version:
-    """Snapshot the current draft as the agent's next version; the draft is unchanged."""
+    """Snapshot the current draft as the agent's next version; the draft is unchanged.
+
+    `if_revision` is the draft revision the publisher reviewed: any other raises
+    RevisionConflict, so nobody publishes an edit they did not see. A draft identical to the
+    latest version raises DraftUnchanged unless `allow_unchanged`.
+    """
     async with pool.acquire() as conn, conn.transaction():
         number = await conn.fetchval(NEXT_VERSION, agent_id)
         if number is None:
             raise AgentNotFound(f"no agent {agent_id}")
         # Read after taking the counter lock: a draft edit committed before this publish is in.
         draft = await conn.fetchrow(SELECT_DRAFT_STATE, agent_id)
+        _check_publishable(
+            draft["revision"],
+            draft["config_hash"],
+            await conn.fetchval(SELECT_VERSION_HASH, agent_id, number - 1),
+            if_revision=if_revision,
+            allow_unchanged=allow_unchanged,
+        )
         digest = draft["config_hash"]
         published_at = await conn.fetchval(
             INSERT_VERSION, agent_id, number, name, description, author, digest
@@ -275,6 +357,27 @@ async def publish(
         )
         config = await conn.fetchval(SELECT_BLOB, digest)
     return Version(agent_id, number, name, description, author, published_at, digest, config)
+
+
+def _check_publishable(
+    revision: int,
+    digest: str,
+    latest_digest: str | None,
+    *,
+    if_revision: int | None,
+    allow_unchanged: bool,
+) -> None:
+    if if_revision is not None and if_revision != revision:
+        raise RevisionConflict(
+            f"the draft is at revision {revision}, not {if_revision}: review it again",
+            {"current_revision": revision},
+        )
+    if digest == latest_digest and not allow_unchanged:
+        raise DraftUnchanged(
+            "the draft is identical to the latest version; send allow_unchanged: true to "
+            "publish it anyway",
+            {"current_revision": revision, "config_hash": digest},
+        )
 
 
 async def get_version(pool: asyncpg.Pool, agent_id: str, number: int) -> Version:

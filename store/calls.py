@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import asyncpg
 
@@ -42,6 +42,10 @@ ORDER BY c.n
 """
 )
 SELECT_CALL = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE call_id = $1"
+# A call named by its agentver call id ($1) or by its provider's ($2, $3), the other side NULL:
+# each side is unique, so at most one row matches, through either index.
+CALL_REF_MATCHES = "(call_id = $1 OR (provider = $2 AND provider_call_id = $3))"
+SELECT_CALL_REF = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE " + CALL_REF_MATCHES
 SELECT_ASSIGNMENT = "SELECT label FROM caller_assignments WHERE number = $1 AND caller = $2"
 
 # Once ended, a call is frozen: duplicate and late events change nothing.
@@ -82,12 +86,55 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($8::text IS NULL OR status = $8)
   AND ($9::text IS NULL OR sentiment = $9)
   AND ($10::boolean IS NULL OR automated = $10)
-  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
-  AND ($14::text[] IS NULL OR agent_id = ANY($14))
+  AND ($11::text IS NULL OR provider = $11)
+  AND ($12::text IS NULL OR provider_call_id = $12)
+  AND ($13::timestamptz IS NULL OR (started_at, call_id) < ($13, $14))
+  AND ($16::text[] IS NULL OR agent_id = ANY($16))
 ORDER BY started_at DESC, call_id DESC
-LIMIT $13
+LIMIT $15
 """
 )
+
+
+# Where calls come from: the `provider` of a call record, and the prefix of a provider call id
+# named as `provider:provider_call_id`.
+Provider = Literal["twilio", "telnyx", "generic"]
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+# The ways a call may be named, as a 404 lists them.
+CALL_REF_FORMS = (
+    "the agentver call id (call_ and 24 hex digits)",
+    "provider:provider_call_id, e.g. twilio:CA0123…, telnyx:v3:… or generic:…",
+)
+
+
+@dataclass(frozen=True)
+class CallRef:
+    """A call named by its agentver call id, or by the provider's own call id."""
+
+    text: str
+    call_id: str | None
+    provider: str | None
+    provider_call_id: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> CallRef:
+        """`twilio:CA…` (a known provider, a colon, a non-empty id) or an agentver call id.
+        Agentver ids hold no colon; a provider's id may (Telnyx's `v3:…`): only the first
+        colon splits."""
+        provider, colon, provider_call_id = text.partition(":")
+        if colon and provider in PROVIDERS and provider_call_id:
+            return cls(text, None, provider, provider_call_id)
+        return cls(text, text, None, None)
+
+    def args(self) -> tuple[str | None, str | None, str | None]:
+        """CALL_REF_MATCHES' parameters."""
+        return self.call_id, self.provider, self.provider_call_id
+
+    def not_found(self) -> CallNotFound:
+        return CallNotFound(
+            f"no call {self.text}; a call is named by " + " or by ".join(CALL_REF_FORMS),
+            {"accepted_forms": list(CALL_REF_FORMS)},
+        )
 
 
 @dataclass(frozen=True)
@@ -196,6 +243,8 @@ class CallFilter:
     status: str | None = None
     sentiment: str | None = None
     automated: bool | None = None
+    provider: str | None = None
+    provider_call_id: str | None = None
     agents: list[str] | None = None  # only calls served by these agents (a token's scopes)
 
 
@@ -330,6 +379,14 @@ async def get_call(pool: asyncpg.Pool | asyncpg.Connection, call_id: str) -> Cal
     return call_record(row)
 
 
+async def find_call(pool: asyncpg.Pool | asyncpg.Connection, ref: CallRef) -> CallRecord:
+    """The call `ref` names, either way; CallNotFound listing the accepted forms."""
+    row = await pool.fetchrow(SELECT_CALL_REF, *ref.args())
+    if row is None:
+        raise ref.not_found()
+    return call_record(row)
+
+
 async def find_assignment(
     pool: asyncpg.Pool | asyncpg.Connection, number: str, caller: str
 ) -> str | None:
@@ -356,6 +413,8 @@ async def list_calls(
         where.status,
         where.sentiment,
         where.automated,
+        where.provider,
+        where.provider_call_id,
         after_started,
         after[1] if after else None,
         limit + 1,

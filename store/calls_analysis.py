@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 
 from store import audit, schemas
-from store.calls import CALL_COLUMNS, CallRecord, call_record
-from store.errors import CallNotFound, InvalidConfig
+from store.calls import CALL_COLUMNS, CALL_REF_MATCHES, CallRecord, CallRef, call_record
+from store.errors import InvalidConfig
 from store.validation import CONTROL_MESSAGE, NUL, parse
 
 # The JSON types each call_analysis field type accepts (bool is not a number here, although
@@ -28,7 +28,9 @@ LOCK_CALL = (
     + _CALL_COLUMNS
     + """, b.config -> 'call_analysis' -> 'fields' AS analysis_fields
 FROM calls JOIN config_blobs b ON b.hash = calls.config_hash
-WHERE call_id = $1
+WHERE """
+    + CALL_REF_MATCHES
+    + """
 FOR UPDATE OF calls
 """
 )
@@ -73,14 +75,15 @@ def parse_analysis(body: Any, declared: list[dict[str, Any]]) -> schemas.Analysi
     return analysis
 
 
-async def record_analysis(pool: asyncpg.Pool, call_id: str, body: Any, actor: str) -> CallRecord:
+async def record_analysis(pool: asyncpg.Pool, ref: CallRef, body: Any, actor: str) -> CallRecord:
     """Validate and store a call's analysis, replacing any earlier one; audited."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(LOCK_CALL, call_id)
+        row = await conn.fetchrow(LOCK_CALL, *ref.args())
         if row is None:
-            raise CallNotFound(f"no call {call_id}")
+            raise ref.not_found()
         analysis = parse_analysis(body, row["analysis_fields"] or [])
         before = call_record(row)
+        call_id = before.call_id
         stored = {
             "fields": analysis.fields,
             "posted_at": datetime.now(UTC).isoformat(),

@@ -73,11 +73,14 @@ ORDER BY c.number, v.position
 """
 # Rows fetched per round trip while streaming every routing.
 ROUTING_STREAM_BATCH = 5_000
+# Held until the routing commits: an archive of a target (store/agents.py) waits for it, or it
+# for the archive, which MISSING_TARGETS then sees.
+LOCK_TARGET_AGENTS = "SELECT 1 FROM agents WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE"
 MISSING_TARGETS = """
-SELECT t.i, t.agent_id, t.version,
-       NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id) AS no_agent
+SELECT t.i, t.agent_id, t.version, a.id IS NULL AS no_agent, a.archived_at IS NOT NULL AS archived
 FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS t(agent_id, version, i)
-WHERE NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = t.agent_id)
+LEFT JOIN agents a ON a.id = t.agent_id
+WHERE a.id IS NULL OR a.archived_at IS NOT NULL
    OR (t.version IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM versions v WHERE v.agent_id = t.agent_id AND v.version = t.version))
 ORDER BY t.i
@@ -215,14 +218,19 @@ async def list_channels(
 
 
 async def _check_targets(conn: asyncpg.Connection, variants: tuple[Variant, ...]) -> None:
-    missing = await conn.fetch(
-        MISSING_TARGETS, [v.agent_id for v in variants], [v.version for v in variants]
-    )
+    agent_ids = [v.agent_id for v in variants]
+    await conn.execute(LOCK_TARGET_AGENTS, agent_ids)
+    missing = await conn.fetch(MISSING_TARGETS, agent_ids, [v.version for v in variants])
     if missing:
         first = missing[0]
         i = first["i"] - 1
         if first["no_agent"]:
             raise routing_error(f"variants[{i}].agent_id", f"no agent {first['agent_id']}")
+        if first["archived"]:
+            raise routing_error(
+                f"variants[{i}].agent_id",
+                f"agent {first['agent_id']} is archived; unarchive it to route calls to it",
+            )
         raise routing_error(f"variants[{i}].version", f"agent has no version {first['version']}")
 
 

@@ -58,3 +58,15 @@ class RevisionConflict(StoreError):
 
 class Conflict(StoreError):
     code = "conflict"
+
+
+class DraftUnchanged(Conflict):
+    """Publishing would repeat the latest version."""
+
+    code = "draft_unchanged"
+
+
+class AgentInUse(Conflict):
+    """An agent that channels route to cannot be archived."""
+
+    code = "agent_in_use"

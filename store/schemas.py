@@ -8,11 +8,13 @@ version exists, analysis fields match the served config) stay in those modules.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -145,6 +147,10 @@ class Publish(OpenBody):
 
     name: RequiredText
     description: Annotated[StoredText, Field(max_length=MAX_DESCRIPTION_CHARS)] | None = None
+    allow_unchanged: bool = Field(
+        default=False,
+        description="publish even when the draft is identical to the latest version (else 409)",
+    )
 
 
 # --- channels --------------------------------------------------------------------------------
@@ -281,6 +287,61 @@ class GenericCall(BaseModel):
     call_id: NonEmpty
     from_: NonEmpty = Field(alias="from")
     to: NonEmpty
+
+
+# The statuses a call ends with (Twilio's final ones, which the generic provider shares).
+EndStatus = Literal["completed", "busy", "failed", "no-answer", "canceled"]
+# Seconds: Twilio and Telnyx end a call after 24 hours at most, so a longer duration is a unit
+# mistake (milliseconds sent as seconds), not a call.
+MAX_CALL_DURATION_S = 86_400
+
+
+def _aware_timestamp(value: Any) -> datetime:
+    # Strictly a string: lax pydantic would also take a number as Unix time.
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise PydanticCustomError("timestamp", "must be an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError("timestamp", "must carry its UTC offset (Z or +hh:mm)")
+    return parsed
+
+
+class GenericCallEnded(Body):
+    """The router's provider-neutral call-ended webhook: `call_id` is the one the call webhook
+    sent. Without `ended_at` the call ends when this arrives; without `duration_s` it lasted
+    from its start to `ended_at`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "call_id": "c-1",
+                    "status": "completed",
+                    "ended_at": "2026-11-26T04:16:10Z",
+                    "duration_s": 70,
+                }
+            ]
+        },
+    )
+
+    call_id: NonEmpty
+    status: EndStatus
+    ended_at: (
+        Annotated[
+            datetime,
+            BeforeValidator(_aware_timestamp),
+            Field(description="ISO 8601 with an offset"),
+        ]
+        | None
+    ) = Field(default=None, json_schema_extra=_no_documented_default)
+    duration_s: Annotated[float, Field(ge=0, le=MAX_CALL_DURATION_S)] | None = Field(
+        default=None,
+        description="seconds the call lasted",
+        json_schema_extra=_no_documented_default,
+    )
 
 
 # --- tokens ----------------------------------------------------------------------------------

@@ -172,7 +172,13 @@ class Webhooks:
         assert resp.status == 200, await resp.text()
         return stream_parameters(await resp.text())
 
-    async def generic(self, body: dict[str, Any], signature: str | None = None) -> ClientResponse:
+    async def generic(
+        self,
+        body: Any,
+        signature: str | None = None,
+        path: str = "/webhooks/generic/call",
+    ) -> ClientResponse:
+        """A generic webhook to `path` (the call webhook by default), signed unless `signature`."""
         raw = json.dumps(body).encode()
         assert self.settings.generic_secret
         digest = hmac.new(self.settings.generic_secret.encode(), raw, hashlib.sha256).hexdigest()
@@ -180,7 +186,7 @@ class Webhooks:
             "Content-Type": "application/json",
             "X-Agentver-Signature": signature or f"sha256={digest}",
         }
-        return await self.client.post("/webhooks/generic/call", data=raw, headers=headers)
+        return await self.client.post(path, data=raw, headers=headers)
 
     async def generic_call(self, call_id: str, caller: str = CALLER) -> dict[str, Any]:
         resp = await self.generic({"call_id": call_id, "from": caller, "to": CHANNEL})

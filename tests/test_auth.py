@@ -30,6 +30,8 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("POST", "/v1/agents", EDITOR),
     ("GET", "/v1/agents", VIEWER),
     ("GET", "/v1/agents/{agent_id}", VIEWER),
+    ("POST", "/v1/agents/{agent_id}/archive", PUBLISHER),
+    ("POST", "/v1/agents/{agent_id}/unarchive", PUBLISHER),
     ("GET", "/v1/agents/{agent_id}/draft", VIEWER),
     ("PUT", "/v1/agents/{agent_id}/draft", EDITOR),
     ("PATCH", "/v1/agents/{agent_id}/draft", EDITOR),

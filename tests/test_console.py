@@ -233,6 +233,11 @@ async def test_publish_with_diff_preview(
     await expect(
         dialog.get_by_role("heading", name="Changes from V1 to draft revision 3")
     ).to_be_visible()
+    # One heading introduces the diff: the dialog's title, then the diff's own, nothing repeated.
+    await expect(dialog.get_by_role("heading")).to_have_text(
+        ["Publish V2", "Changes from V1 to draft revision 3"]
+    )
+    await expect(dialog.get_by_label("Publish anyway", exact=False)).to_be_hidden()
     await expect(dialog).to_contain_text('system_prompt: "Prompt of version 1." → "Be brief."')
     await expect(dialog).to_contain_text('llm.model: "gpt-4o-mini" → "gpt-4o"')
     await expect(dialog.locator(".diff-add")).to_have_count(2)
@@ -248,6 +253,18 @@ async def test_publish_with_diff_preview(
     await dialog.get_by_label("Version name").fill("Shorter prompt")
     await dialog.get_by_label("Description").fill("Cuts the prompt and moves to gpt-4o.")
     await console.screenshot()
+    # An edit saved while the dialog is open is never published unseen: the server refuses the
+    # reviewed revision (If-Match) and the dialog shows the new diff.
+    await api.ok(
+        "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"system_prompt": "Be brief!"}}
+    )
+    await dialog.get_by_role("button", name="Publish V2").click()
+    await expect(dialog.get_by_text("you reviewed 3")).to_be_visible()
+    await expect(
+        dialog.get_by_role("heading", name="Changes from V1 to draft revision 4")
+    ).to_be_visible()
+    assert (await api.ok("GET", f"/v1/agents/{agent['id']}"))["latest_version"] == 1
+    await console.screenshot("-changed-meanwhile")
     await dialog.get_by_role("button", name="Publish V2").click()
 
     await expect(page.get_by_text("Published V2 “Shorter prompt”.")).to_be_visible()
@@ -274,6 +291,8 @@ async def test_pin_number_to_v1(
     await expect(form.get_by_text("Use E.164")).to_be_visible()
     await form.get_by_label("Phone number (E.164)").fill(NUMBER)
     await form.get_by_label("Agent").select_option(agent["id"])
+    # Picking the agent picks its latest published version, not the live draft.
+    await expect(form.get_by_label("Version")).to_have_value("2")
     await form.get_by_label("Version").select_option("1")
     await form.get_by_role("button", name="Pin").click()
 
@@ -283,9 +302,20 @@ async def test_pin_number_to_v1(
     assert [(v["agent_id"], v["version"], v["weight"]) for v in channel["variants"]] == [
         (agent["id"], 1, 100)
     ]
-    # The row's dropdown moves the pin: Draft, then back to V1.
+    # The row's dropdown moves the pin: Draft (asked first; cancelling changes nothing), then
+    # back to V1.
     await row.get_by_label(f"Version served on {NUMBER}").select_option("draft")
-    await row.get_by_role("button", name=f"Apply the version for {NUMBER}").click()
+    apply = row.get_by_role("button", name=f"Apply the version for {NUMBER}")
+    await apply.click()
+    confirm = page.get_by_role("dialog", name=f"Pin {NUMBER} to the draft?")
+    await expect(confirm).to_be_visible()
+    await expect(confirm).to_contain_text("every saved edit reaches callers at once")
+    await console.screenshot("-confirm-draft")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_have_count(0)
+    assert (await api.ok("GET", f"/v1/channels/{NUMBER}"))["variants"][0]["version"] == 1
+    await apply.click()
+    await confirm.get_by_role("button", name="Pin to the draft").click()
     await expect(page.get_by_text(f"{NUMBER} now serves Support bot Draft.")).to_be_visible()
     await row.get_by_label(f"Version served on {NUMBER}").select_option("1")
     await row.get_by_role("button", name=f"Apply the version for {NUMBER}").click()
@@ -303,14 +333,21 @@ async def test_start_80_20_test(
     await page.get_by_role("button", name=f"A/B test on {NUMBER}").click()
 
     dialog = page.get_by_role("dialog", name=f"A/B test on {NUMBER}")
-    weights = dialog.get_by_label("Weight in percent")
+    weights = dialog.get_by_label("Weight", exact=True)
+    shares = dialog.get_by_label("Share of calls")
     await expect(weights).to_have_count(2)
+    await expect(dialog).not_to_contain_text("must add up to 100")
     await weights.nth(1).fill("30")
-    await expect(dialog.locator("#ab-total")).to_have_text("Total 110%")
+    await expect(dialog.locator("#ab-total")).to_have_text("Total weight 110")
+    await expect(shares).to_have_text(["72.7%", "27.3%"])
+    await weights.nth(0).fill("0")
+    await weights.nth(1).fill("0")
     await dialog.get_by_role("button", name="Save and start").click()
-    await expect(dialog.get_by_text("make them add up to 100%")).to_be_visible()
+    await expect(dialog.get_by_text("Give at least one variant a weight above 0.")).to_be_visible()
+    await weights.nth(0).fill("80")
     await weights.nth(1).fill("20")
-    await expect(dialog.locator("#ab-total")).to_have_text("Total 100%")
+    await expect(dialog.locator("#ab-total")).to_have_text("Total weight 100")
+    await expect(shares).to_have_text(["80%", "20%"])
     versions = dialog.locator("select[id$='-version']")
     await expect(versions.nth(0)).to_have_value("1")
     await expect(versions.nth(1)).to_have_value("2")
@@ -344,6 +381,85 @@ async def test_start_80_20_test(
     assert saved["rules"] == [
         {"metric": "automation_rate", "op": "<", "threshold": 0.5, "min_calls": 50}
     ]
+    await console.screenshot()
+
+
+async def test_ab_editor_keeps_the_weights_as_stored(
+    page: Page, api: Api, make_agent: AgentFactory, console: Console
+) -> None:
+    agent = await make_agent(versions=2)
+    variants = [variant(agent, "a", 1, 3), variant(agent, "b", 2, 1)]
+    await api.ok("PUT", f"/v1/channels/{NUMBER}", json={"variants": variants})
+    await console.sign_in("publisher", "/console/#/channels")
+    row = page.locator(f"tr[data-number='{NUMBER}']")
+    await expect(row).to_contain_text("75% a: Support bot V1")
+    await page.get_by_role("button", name=f"A/B test on {NUMBER}").click()
+
+    dialog = page.get_by_role("dialog", name=f"A/B test on {NUMBER}")
+    weights = dialog.get_by_label("Weight", exact=True)
+    await expect(weights.nth(0)).to_have_value("3")
+    await expect(weights.nth(1)).to_have_value("1")
+    await expect(dialog.get_by_label("Share of calls")).to_have_text(["75%", "25%"])
+    await expect(dialog).to_contain_text("stored as you enter them")
+    await console.screenshot()
+    await dialog.get_by_role("button", name="Save and start").click()
+    await expect(page.get_by_text("a 75%, b 25%")).to_be_visible()
+    channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
+    assert [v["weight"] for v in channel["variants"]] == [3, 1]  # not rescaled to 75/25
+
+
+async def test_sign_out_shows_only_when_signed_in(page: Page, console: Console) -> None:
+    await page.goto("/console/")
+    await expect(page.get_by_label("Admin API token")).to_be_visible()
+    sign_out = page.get_by_role("button", name="Sign out", include_hidden=True)
+    await expect(sign_out).to_be_hidden()
+    await console.screenshot("-signed-out")
+    await console.sign_in("viewer")
+    await expect(sign_out).to_be_visible()
+    await sign_out.click()
+    await expect(page.get_by_text("Signed out.")).to_be_visible()
+    await expect(sign_out).to_be_hidden()
+
+
+async def _covered(page: Page, selector: str) -> str | None:
+    """What covers the middle of `selector`'s first element (None: the element itself shows)."""
+    covered: str | None = await page.evaluate(
+        """(selector) => {
+            const el = document.querySelector(selector);
+            const box = el.getBoundingClientRect();
+            if (box.bottom > window.innerHeight || box.top < 0) return 'outside the viewport';
+            const x = box.left + box.width / 2, y = box.top + box.height / 2;
+            const top = document.elementFromPoint(x, y);
+            return el.contains(top) ? null : (top?.className || top?.tagName || 'nothing');
+        }""",
+        selector,
+    )
+    return covered
+
+
+async def test_the_save_bar_never_covers_what_focus_moves_to(
+    page: Page, make_agent: AgentFactory, console: Console
+) -> None:
+    agent = await make_agent()
+    await console.open_agent(agent["id"], "editor")
+    # Keyboard users tab from the LLM section into the Voice section: the page scrolls just
+    # enough, and the sticky Save bar at the bottom must not sit on the heading or the field.
+    await page.evaluate("window.scrollTo(0, 0)")
+    await page.get_by_label("Max tokens").focus()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_label("TTS provider")).to_be_focused()
+    voice = "fieldset:has(#draft-voice-tts_provider) > legend"
+    assert await _covered(page, voice) is None
+    assert await _covered(page, "#draft-voice-tts_provider") is None
+    # Scrolled into view as little as possible (a link, a keyboard user in Firefox, the
+    # console's own scrollIntoView): the heading stops above the bar, not under it.
+    for selector in (voice, "#draft-voice-tts_provider"):
+        await page.evaluate("window.scrollTo(0, 0)")
+        await page.evaluate(
+            "(s) => document.querySelector(s).scrollIntoView({block: 'nearest'})", selector
+        )
+        assert await _covered(page, selector) is None, selector
+    await expect(page.locator(voice)).to_be_in_viewport()
     await console.screenshot()
 
 

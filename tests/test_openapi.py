@@ -149,8 +149,14 @@ async def test_responses_match_the_documented_schemas(
         ("GET", "/v1/audit", "/v1/audit?limit=3", None, "viewer"),
         ("POST", "/v1/tokens", "/v1/tokens", {"name": "n", "role": "viewer"}, "admin"),
         ("GET", "/v1/whoami", "/v1/whoami", None, "runtime"),
+        ("POST", "/v1/agents/{agent_id}/archive", a + "/archive", None, "publisher"),
         ("DELETE", "/v1/channels/{number}", f"/v1/channels/{NUMBER}", None, "publisher"),
         ("DELETE", "/v1/channels/{number}", f"/v1/channels/{NUMBER}", None, "publisher"),
+        ("POST", "/v1/agents/{agent_id}/archive", a + "/archive", None, "publisher"),
+        ("GET", "/v1/agents", "/v1/agents?archived=true", None, "viewer"),
+        ("GET", "/v1/agents", "/v1/agents?archived=maybe", None, "viewer"),
+        ("POST", "/v1/agents/{agent_id}/unarchive", a + "/unarchive", None, "publisher"),
+        ("POST", "/v1/agents/{agent_id}/unarchive", "/v1/agents/nope/unarchive", None, "admin"),
     ]
     statuses = []
     for method, template, path, body, role in calls:
@@ -181,7 +187,13 @@ async def test_responses_match_the_documented_schemas(
         200,
         201,
         200,
+        409,
         204,
+        404,
+        200,
+        200,
+        400,
+        200,
         404,
     ]
 
@@ -216,6 +228,7 @@ async def test_every_router_body_example_gets_the_documented_success(
         "/webhooks/twilio/status": lambda ex: webhooks.twilio("/webhooks/twilio/status", ex),
         "/webhooks/telnyx": webhooks.telnyx,
         "/webhooks/generic/call": webhooks.generic,
+        "/webhooks/generic/ended": lambda ex: webhooks.generic(ex, path="/webhooks/generic/ended"),
     }
     with_bodies = {
         path

@@ -87,12 +87,103 @@ async def test_concurrent_publishes_number_versions_without_gaps(
     api: Api, make_agent: AgentFactory
 ) -> None:
     agent = await make_agent()
+    body = {"allow_unchanged": True}
     published = await asyncio.gather(
-        *(api.ok("POST", _versions(agent), 201, json={"name": f"v{i}"}) for i in range(20))
+        *(api.ok("POST", _versions(agent), 201, json={**body, "name": f"v{i}"}) for i in range(20))
     )
     assert sorted(v["version"] for v in published) == list(range(1, 21))
     history = await api.ok("GET", _versions(agent) + "?limit=1000")
     assert [v["version"] for v in history["items"]] == list(range(20, 0, -1))
+
+
+async def test_publish_if_match_names_the_reviewed_draft_revision(
+    api: Api, make_agent: AgentFactory
+) -> None:
+    agent = await make_agent()
+    draft = f"/v1/agents/{agent['id']}/draft"
+    reviewed = await api.call("GET", draft)
+    etag = reviewed.headers["ETag"]
+    await api.ok("PATCH", draft, json={"config": {"system_prompt": "Edited after review."}})
+
+    error = (
+        await api.ok("POST", _versions(agent), 412, json={"name": "v1"}, headers={"If-Match": etag})
+    )["error"]
+    assert error["code"] == "revision_conflict"
+    assert error["details"] == {"current_revision": 2}
+    assert "review it again" in error["message"]
+    assert (await api.ok("GET", _versions(agent)))["items"] == []
+
+    published = await api.ok(
+        "POST", _versions(agent), 201, json={"name": "v1"}, headers={"If-Match": '"2"'}
+    )
+    assert published["version"] == 1
+    assert published["config"]["system_prompt"] == "Edited after review."
+    # Without If-Match, or with `*`, nothing is checked (as before).
+    await api.ok("PATCH", draft, json={"config": {"system_prompt": "Third."}})
+    await api.ok("POST", _versions(agent), 201, json={"name": "v2"}, headers={"If-Match": "*"})
+
+
+@pytest.mark.parametrize("etag", ['"x"', '"-1"', "W/", '"99999999999"', '"1"' * 100])
+async def test_publish_with_an_if_match_naming_no_revision_is_412(
+    api: Api, make_agent: AgentFactory, etag: str
+) -> None:
+    agent = await make_agent()
+    body = await api.ok(
+        "POST", _versions(agent), 412, json={"name": "v"}, headers={"If-Match": etag}
+    )
+    assert body["error"]["code"] == "revision_conflict"
+    assert (await api.ok("GET", f"/v1/agents/{agent['id']}"))["latest_version"] is None
+
+
+async def test_publishing_an_unchanged_draft_is_409_unless_allowed(
+    api: Api, make_agent: AgentFactory
+) -> None:
+    agent = await make_agent(versions=1)
+    error = (await api.ok("POST", _versions(agent), 409, json={"name": "again"}))["error"]
+    assert error["code"] == "draft_unchanged"
+    assert "allow_unchanged" in error["message"]
+    v1 = await api.ok("GET", _versions(agent) + "/1")
+    assert error["details"] == {"current_revision": 2, "config_hash": v1["config_hash"]}
+    assert (await api.ok("GET", f"/v1/agents/{agent['id']}"))["latest_version"] == 1
+
+    again = await api.ok(
+        "POST", _versions(agent), 201, json={"name": "again", "allow_unchanged": True}
+    )
+    assert again["version"] == 2
+    # A draft restored to an older version differs from the latest: publishing it is a change.
+    await api.ok("PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"name": "Other"}})
+    await api.ok("POST", _versions(agent), 201, json={"name": "v3"})
+    await api.ok("POST", _versions(agent) + "/2/restore")
+    await api.ok("POST", _versions(agent), 201, json={"name": "back to v2"})
+
+
+@pytest.mark.parametrize("flag", ["true", 1, None, [], {"yes": True}])
+async def test_allow_unchanged_must_be_a_boolean(
+    api: Api, make_agent: AgentFactory, flag: Any
+) -> None:
+    agent = await make_agent(versions=1)
+    body = {"name": "v", "allow_unchanged": flag}
+    error = (await api.ok("POST", _versions(agent), 422, json=body))["error"]
+    assert error["details"][0]["path"] == "allow_unchanged"
+
+
+async def test_two_publishes_of_one_reviewed_revision_one_wins(
+    api: Api, make_agent: AgentFactory
+) -> None:
+    agent = await make_agent(versions=1)
+    edited = await api.ok(
+        "PATCH", f"/v1/agents/{agent['id']}/draft", json={"config": {"system_prompt": "New."}}
+    )
+    etag = {"If-Match": f'"{edited["revision"]}"'}
+    responses = await asyncio.gather(
+        *(
+            api.call("POST", _versions(agent), json={"name": f"r{i}"}, headers=etag)
+            for i in range(2)
+        )
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [201, 409]
+    assert (await api.ok("GET", f"/v1/agents/{agent['id']}"))["latest_version"] == 2
 
 
 async def test_history_pages_newest_first(api: Api, make_agent: AgentFactory) -> None:

@@ -307,7 +307,9 @@ class AgentPage {
     if (!this.latest) {
       return {
         draft,
+        unchanged: false,
         view: h('div', { class: 'diff' },
+          h('h3', {}, `Everything in draft revision ${draft.revision}`),
           h('p', {}, 'This will be V1, the first version of this agent: the whole draft is published.'),
           renderLineDiff(lineDiff('', stableJson(draft.config)), { fromLabel: '(nothing)', toLabel: `draft revision ${draft.revision}` })),
       };
@@ -319,6 +321,7 @@ class AgentPage {
     ]);
     return {
       draft,
+      unchanged: draft.config_hash === version.config_hash,
       view: diffView({ summary: diff.summary, before: version.config, after: draft.config, fromLabel: `V${n}`, toLabel: `draft revision ${draft.revision}` }),
     };
   }
@@ -329,17 +332,22 @@ class AgentPage {
     const description = field('Description', h('textarea', { rows: '3', maxlength: String(limits.descriptionChars), id: 'publish-description' }), { hint: 'What changed and why; shown in the history.' });
     const diffSlot = h('div', { class: 'diff-slot' }, h('p', { class: 'muted' }, 'Loading the diff…'));
     const error = h('p', { class: 'form-error', role: 'alert' });
+    // Publishing a draft identical to the latest version is refused unless asked for.
+    const allowUnchanged = h('input', { type: 'checkbox', id: 'publish-unchanged' });
+    const unchangedRow = h('div', { class: 'field', hidden: true },
+      h('label', {}, allowUnchanged, ' ', this.latest
+        ? `Publish anyway: the draft is identical to V${this.latest.version}`
+        : 'Publish anyway'));
     let preview = null;
     let published = null;
     const showPreview = async () => {
       preview = await this.previewDiff();
+      unchangedRow.hidden = !preview.unchanged;
       fill(diffSlot, preview.view);
     };
     const body = h('div', {},
       h('p', {}, `Snapshot draft into V${nextNumber}. The draft itself does not change, and no call uses V${nextNumber} until a channel is pinned to it.`),
-      name.row, description.row,
-      h('h3', {}, this.latest ? `Review: draft against V${this.latest.version}` : 'Review'),
-      diffSlot, error);
+      name.row, description.row, diffSlot, unchangedRow, error);
     const pending = openDialog({
       title: `Publish V${nextNumber}`, wide: true, body,
       actions: [{ label: 'Cancel', value: null }, { label: `Publish V${nextNumber}`, value: 'publish', kind: 'primary' }],
@@ -351,16 +359,27 @@ class AgentPage {
           name.input.focus();
           return false;
         }
-        const now = await api('GET', `${this.base}/draft`);
-        if (!preview || now.revision !== preview.draft.revision) {
-          await showPreview();
-          error.textContent = `The draft changed while this dialog was open (now revision ${now.revision}). Review the updated diff, then publish again.`;
-          return false;
-        }
+        if (!preview) return false;
+        const reviewed = preview.draft.revision;
         try {
-          published = await api('POST', `${this.base}/versions`, { body: { name: name.input.value, description: description.input.value } });
+          // If-Match: the server publishes exactly the revision reviewed here, or refuses (412).
+          published = await api('POST', `${this.base}/versions`, {
+            body: { name: name.input.value, description: description.input.value, allow_unchanged: allowUnchanged.checked },
+            ifMatch: reviewed,
+          });
           return true;
         } catch (e) {
+          if (e.status === 412) {
+            await showPreview();
+            error.textContent = `The draft changed while this dialog was open (now revision ${preview.draft.revision}, you reviewed ${reviewed}). Review the updated diff, then publish again.`;
+            return false;
+          }
+          if (e.status === 409) {
+            unchangedRow.hidden = false;
+            error.textContent = e.message;
+            allowUnchanged.focus();
+            return false;
+          }
           const byPath = { name: name.input, description: description.input };
           e.problems.forEach((p) => byPath[p.path] && showFieldError(byPath[p.path], p.message));
           error.textContent = e.message;

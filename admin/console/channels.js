@@ -128,13 +128,15 @@ async function agentVersionPair(catalogue, agentId, version, { idPrefix, labelPr
   const agent = catalogue.agentSelect(agentId, { id: `${idPrefix}-agent` });
   const slot = h('span', { class: 'version-slot' });
   const pair = { agent, version: null, slot };
-  const loadVersions = async (value) => {
+  const loadVersions = async (value, { latest = false } = {}) => {
     const versions = await catalogue.versionsOf(agent.value);
-    pair.version = versionSelect(versions, value, { id: `${idPrefix}-version` });
+    // An agent just picked serves its latest published version, not its live draft, by default.
+    const current = latest ? versions[0]?.version ?? null : value;
+    pair.version = versionSelect(versions, current, { id: `${idPrefix}-version` });
     pair.version.disabled = !agent.value;
     fill(slot, pair.version);
   };
-  agent.addEventListener('change', () => loadVersions(null));
+  agent.addEventListener('change', () => loadVersions(null, { latest: true }));
   await loadVersions(version);
   pair.agentRow = h('div', { class: 'field' }, h('label', { for: agent.id }, `${labelPrefix}Agent`), agent);
   pair.versionRow = h('div', { class: 'field' }, h('label', { for: `${idPrefix}-version` }, `${labelPrefix}Version`), slot);
@@ -196,7 +198,7 @@ class ChannelsPage {
         h('span', { class: 'badge' }, 'A/B test'),
         h('ul', { class: 'variants' }, channel.variants.map((v) => h('li', {},
           weightBar(v.weight / total),
-          h('strong', {}, `${Math.round((1000 * v.weight) / total) / 10}%`), ` ${v.label}: ${this.catalogue.name(v.agent_id)} ${versionLabel(v.version)}`))));
+          h('strong', {}, shareText(v.weight, total)), ` ${v.label}: ${this.catalogue.name(v.agent_id)} ${versionLabel(v.version)}`))));
     }
     return h('tr', { id: rowId, dataset: { number } },
       h('th', { scope: 'row' }, h('code', {}, number)),
@@ -216,6 +218,7 @@ class ChannelsPage {
   }
 
   async pin(number, agentId, version) {
+    if (version === null && !(await confirmDraftPin(number))) return;
     try {
       await api('PUT', channelPath(number), { body: { agent_id: agentId, version } });
       await this.renderList();
@@ -260,11 +263,13 @@ class ChannelsPage {
         pair.agent.focus();
         return;
       }
+      const version = parseVersionValue(pair.version.value);
+      if (version === null && !(await confirmDraftPin(target))) return;
       try {
-        await api('PUT', channelPath(target), { body: { agent_id: pair.agent.value, version: parseVersionValue(pair.version.value) } });
+        await api('PUT', channelPath(target), { body: { agent_id: pair.agent.value, version } });
         number.input.value = '';
         await this.renderList();
-        announce(`${target} now serves ${this.catalogue.name(pair.agent.value)} ${versionLabel(parseVersionValue(pair.version.value))}.`, 'success');
+        announce(`${target} now serves ${this.catalogue.name(pair.agent.value)} ${versionLabel(version)}.`, 'success');
       } catch (e) {
         const byPath = { number: number.input, agent_id: pair.agent, version: pair.version, '$.agent_id': pair.agent, '$.version': pair.version };
         e.problems.forEach((p) => byPath[p.path] && showFieldError(byPath[p.path], p.message));
@@ -286,24 +291,27 @@ class ChannelsPage {
       const label = h('input', { type: 'text', value: variant.label, 'aria-label': 'Label', class: 'short', maxlength: String(limits.labelChars) });
       const pair = await agentVersionPair(this.catalogue, variant.agent_id, variant.version, { idPrefix: index });
       pair.agent.setAttribute('aria-label', 'Agent');
-      const weight = h('input', { type: 'number', min: '0', max: '100', step: '1', value: String(variant.weight), 'aria-label': 'Weight in percent', class: 'pct' });
+      const weight = h('input', { type: 'number', min: '0', max: String(limits.maxWeight), step: '1', value: String(variant.weight), 'aria-label': 'Weight', class: 'pct' });
       weight.addEventListener('input', update);
-      const row = { label, pair, weight };
+      const share = h('output', { class: 'share', 'aria-label': 'Share of calls' });
+      const row = { label, pair, weight, share };
       const remove = h('button', { type: 'button', class: 'small', 'aria-label': 'Remove this variant', onclick: () => { rows.splice(rows.indexOf(row), 1); tr.remove(); update(); } }, 'Remove');
-      const tr = h('tr', {}, h('td', {}, label), h('td', {}, pair.agent), h('td', {}, pair.slot), h('td', {}, weight, ' %'), h('td', {}, remove));
+      const tr = h('tr', {}, h('td', {}, label), h('td', {}, pair.agent), h('td', {}, pair.slot), h('td', {}, weight), h('td', {}, share), h('td', {}, remove));
       rows.push(row);
       list.append(tr);
       update();
     };
+    const weightOf = (r) => Number(r.weight.value) || 0;
     function update() {
-      const sum = rows.reduce((acc, r) => acc + (Number(r.weight.value) || 0), 0);
-      total.textContent = `Total ${sum}%`;
-      total.className = sum === 100 ? 'ok' : 'bad';
-      if (sum === 100) error.replaceChildren();
+      const sum = rows.reduce((acc, r) => acc + weightOf(r), 0);
+      for (const r of rows) r.share.textContent = sum > 0 ? shareText(weightOf(r), sum) : '—';
+      total.textContent = sum > 0 ? `Total weight ${sum}` : 'Total weight 0: no variant would get calls';
+      total.className = sum > 0 ? 'ok' : 'bad';
+      if (sum > 0) error.replaceChildren();
     }
+    // The weights as stored: the editor shows and saves exactly these, never rescaled.
     const current = channel.variants.map((v) => ({ ...v }));
-    const percents = toPercents(current.map((v) => v.weight));
-    for (const [i, v] of current.entries()) await addRow({ ...v, weight: percents[i] });
+    for (const v of current) await addRow(v);
     if (current.length === 1) {
       // Starting a test from a plain pin: keep the pin as control, propose a challenger.
       rows[0].label.value = current[0].label === 'default' ? 'control' : current[0].label;
@@ -321,10 +329,10 @@ class ChannelsPage {
         ['call', 'Per call: each call is drawn again by its call id']].map(([value, text]) => h('label', {},
         h('input', { type: 'radio', name: stickyName, value, checked: channel.sticky === value }), ' ', text)));
     const body = h('div', {},
-      h('p', {}, `Split calls to ${channel.number} between variants. Weights are percentages and must add up to 100.`),
+      h('p', {}, `Split calls to ${channel.number} between variants. Weights are whole numbers of 0 or more, stored as you enter them; each variant gets its weight divided by the total (weights 3 and 1 send 75% and 25% of calls).`),
       h('table', { class: 'table ab-editor' },
         h('caption', { class: 'sr-only' }, 'Variants'),
-        h('thead', {}, h('tr', {}, ['Label', 'Agent', 'Version', 'Weight', ''].map((t) => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, ['Label', 'Agent', 'Version', 'Weight', 'Share', ''].map((t) => h('th', { scope: 'col' }, t)))),
         list),
       h('div', { class: 'actions' },
         h('button', { type: 'button', onclick: () => addRow({ label: `variant-${rows.length + 1}`, agent_id: current[0].agent_id, version: null, weight: 0 }) }, 'Add variant'),
@@ -338,9 +346,8 @@ class ChannelsPage {
       onAction: async () => {
         clearFieldErrors(body);
         error.replaceChildren();
-        const sum = rows.reduce((acc, r) => acc + (Number(r.weight.value) || 0), 0);
-        if (sum !== 100) {
-          error.textContent = `The weights add up to ${sum}%; make them add up to 100%.`;
+        if (rows.reduce((acc, r) => acc + weightOf(r), 0) <= 0) {
+          error.textContent = 'Give at least one variant a weight above 0.';
           rows[0]?.weight.focus();
           return false;
         }
@@ -376,7 +383,8 @@ class ChannelsPage {
     });
     if (saved) {
       await this.renderList();
-      announce(`A/B test on ${channel.number}: ${saved.map((v) => `${v.label} ${v.weight}%`).join(', ')}.`, 'success');
+      const sum = saved.reduce((acc, v) => acc + v.weight, 0);
+      announce(`A/B test on ${channel.number}: ${saved.map((v) => `${v.label} ${shareText(v.weight, sum)}`).join(', ')}.`, 'success');
     }
   }
 
@@ -445,15 +453,19 @@ function weightBar(share) {
   return h('span', { class: 'weight-bar', 'aria-hidden': 'true' }, bar);
 }
 
-/** Integer percentages that add up to 100 for the given weights. */
-export function toPercents(weights) {
-  const total = weights.reduce((a, b) => a + b, 0) || 1;
-  const raw = weights.map((w) => (100 * w) / total);
-  const out = raw.map(Math.floor);
-  let left = 100 - out.reduce((a, b) => a + b, 0);
-  const order = raw.map((r, i) => [r - Math.floor(r), i]).sort((a, b) => b[0] - a[0]);
-  for (const [, i] of order) { if (left <= 0) break; out[i] += 1; left -= 1; }
-  return out;
+/** A weight's share of `total` as a percentage with at most one decimal: "75%", "33.3%". */
+function shareText(weight, total) {
+  return `${Math.round((1000 * weight) / total) / 10}%`;
+}
+
+/** Pinning to the draft serves every later edit at once: ask before doing it to a number. */
+async function confirmDraftPin(number) {
+  const choice = await openDialog({
+    title: `Pin ${number} to the draft?`,
+    body: h('p', {}, `Calls to ${number} will get the agent's live draft: every saved edit reaches callers at once, without a review or a version to roll back to. Pin a published version unless this number is for testing.`),
+    actions: [{ label: 'Cancel', value: null }, { label: 'Pin to the draft', value: 'draft', kind: 'danger' }],
+  });
+  return choice === 'draft';
 }
 
 // How GET /v1/resolve says the variant was chosen (`rule`), in words.

@@ -22,6 +22,7 @@ export async function loadLimits() {
     versionNameChars: property(schemas, 'Publish', 'name').maxLength,
     descriptionChars: property(schemas, 'Publish', 'description').maxLength,
     labelChars: property(schemas, 'Variant', 'label').maxLength,
+    maxWeight: property(schemas, 'Variant', 'weight').maximum,
     guardrailMetrics: property(schemas, 'Rule', 'metric').enum,
     guardrailOps: property(schemas, 'Rule', 'op').enum,
     defaultMinCalls: property(schemas, 'Rule', 'min_calls').default,
