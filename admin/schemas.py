@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from httpkit.openapi import Shape
 from store import channels, stats
+from store.calls import MAX_CALL_COUNT
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.schemas import EXAMPLE_NUMBER, Rule, Sentiment, Variant
@@ -75,6 +76,10 @@ class CallsQuery(WindowQuery, PageQuery):
     status: str | None = Field(None, description="the provider's last status, e.g. `completed`")
     sentiment: Sentiment | None = Field(None, description="analysed")
     automated: bool | None = Field(None, description="analysed as fully automated")
+    count: bool | None = Field(
+        None,
+        description=f"also count the matching calls (`total`), up to {MAX_CALL_COUNT:,}",
+    )
 
 
 class VersionsReportQuery(WindowQuery):
@@ -226,6 +231,14 @@ class AuditList(Shape):
 class CallList(Shape):
     items: list[Call]
     next_cursor: str | None
+    total: int | None = Field(
+        None, ge=0, description="with `count=true`: how many calls match the filters (all pages)"
+    )
+    total_exact: bool | None = Field(
+        None,
+        description=f"with `count=true`: false when more than {MAX_CALL_COUNT:,} calls match, "
+        "and `total` is that cap",
+    )
 
 
 class Principal(Shape):

@@ -67,11 +67,8 @@ WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
     < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
 
-LIST_CALLS = (
-    "SELECT"
-    + CALL_COLUMNS
-    + """
-FROM calls
+# The call list's filters, $1 to $10 (CallFilter's fields, in order, through `_filter_args`).
+_CALL_FILTER = """
 WHERE ($1::text IS NULL OR agent_id = $1)
   AND (NOT $2::boolean OR version IS NULL)
   AND ($3::integer IS NULL OR version = $3)
@@ -82,11 +79,27 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($8::text IS NULL OR status = $8)
   AND ($9::text IS NULL OR sentiment = $9)
   AND ($10::boolean IS NULL OR automated = $10)
-  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
+"""
+LIST_CALLS = (
+    "SELECT"
+    + CALL_COLUMNS
+    + "FROM calls"
+    + _CALL_FILTER
+    + """  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
 ORDER BY started_at DESC, call_id DESC
 LIMIT $13
 """
 )
+# Counting stops at $11 rows, so a total costs at most that many index entries however many
+# calls match.
+COUNT_CALLS = (
+    "SELECT count(*) FROM (SELECT 1 FROM calls"  # noqa: S608 (module constants only)
+    + _CALL_FILTER
+    + "LIMIT $11) AS capped"
+)
+# The most calls a total counts, so that asking for one never reads more than this many rows;
+# beyond it the total is the cap, marked inexact (the console says "more than 100,000").
+MAX_CALL_COUNT = 100_000
 
 
 @dataclass(frozen=True)
@@ -336,14 +349,8 @@ async def find_assignment(
     return label
 
 
-async def list_calls(
-    pool: asyncpg.Pool, where: CallFilter, *, limit: int, cursor: str | None = None
-) -> tuple[list[CallRecord], str | None]:
-    """Calls newest first, filtered, paginated."""
-    after = decode_cursor(cursor, (str, str))
-    after_started = cursor_time(after[0]) if after else None
-    rows = await pool.fetch(
-        LIST_CALLS,
+def _filter_args(where: CallFilter) -> tuple[Any, ...]:
+    return (
         where.agent_id,
         where.draft,
         where.version,
@@ -354,6 +361,18 @@ async def list_calls(
         where.status,
         where.sentiment,
         where.automated,
+    )
+
+
+async def list_calls(
+    pool: asyncpg.Pool, where: CallFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[CallRecord], str | None]:
+    """Calls newest first, filtered, paginated."""
+    after = decode_cursor(cursor, (str, str))
+    after_started = cursor_time(after[0]) if after else None
+    rows = await pool.fetch(
+        LIST_CALLS,
+        *_filter_args(where),
         after_started,
         after[1] if after else None,
         limit + 1,
@@ -363,3 +382,10 @@ async def list_calls(
         limit,
         lambda c: [c.started_at.isoformat(), c.call_id],
     )
+
+
+async def count_calls(pool: asyncpg.Pool, where: CallFilter) -> tuple[int, bool]:
+    """How many calls match, and whether that is exact: counting stops at MAX_CALL_COUNT + 1,
+    and a count past the cap is reported as the cap, not exact."""
+    found: int = await pool.fetchval(COUNT_CALLS, *_filter_args(where), MAX_CALL_COUNT + 1)
+    return min(found, MAX_CALL_COUNT), found <= MAX_CALL_COUNT
