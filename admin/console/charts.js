@@ -136,11 +136,14 @@ export function trendChart(series, { title, description, since, until, format })
       s('line', { x1: left, x2: width - right, y1: y(v), y2: y(v), class: 'grid' }),
       s('text', { x: left - 8, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, format(v)));
   }
-  const days = span / 86_400_000;
-  for (let i = 0; i <= 4; i += 1) {
-    const t = new Date(since.getTime() + (span * i) / 4);
-    const text = days > 2 ? t.toISOString().slice(5, 10) : t.toISOString().slice(5, 16).replace('T', ' ');
-    svg.append(s('text', { x: x(t), y: height - bottom + 18, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle', class: 'tick' }, text));
+  // About six ticks on whole days (or whole hours for a short range), labelled in UTC.
+  const unit = span > 2 * 86_400_000 ? 86_400_000 : 3_600_000;
+  const every = unit * Math.max(1, Math.ceil(span / unit / 6));
+  for (let t = Math.ceil(since / every) * every; t < until.getTime(); t += every) {
+    const iso = new Date(t).toISOString();
+    const text = unit === 86_400_000 ? iso.slice(5, 10) : iso.slice(11, 16);
+    svg.append(s('line', { x1: x(t), x2: x(t), y1: top, y2: height - bottom, class: 'grid' }),
+      s('text', { x: x(t), y: height - bottom + 18, 'text-anchor': 'middle', class: 'tick' }, text));
   }
   series.forEach((line, i) => {
     const cls = `series-${i % SERIES_COLOURS}`;
