@@ -62,13 +62,15 @@ def _provider(request: web.Request) -> str | None:
     errors=(400,),
 )
 async def list_calls(request: web.Request) -> web.Response:
+    pool, where = request.app[POOL], _filter(request)
+    want_total = query.flag(request, "count")
     items, cursor = await calls.list_calls(
-        request.app[POOL],
-        _filter(request),
-        limit=query.limit(request),
-        cursor=request.query.get("cursor"),
+        pool, where, limit=query.limit(request), cursor=request.query.get("cursor")
     )
-    return json_response({"items": [c.public() for c in items], "next_cursor": cursor})
+    body: dict[str, Any] = {"items": [c.public() for c in items], "next_cursor": cursor}
+    if want_total:
+        body["total"], body["total_exact"] = await calls.count_calls(pool, where)
+    return json_response(body)
 
 
 @endpoint(

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from httpkit.openapi import Shape
-from store import channels
-from store.calls import Provider
+from store import channels, stats
+from store.calls import MAX_CALL_COUNT, Provider
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.schemas import EXAMPLE_NUMBER, Rule, Sentiment, Variant
@@ -90,6 +90,10 @@ class CallsQuery(WindowQuery, PageQuery):
     provider: Provider | None = Field(None, description="the provider the call came from")
     provider_call_id: str | None = Field(
         None, description="the provider's own call id (Twilio's CallSid...); needs `provider`"
+    )
+    count: bool | None = Field(
+        None,
+        description=f"also count the matching calls (`total`), up to {MAX_CALL_COUNT:,}",
     )
 
 
@@ -244,6 +248,14 @@ class AuditList(Shape):
 class CallList(Shape):
     items: list[Call]
     next_cursor: str | None
+    total: int | None = Field(
+        None, ge=0, description="with `count=true`: how many calls match the filters (all pages)"
+    )
+    total_exact: bool | None = Field(
+        None,
+        description=f"with `count=true`: false when more than {MAX_CALL_COUNT:,} calls match, "
+        "and `total` is that cap",
+    )
 
 
 class Principal(Shape):
@@ -280,20 +292,50 @@ class TokenPath(Shape):
     token_id: int = Field(ge=1, description="the token's id")
 
 
+SequentialMethod = Annotated[
+    stats.SequentialMethod,
+    Field(
+        description="mixture sequential probability ratio test: its p-values and intervals stay "
+        "valid however often they are looked at while calls arrive"
+    ),
+]
+
+
 class Guardrails(Shape):
     number: Number
     rules: list[Rule]
+    method: SequentialMethod = Field(
+        description="a variant trips a rule when its always-valid 95% interval by this method "
+        "lies wholly on the breaking side, after at least min_calls calls"
+    )
     updated_at: datetime | None
     updated_by: str | None
 
 
-ReportItem = Annotated[
-    dict[str, Any],
-    Field(
-        description="One group's outcomes: calls, duration, sentiment and automation rate with "
-        "confidence intervals, and the comparison with the baseline"
-    ),
-]
+class Comparison(Shape):
+    baseline: int | str = Field(description="the version (or `draft`) or variant compared with")
+    automation_rate_diff: float | None
+    automation_rate_p_value: float | None = Field(
+        description="always-valid, Bonferroni-adjusted for the verdict's two metrics"
+    )
+    mean_duration_diff_s: float | None
+    mean_duration_p_value: float | None = Field(
+        description="always-valid, Bonferroni-adjusted for the verdict's two metrics"
+    )
+    verdict: str = Field(
+        description="`better`, `worse`, `no clear difference` or `too few calls`: from the "
+        "automation rate first, then the mean duration (lower is better), at p-value 0.05"
+    )
+    min_sample_size: int = Field(description="analysed calls each side needs before a verdict")
+    method: SequentialMethod
+
+
+class ReportItem(BaseModel):
+    """One group's outcomes: calls, duration, sentiment and automation rate with confidence
+    intervals (its key and outcome fields beside `comparison`), and the comparison with the
+    baseline."""
+
+    comparison: Comparison | None
 
 
 class VersionsReport(BaseModel):

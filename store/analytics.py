@@ -13,11 +13,14 @@ from store import stats
 from store.channels import Variant
 from store.snapshots import DRAFT
 
-# Fewer analysed calls than this on either side and no verdict is given: the z- and t-tests
+# Fewer analysed calls than this on either side and no verdict is given: the sequential tests
 # rest on normal approximations that the usual rule of thumb trusts from about 30 observations.
 MIN_SAMPLE_SIZE = 30
-# Two-sided significance level of the comparisons (matches the 95% intervals).
+# Two-sided significance level of a verdict (matches the 95% intervals). A verdict may come from
+# either of two metrics, so each one's p-value is Bonferroni-adjusted (doubled): an A/A
+# comparison then ends in "better" or "worse" at most 5% of the time, over every look.
 SIGNIFICANCE = 0.05
+VERDICT_METRICS = 2
 
 VERDICT_BETTER = "better"
 VERDICT_WORSE = "worse"
@@ -133,6 +136,12 @@ class Outcomes:
     def automation_rate_ci(self) -> tuple[float, float] | None:
         return stats.wilson_interval(self.automated, self.analysed)
 
+    @property
+    def duration_moments(self) -> stats.Moments | None:
+        if self.duration_mean is None:
+            return None
+        return stats.Moments(self.durations, self.duration_mean, self.duration_var or 0.0)
+
     def share(self, sentiment: str) -> float | None:
         count: int = getattr(self, sentiment)
         return count / self.sentiments if self.sentiments else None
@@ -176,7 +185,8 @@ class VariantOutcomes:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One group against a baseline: differences, p-values and the verdict they support."""
+    """One group against a baseline: differences, always-valid p-values (Bonferroni-adjusted
+    for the two metrics) and the verdict they support."""
 
     baseline: int | str
     automation_rate_diff: float | None
@@ -185,6 +195,7 @@ class Comparison:
     mean_duration_p_value: float | None
     verdict: str
     min_sample_size: int = MIN_SAMPLE_SIZE
+    method: str = stats.SEQUENTIAL_METHOD
 
 
 def _outcomes(row: asyncpg.Record) -> Outcomes:
@@ -240,36 +251,37 @@ async def current_variant_counts(
     return {r["variant"]: _outcomes(r) for r in rows}
 
 
+def _adjusted(p_value: float | None) -> float | None:
+    return None if p_value is None else min(1.0, p_value * VERDICT_METRICS)
+
+
 def compare(group: Outcomes, baseline: Outcomes, baseline_label: int | str) -> Comparison:
-    """Automation rate (primary, z-test) and mean duration (secondary, Welch) vs a baseline.
+    """Automation rate (primary) and mean duration (secondary) vs a baseline, each by an mSPRT,
+    so that a verdict stays honest however often it is looked at.
 
     A lower mean duration counts as better: the same outcome in less time.
     """
     rate, base_rate = group.automation_rate, baseline.automation_rate
     rate_diff = rate - base_rate if rate is not None and base_rate is not None else None
-    rate_p = stats.two_proportion_p_value(
-        group.automated, group.analysed, baseline.automated, baseline.analysed
+    rate_p = _adjusted(
+        stats.two_proportions_test(
+            group.automated, group.analysed, baseline.automated, baseline.analysed
+        )
     )
     duration_diff = duration_p = None
-    if group.duration_mean is not None and baseline.duration_mean is not None:
-        duration_diff = group.duration_mean - baseline.duration_mean
-        duration_p = stats.welch_p_value(
-            group.duration_mean,
-            group.duration_var or 0.0,
-            group.durations,
-            baseline.duration_mean,
-            baseline.duration_var or 0.0,
-            baseline.durations,
-        )
+    moments, base_moments = group.duration_moments, baseline.duration_moments
+    if moments is not None and base_moments is not None:
+        duration_diff = moments.mean - base_moments.mean
+        duration_p = _adjusted(stats.two_means_test(moments, base_moments))
     if min(group.analysed, baseline.analysed) < MIN_SAMPLE_SIZE:
         verdict = VERDICT_TOO_FEW
-    elif rate_p is not None and rate_diff is not None and rate_p < SIGNIFICANCE:
+    elif rate_p is not None and rate_diff is not None and rate_p <= SIGNIFICANCE:
         verdict = VERDICT_BETTER if rate_diff > 0 else VERDICT_WORSE
     elif (
         duration_p is not None
         and duration_diff is not None
         and min(group.durations, baseline.durations) >= MIN_SAMPLE_SIZE
-        and duration_p < SIGNIFICANCE
+        and duration_p <= SIGNIFICANCE
     ):
         verdict = VERDICT_BETTER if duration_diff < 0 else VERDICT_WORSE
     else:

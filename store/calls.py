@@ -71,11 +71,8 @@ WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
     < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
 
-LIST_CALLS = (
-    "SELECT"
-    + CALL_COLUMNS
-    + """
-FROM calls
+# The call list's filters, $1 to $13 (CallFilter's fields, in order, through `_filter_args`).
+_CALL_FILTER = """
 WHERE ($1::text IS NULL OR agent_id = $1)
   AND (NOT $2::boolean OR version IS NULL)
   AND ($3::integer IS NULL OR version = $3)
@@ -88,12 +85,28 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($10::boolean IS NULL OR automated = $10)
   AND ($11::text IS NULL OR provider = $11)
   AND ($12::text IS NULL OR provider_call_id = $12)
-  AND ($13::timestamptz IS NULL OR (started_at, call_id) < ($13, $14))
-  AND ($16::text[] IS NULL OR agent_id = ANY($16))
+  AND ($13::text[] IS NULL OR agent_id = ANY($13))
+"""
+LIST_CALLS = (
+    "SELECT"
+    + CALL_COLUMNS
+    + "FROM calls"
+    + _CALL_FILTER
+    + """  AND ($14::timestamptz IS NULL OR (started_at, call_id) < ($14, $15))
 ORDER BY started_at DESC, call_id DESC
-LIMIT $15
+LIMIT $16
 """
 )
+# Counting stops at $14 rows, so a total costs at most that many index entries however many
+# calls match.
+COUNT_CALLS = (
+    "SELECT count(*) FROM (SELECT 1 FROM calls"  # noqa: S608 (module constants only)
+    + _CALL_FILTER
+    + "LIMIT $14) AS capped"
+)
+# The most calls a total counts, so that asking for one never reads more than this many rows;
+# beyond it the total is the cap, marked inexact (the console says "more than 100,000").
+MAX_CALL_COUNT = 100_000
 
 
 # Where calls come from: the `provider` of a call record, and the prefix of a provider call id
@@ -395,14 +408,8 @@ async def find_assignment(
     return label
 
 
-async def list_calls(
-    pool: asyncpg.Pool, where: CallFilter, *, limit: int, cursor: str | None = None
-) -> tuple[list[CallRecord], str | None]:
-    """Calls newest first, filtered, paginated."""
-    after = decode_cursor(cursor, (str, str))
-    after_started = cursor_time(after[0]) if after else None
-    rows = await pool.fetch(
-        LIST_CALLS,
+def _filter_args(where: CallFilter) -> tuple[Any, ...]:
+    return (
         where.agent_id,
         where.draft,
         where.version,
@@ -415,13 +422,32 @@ async def list_calls(
         where.automated,
         where.provider,
         where.provider_call_id,
+        where.agents,
+    )
+
+
+async def list_calls(
+    pool: asyncpg.Pool, where: CallFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[CallRecord], str | None]:
+    """Calls newest first, filtered, paginated."""
+    after = decode_cursor(cursor, (str, str))
+    after_started = cursor_time(after[0]) if after else None
+    rows = await pool.fetch(
+        LIST_CALLS,
+        *_filter_args(where),
         after_started,
         after[1] if after else None,
         limit + 1,
-        where.agents,
     )
     return page(
         [call_record(r) for r in rows],
         limit,
         lambda c: [c.started_at.isoformat(), c.call_id],
     )
+
+
+async def count_calls(pool: asyncpg.Pool, where: CallFilter) -> tuple[int, bool]:
+    """How many calls match, and whether that is exact: counting stops at MAX_CALL_COUNT + 1,
+    and a count past the cap is reported as the cap, not exact."""
+    found: int = await pool.fetchval(COUNT_CALLS, *_filter_args(where), MAX_CALL_COUNT + 1)
+    return min(found, MAX_CALL_COUNT), found <= MAX_CALL_COUNT

@@ -66,6 +66,7 @@ class Guardrails:
         return {
             "number": self.number,
             "rules": [asdict(r) for r in self.rules],
+            "method": stats.SEQUENTIAL_METHOD,
             "updated_at": self.updated_at,
             "updated_by": self.updated_by,
         }
@@ -91,6 +92,7 @@ class Trip:
             "observed": self.observed,
             "ci": list(self.ci),
             "calls": self.calls,
+            "method": stats.SEQUENTIAL_METHOD,
         }
 
 
@@ -137,14 +139,12 @@ async def set_guardrails(
 def _evidence(
     metric: str, outcomes: analytics.Outcomes
 ) -> tuple[float, tuple[float, float], int] | None:
-    """(observed, 95% interval, calls measured) of a metric; None while it cannot be measured."""
+    """(observed, always-valid 95% interval, calls measured) of a metric; None while it cannot
+    be measured."""
     if metric == "mean_duration_s":
-        n, observed = outcomes.durations, outcomes.duration_mean
-        ci = (
-            stats.mean_interval(observed, outcomes.duration_var or 0.0, n)
-            if observed is not None
-            else None
-        )
+        moments = outcomes.duration_moments
+        ci = stats.sequential_mean_interval(moments) if moments is not None else None
+        observed, n = (moments.mean, moments.n) if moments is not None else (None, 0)
     else:
         hits, n = (
             (outcomes.automated, outcomes.analysed)
@@ -152,15 +152,17 @@ def _evidence(
             else (outcomes.negative, outcomes.sentiments)
         )
         observed = hits / n if n else None
-        ci = stats.wilson_interval(hits, n)
+        ci = stats.sequential_proportion_interval(hits, n)
     if observed is None or ci is None:
         return None
     return observed, ci, n
 
 
 def breach(variant: str, rule: Rule, outcomes: analytics.Outcomes) -> Trip | None:
-    """A Trip when the variant has min_calls measured calls and its whole 95% interval lies on
-    the breaking side of the threshold; None otherwise (a point estimate alone never trips)."""
+    """A Trip when the variant has min_calls measured calls and its whole always-valid 95%
+    interval (mSPRT) lies on the breaking side of the threshold; None otherwise (a point
+    estimate alone never trips). The interval holds over every look, so checking after each
+    analysis does not trip a variant that meets its rule more often than 5% of the time."""
     evidence = _evidence(rule.metric, outcomes)
     if evidence is None:
         return None

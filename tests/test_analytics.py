@@ -1,5 +1,6 @@
 """GET /v1/analytics/versions and /v1/analytics/ab against numbers computed here, from the
-outcomes each test inserted: exact counts and rates, intervals and p-values from scipy."""
+outcomes each test inserted: exact counts and rates, intervals from scipy, p-values by numerical
+integration (tests/sequential_reference.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from scipy import stats as sp
 from store.analytics import MIN_SAMPLE_SIZE
 from tests.call_rows import Outcome, insert_calls
 from tests.conftest import AgentFactory, Api, variant
+from tests.sequential_reference import mixture_p_value
 
 AB_CHANNEL = "+14155550199"
 OTHER_CHANNEL = "+14155550111"
@@ -58,19 +60,32 @@ def expected_outcomes(calls: Sequence[Outcome]) -> dict[str, Any]:
 def expected_comparison(
     group: Sequence[Outcome], baseline: Sequence[Outcome], label: int | str, verdict: str
 ) -> dict[str, Any]:
+    """The comparison's fields, its p-values by numerical integration of the mixture likelihood
+    ratio, doubled for the verdict's two metrics."""
     rates = [[c.automated for c in calls if c.automated is not None] for calls in (group, baseline)]
-    table = [[sum(r), len(r) - sum(r)] for r in rates]
     durations = [
         [c.duration_s for c in calls if c.duration_s is not None] for calls in (group, baseline)
     ]
+    (x1, n1), (x2, n2) = ((sum(r), len(r)) for r in rates)
+    pooled = (x1 + x2) / (n1 + n2)
+    rate_p = mixture_p_value(
+        x1 / n1 - x2 / n2, pooled * (1 - pooled) * (1 / n1 + 1 / n2), 1 / (1 / n1 + 1 / n2)
+    )
+    d1, d2 = durations
+    duration_p = mixture_p_value(
+        statistics.fmean(d1) - statistics.fmean(d2),
+        statistics.variance(d1) / len(d1) + statistics.variance(d2) / len(d2),
+        1 / (1 / len(d1) + 1 / len(d2)),
+    )
     return {
         "baseline": label,
-        "automation_rate_diff": sum(rates[0]) / len(rates[0]) - sum(rates[1]) / len(rates[1]),
-        "automation_rate_p_value": sp.chi2_contingency(table, correction=False).pvalue,
-        "mean_duration_diff_s": statistics.fmean(durations[0]) - statistics.fmean(durations[1]),
-        "mean_duration_p_value": sp.ttest_ind(*durations, equal_var=False).pvalue,
+        "automation_rate_diff": x1 / n1 - x2 / n2,
+        "automation_rate_p_value": min(1.0, 2 * rate_p),
+        "mean_duration_diff_s": statistics.fmean(d1) - statistics.fmean(d2),
+        "mean_duration_p_value": min(1.0, 2 * duration_p),
         "verdict": verdict,
         "min_sample_size": MIN_SAMPLE_SIZE,
+        "method": "msprt",
     }
 
 
@@ -195,7 +210,7 @@ async def test_ab_report_groups_by_variant(
     agent = await make_agent(versions=2)
     routing = {"variants": [variant(agent, "control", 1, 70), variant(agent, "treatment", 2, 30)]}
     await api.ok("PUT", f"/v1/channels/{AB_CHANNEL}", json=routing)
-    control, treatment = outcomes(80, 40, 140.0, seed=9), outcomes(50, 15, 140.0, seed=10)
+    control, treatment = outcomes(100, 50, 140.0, seed=9), outcomes(80, 16, 140.0, seed=10)
     retired = outcomes(3, 3, 10.0, seed=11)
     await insert_calls(pool, agent["id"], 1, control, channel=AB_CHANNEL, variant="control")
     await insert_calls(pool, agent["id"], 2, treatment, channel=AB_CHANNEL, variant="treatment")

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Locator,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
 
 from admin.app import create_app
 from store import guardrails, schemas
@@ -493,6 +501,23 @@ async def test_view_call_filtered_by_version(
     await console.screenshot()
 
 
+async def test_calls_page_shows_the_total(
+    page: Page, pool: asyncpg.Pool, make_pinned_agent: AgentFactory, console: Console
+) -> None:
+    agent = await make_pinned_agent(versions=1, pinned=1)
+    await insert_calls(pool, agent["id"], 1, [Outcome(duration_s=30.0)] * 60)
+    await console.sign_in("viewer", f"/console/#/calls?agent_id={agent['id']}")
+    rows = page.locator("table.calls tbody tr")
+    await expect(rows).to_have_count(50)
+    await expect(page.get_by_role("heading", name="60 calls — agent Support bot")).to_be_visible()
+    await expect(page.get_by_text("Showing the newest 50")).to_be_visible()
+    await console.screenshot()
+    await page.get_by_role("button", name="Load more").click()
+    await expect(rows).to_have_count(60)
+    await expect(page.get_by_role("heading", name="60 calls — agent Support bot")).to_be_visible()
+    await expect(page.get_by_text("Showing the newest 60")).to_be_visible()
+
+
 async def test_restore_v1(page: Page, api: Api, make_agent: AgentFactory, console: Console) -> None:
     agent = await make_agent(versions=2)
     await api.ok(
@@ -559,6 +584,26 @@ async def test_viewer_sees_disabled_actions_with_reasons(
     await expect(page.get_by_role("button", name="Pin")).to_be_disabled()
 
 
+# Every text of every chart, as [text, its left and right edge, the drawing's width] in the
+# chart's own units: a label or value drawn past either edge is clipped off screen.
+CHART_TEXT_EXTENTS = """
+(root) => [...root.querySelectorAll('svg.chart')].flatMap((svg) => {
+  const width = svg.viewBox.baseVal.width;
+  return [...svg.querySelectorAll('text')].map((t) => {
+    const box = t.getBBox();
+    return [t.textContent, box.x, box.x + box.width, width];
+  });
+})
+"""
+
+
+async def _assert_no_chart_text_clipped(region: Locator) -> list[str]:
+    extents = await region.evaluate(CHART_TEXT_EXTENTS)
+    clipped = [text for text, left, right, width in extents if left < 0 or right > width]
+    assert extents and clipped == []
+    return [text for text, *_ in extents]
+
+
 async def test_analytics_compares_versions_and_variants(
     page: Page,
     api: Api,
@@ -567,7 +612,7 @@ async def test_analytics_compares_versions_and_variants(
     console: Console,
 ) -> None:
     agent = await make_agent(versions=2)
-    variants = [variant(agent, "control", 1, 80), variant(agent, "challenger", 2, 20)]
+    variants = [variant(agent, "control", 1, 80), variant(agent, "challenger", None, 20)]
     await pin(api, {"variants": variants})
     control = [
         Outcome(automated=i % 2 == 0, sentiment="positive", duration_s=60.0 + 3 * i)
@@ -582,7 +627,10 @@ async def test_analytics_compares_versions_and_variants(
         for i in range(40)
     ]
     await insert_calls(pool, agent["id"], 1, control, variant="control")
-    await insert_calls(pool, agent["id"], 2, challenger, variant="challenger")
+    await insert_calls(pool, agent["id"], None, challenger, variant="challenger")
+    # Older calls, outside the range picked below.
+    long_ago = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    await insert_calls(pool, agent["id"], 2, control[:5], started_at=long_ago)
     await console.sign_in(
         "viewer", f"/console/#/analytics?agent_id={agent['id']}&channel=%2B{NUMBER[1:]}"
     )
@@ -591,14 +639,77 @@ async def test_analytics_compares_versions_and_variants(
     await expect(versions.get_by_role("img", name="Call duration by version")).to_be_visible()
     await expect(versions.get_by_role("img", name="Sentiment by version")).to_be_visible()
     rows = versions.locator("table.verdicts tbody tr")
-    await expect(rows).to_have_count(2)
+    await expect(rows).to_have_count(3)
+    # Over all time the draft is compared with V2, which has only its 5 old calls.
+    await expect(rows.nth(2)).to_contain_text("too few calls")
+
+    # The date range leaves the old V2 calls out (in the URL too): the draft meets V1.
+    today = datetime.now(UTC).date()
+    await page.get_by_label("From", exact=True).fill((today - timedelta(days=1)).isoformat())
+    await page.get_by_label("To (inclusive)").fill(today.isoformat())
+    await page.get_by_role("button", name="Apply range").click()
+    await expect(versions.locator("table.verdicts tbody th")).to_have_text(["V1", "Draft"])
     await expect(rows.nth(1)).to_contain_text("better")
     await expect(rows.nth(1)).to_contain_text("vs V1: automation +40.0 pts")
+    assert f"from={today - timedelta(days=1)}" in page.url
+    # A range that ends before it starts is refused where it was typed.
+    await page.get_by_label("From", exact=True).fill(today.isoformat())
+    await page.get_by_label("To (inclusive)").fill((today - timedelta(days=2)).isoformat())
+    await page.get_by_role("button", name="Apply range").click()
+    await expect(page.get_by_role("alert")).to_have_text("“From” must not be after “To”.")
+
     ab = page.get_by_role("region", name="A/B tests")
     await expect(ab.locator("table.verdicts tbody th")).to_have_text(
-        ["control (V1, 80%)", "challenger (V2, 20%)"]
+        ["control (V1, 80%)", "challenger (Draft, 20%)"]
     )
+    # The labels and the rates with their intervals are drawn whole, not cut at either edge.
+    texts = await _assert_no_chart_text_clipped(ab)
+    assert "challenger (Draft, 20%)" in texts
+    assert any(t.startswith("90% (") for t in texts)
+    await _assert_no_chart_text_clipped(versions)
+    rate_chart = ab.get_by_role("img", name="Automation rate by variant")
+    await rate_chart.scroll_into_view_if_needed()
+    await expect(rate_chart).to_be_visible()
     await console.screenshot()
+
+
+async def test_analytics_trend_per_version(
+    page: Page,
+    pool: asyncpg.Pool,
+    make_agent: AgentFactory,
+    console: Console,
+) -> None:
+    """Needs GET /v1/analytics/timeseries (issue 15, built beside this console in another part):
+    without it the section says "Trends unavailable" and this test fails."""
+    agent = await make_agent(versions=2)
+    today = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    for days_ago, version, automated in ((2, 1, 4), (1, 1, 6), (1, 2, 9), (0, 2, 3)):
+        calls = [Outcome(automated=i < automated, duration_s=60.0) for i in range(10)]
+        await insert_calls(
+            pool, agent["id"], version, calls, started_at=today - timedelta(days=days_ago)
+        )
+    since = (today - timedelta(days=6)).date().isoformat()
+    await console.sign_in(
+        "viewer",
+        f"/console/#/analytics?agent_id={agent['id']}&from={since}&to={today.date()}"
+        "&metric=automation_rate",
+    )
+    trends = page.get_by_role("region", name="Trends by version")
+    chart = trends.get_by_role("img", name="Automation rate by version over time")
+    await expect(chart).to_be_visible()
+    await expect(trends.locator(".legend li")).to_have_text(["V1", "V2"])
+    await expect(chart.locator("path.line")).to_have_count(2)
+    await expect(chart.locator("circle.dot")).to_have_count(4)
+    await trends.get_by_text("Trend data").click()
+    data = trends.locator("table.trend-data tbody tr")
+    await expect(data).to_have_count(4)
+    await expect(data.first).to_contain_text("40%")
+    await _assert_no_chart_text_clipped(trends)
+    await console.screenshot()
+
+    await trends.get_by_label("Metric").select_option("calls")
+    await expect(trends.get_by_role("img", name="Calls by version over time")).to_be_visible()
+    assert "metric=calls" in page.url
 
 
 async def test_dry_run(page: Page, make_pinned_agent: AgentFactory, console: Console) -> None:

@@ -1,5 +1,7 @@
 """Guardrails on a channel's A/B test: configured with validation, evaluated after every
-analysis, and zeroing a variant only when it is confidently breaking a rule on enough calls."""
+analysis, and zeroing a variant only when it is confidently breaking a rule on enough calls:
+its always-valid interval (mSPRT) wholly on the breaking side. How rarely that happens to a
+variant that meets its rule, checked after every call, is simulated in test_sequential.py."""
 
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ async def test_trips_once_min_calls_are_reached_and_not_before(
     assert trip["actor"] == "guardrail" and trip["channel"] == CHANNEL
     assert trip["before"]["variants"] == before["variants"]
     note = {
-        k: trip["after"][k] for k in ("variant", "metric", "op", "threshold", "observed", "calls")
+        k: trip["after"][k]
+        for k in ("variant", "metric", "op", "threshold", "observed", "calls", "method")
     }
     assert note == {
         "variant": "treatment",
@@ -86,9 +89,11 @@ async def test_trips_once_min_calls_are_reached_and_not_before(
         "threshold": 0.5,
         "observed": 0.0,
         "calls": 30,
+        "method": "msprt",
     }
+    # Always valid, so wider than the fixed-sample Wilson interval's [0, 0.1135].
     low, high = trip["after"]["ci"]
-    assert low == 0.0 and high == pytest.approx(0.1135, abs=1e-4)
+    assert low == 0.0 and high == pytest.approx(0.2930, abs=1e-4)
 
     metrics = await (await api.call("GET", "/metrics", role=None)).text()
     assert (
@@ -102,18 +107,19 @@ async def test_a_worse_looking_variant_keeps_its_weight_until_the_interval_clear
 ) -> None:
     agent_id = await _ab_test(api, make_agent)
     await _seed(pool, agent_id, "control", [AUTOMATED] * 40, pending=0)
-    # 16 automated of 35: observed 0.457 < 0.5, but the interval [0.30, 0.62] straddles 0.5.
+    # 16 automated of 35: observed 0.457 < 0.5, but the interval [0.22, 0.72] straddles 0.5.
     pending = await _seed(pool, agent_id, "treatment", [AUTOMATED] * 15 + [FAILED] * 19, pending=30)
     await _analyse(api, pending[0], automated=True)
     assert await _weights(api) == {"control": 50, "treatment": 50}
-    # More failures: the interval falls below 0.5 after the 11th further failure (16 of 46).
+    # More failures: the interval falls below 0.5 after the 22nd further failure (16 of 57),
+    # where a fixed-sample Wilson interval, not valid under repeated looks, fell after the 11th.
     failures = 0
     for call_id in pending[1:]:
         await _analyse(api, call_id, automated=False)
         failures += 1
         if (await _weights(api))["treatment"] == 0:
             break
-    assert failures == 11
+    assert failures == 22
 
 
 async def test_the_last_weighted_variant_is_never_zeroed(
@@ -147,7 +153,9 @@ def _outcomes(**counts: Any) -> Outcomes:
         (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=29, automated=0), False),
         (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=30, automated=0), True),
         (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=100, automated=42), False),
-        (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=200, automated=80), True),
+        # 40% of 200 would trip a fixed-sample interval, not yet one valid at every look.
+        (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=200, automated=80), False),
+        (Rule("automation_rate", "<", 0.5, 30), _outcomes(analysed=300, automated=120), True),
         (
             Rule("negative_sentiment_share", ">", 0.3, 30),
             _outcomes(sentiments=100, negative=35),
@@ -202,6 +210,7 @@ async def test_guardrails_config(api: Api, make_agent: AgentFactory) -> None:
         "threshold": 600.0,
         "min_calls": 30,
     }
+    assert saved["method"] == "msprt"
     assert await api.ok("GET", GUARDRAILS, role="viewer") == saved
     [entry, first] = (await api.ok("GET", "/v1/audit?action=channel.guardrails"))["items"]
     assert (first["before"], first["after"]) == (None, [AUTOMATION])

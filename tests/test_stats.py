@@ -1,72 +1,97 @@
-"""store.stats against scipy, table by table."""
+"""store.stats against scipy: Wilson intervals by scipy's, the mixture SPRT's closed forms by
+numerical integration (tests/sequential_reference.py). Its error rates under repeated looks are
+simulated in tests/test_sequential.py."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
-from scipy import special
 from scipy import stats as sp
 
 from store import stats
+from tests.sequential_reference import mixture_p_value
 
-BETA_CASES = [
-    (0.5, 0.5, 0.3),
-    (2.0, 3.0, 0.4),
-    (10.0, 0.5, 0.95),
-    (0.5, 10.0, 0.01),
-    (50.0, 50.0, 0.5),
-    (1000.0, 0.5, 0.999),
-    (3.3, 7.7, 0.9),
-]
-T_CASES = [(-3.0, 1.0), (0.0, 5.0), (1.5, 2.5), (2.1, 10.0), (-0.7, 37.4), (4.0, 300.0), (1.0, 1e4)]
-# Welch degrees of freedom reach millions with millions of calls: looser, still far below any
-# decision threshold.
-HUGE_DF_CASES = [(0.5, 1e6), (1.0, 9.9e6), (2.0, 1e8), (-2.5, 1e12)]
+WILSON_CASES = [(0, 10), (10, 10), (7, 30), (450, 1000), (1, 3), (29, 31), (0, 1), (1, 1)]
+# scipy takes a confidence level, whose last digits are lost when it is within 1e-12 of 1: the
+# sequential z beyond 7 below about 10 calls.
+LARGE_WILSON_CASES = [(k, n) for k, n in WILSON_CASES if n >= 10]
 
 
-@pytest.mark.parametrize(("a", "b", "x"), BETA_CASES)
-def test_regularized_incomplete_beta(a: float, b: float, x: float) -> None:
-    assert stats.regularized_incomplete_beta(a, b, x) == pytest.approx(
-        special.betainc(a, b, x), rel=1e-10, abs=1e-14
-    )
-
-
-@pytest.mark.parametrize(("t", "df"), T_CASES)
-def test_student_t_cdf(t: float, df: float) -> None:
-    assert stats.student_t_cdf(t, df) == pytest.approx(sp.t.cdf(t, df), rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize(("t", "df"), HUGE_DF_CASES)
-def test_student_t_cdf_with_huge_degrees_of_freedom(t: float, df: float) -> None:
-    assert stats.student_t_cdf(t, df) == pytest.approx(sp.t.cdf(t, df), abs=1e-8)
-
-
-@pytest.mark.parametrize(("p", "df"), [(0.975, 1.0), (0.975, 29.0), (0.6, 3.5), (0.01, 12.0)])
-def test_student_t_quantile(p: float, df: float) -> None:
-    assert stats.student_t_quantile(p, df) == pytest.approx(sp.t.ppf(p, df), rel=1e-9)
-
-
-@pytest.mark.parametrize(("k", "n"), [(0, 10), (10, 10), (7, 30), (450, 1000), (1, 3), (29, 31)])
+@pytest.mark.parametrize(("k", "n"), WILSON_CASES)
 def test_wilson_interval(k: int, n: int) -> None:
     expected = sp.binomtest(k, n).proportion_ci(0.95, method="wilson")
     assert stats.wilson_interval(k, n) == pytest.approx((expected.low, expected.high), rel=1e-12)
 
 
+@pytest.mark.parametrize(("k", "n"), LARGE_WILSON_CASES)
+def test_sequential_proportion_interval_is_wilson_at_the_sequential_z(k: int, n: int) -> None:
+    z = stats.sequential_z(n)
+    confidence = 1.0 - 2.0 * sp.norm.sf(z)
+    expected = sp.binomtest(k, n).proportion_ci(confidence, method="wilson")
+    interval = stats.sequential_proportion_interval(k, n)
+    assert interval == pytest.approx((expected.low, expected.high), rel=1e-9, abs=1e-15)
+    # Wider than the fixed-sample interval: it holds at every look, not only at one.
+    wilson = stats.wilson_interval(k, n)
+    assert interval is not None and wilson is not None
+    assert interval[0] <= wilson[0] and interval[1] >= wilson[1]
+
+
+def test_intervals_contain_their_estimate_exactly() -> None:
+    """At 0% and 100% as anywhere else: the observed rate is never outside its interval, not
+    even by a rounding error."""
+    for n in range(1, 3001):
+        for k in {0, 1, n // 3, n - 1, n}:
+            p = k / n
+            for interval in (
+                stats.wilson_interval(k, n),
+                stats.sequential_proportion_interval(k, n),
+            ):
+                assert interval is not None
+                low, high = interval
+                assert 0.0 <= low <= p <= high <= 1.0, (k, n, interval)
+    for mean, var, n in [(0.0, 0.0, 2), (1e9, 1e-9, 5), (-3.5, 2.0, 30), (120.0, 1e4, 10**6)]:
+        found = stats.sequential_mean_interval(stats.Moments(n, mean, var))
+        assert found is not None and found[0] <= mean <= found[1]
+    assert stats.wilson_interval(0, 0) is None
+    assert stats.sequential_proportion_interval(0, 0) is None
+    assert stats.sequential_mean_interval(stats.Moments(1, 5.0, 0.0)) is None
+
+
+@pytest.mark.parametrize(
+    ("z", "n_eff"), [(0.0, 30.0), (1.0, 15.0), (2.5, 100.0), (-3.2, 500.0), (4.0, 2500.0)]
+)
+def test_sequential_p_value_is_the_mixture_likelihood_ratio(z: float, n_eff: float) -> None:
+    var = 0.25 / n_eff
+    expected = mixture_p_value(z * math.sqrt(var), var, n_eff)
+    assert stats.sequential_p_value(z, n_eff) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("n_eff", [15.0, 30.0, 250.0, 1e4])
+@pytest.mark.parametrize("alpha", [0.05, 0.025, 0.01])
+def test_sequential_z_is_where_the_p_value_reaches_alpha(n_eff: float, alpha: float) -> None:
+    z = stats.sequential_z(n_eff, alpha)
+    assert stats.sequential_p_value(z, n_eff) == pytest.approx(alpha, rel=1e-12)
+    # Stricter than the fixed-sample test (1.96 at 5%): the price of looking at every call.
+    assert z > sp.norm.isf(alpha / 2)
+
+
 @pytest.mark.parametrize(
     ("x1", "n1", "x2", "n2"),
-    [(20, 40, 45, 60), (300, 1000, 330, 1000), (1, 31, 9, 30), (5, 9, 5, 9)],
+    [(20, 40, 45, 60), (300, 1000, 330, 1000), (1, 31, 9, 30), (5, 9, 5, 9), (0, 50, 4, 50)],
 )
-def test_two_proportion_p_value(x1: int, n1: int, x2: int, n2: int) -> None:
-    # The pooled two-proportion z-test is the 2x2 chi-square test without continuity correction.
-    table = [[x1, n1 - x1], [x2, n2 - x2]]
-    expected = sp.chi2_contingency(table, correction=False).pvalue
-    assert stats.two_proportion_p_value(x1, n1, x2, n2) == pytest.approx(expected, rel=1e-9)
+def test_two_proportions_test(x1: int, n1: int, x2: int, n2: int) -> None:
+    pooled = (x1 + x2) / (n1 + n2)
+    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    expected = mixture_p_value(x1 / n1 - x2 / n2, var, 1 / (1 / n1 + 1 / n2))
+    assert stats.two_proportions_test(x1, n1, x2, n2) == pytest.approx(expected, rel=1e-8)
 
 
-def test_two_proportion_degenerate_cases() -> None:
-    assert stats.two_proportion_p_value(0, 0, 1, 2) is None
-    assert stats.two_proportion_p_value(5, 5, 9, 9) == 1.0
+def test_two_proportions_degenerate_cases() -> None:
+    assert stats.two_proportions_test(0, 0, 1, 2) is None
+    assert stats.two_proportions_test(5, 5, 9, 9) == 1.0
+    assert stats.two_proportions_test(0, 5, 0, 9) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -78,23 +103,30 @@ def test_two_proportion_degenerate_cases() -> None:
         (10.0, 4.0, 30, 10.0, 4.0, 30),
     ],
 )
-def test_welch_p_value(m1: float, v1: float, n1: int, m2: float, v2: float, n2: int) -> None:
-    expected = sp.ttest_ind_from_stats(
-        m1, math.sqrt(v1), n1, m2, math.sqrt(v2), n2, equal_var=False
-    ).pvalue
-    assert stats.welch_p_value(m1, v1, n1, m2, v2, n2) == pytest.approx(expected, rel=1e-9)
+def test_two_means_test(m1: float, v1: float, n1: int, m2: float, v2: float, n2: int) -> None:
+    expected = mixture_p_value(m1 - m2, v1 / n1 + v2 / n2, 1 / (1 / n1 + 1 / n2))
+    found = stats.two_means_test(stats.Moments(n1, m1, v1), stats.Moments(n2, m2, v2))
+    assert found == pytest.approx(expected, rel=1e-8)
 
 
-def test_welch_degenerate_cases() -> None:
-    assert stats.welch_p_value(1.0, 1.0, 1, 2.0, 1.0, 5) is None
-    assert stats.welch_p_value(3.0, 0.0, 5, 3.0, 0.0, 5) == 1.0
-    assert stats.welch_p_value(3.0, 0.0, 5, 4.0, 0.0, 5) == 0.0
+def test_two_means_degenerate_cases() -> None:
+    one, five = stats.Moments(1, 1.0, 0.0), stats.Moments(5, 2.0, 1.0)
+    assert stats.two_means_test(one, five) is None
+    flat = stats.Moments(5, 3.0, 0.0)
+    assert stats.two_means_test(flat, flat) == 1.0
+    assert stats.two_means_test(flat, stats.Moments(5, 4.0, 0.0)) == 0.0
 
 
-@pytest.mark.parametrize(
-    ("mean", "var", "n"), [(100.0, 400.0, 30), (5.0, 2.0, 2), (60.0, 1e4, 1000)]
-)
-def test_mean_interval(mean: float, var: float, n: int) -> None:
-    expected = sp.t.interval(0.95, n - 1, loc=mean, scale=math.sqrt(var / n))
-    assert stats.mean_interval(mean, var, n) == pytest.approx(expected, rel=1e-9)
-    assert stats.mean_interval(mean, var, 1) is None
+def test_moments_from_sums() -> None:
+    values = [12.5, 300.0, 47.25, 61.0, 5.0]
+    found = stats.Moments.from_sums(len(values), sum(values), sum(v * v for v in values))
+    assert found is not None
+    assert found.n == 5
+    assert found.mean == pytest.approx(statistics.fmean(values), rel=1e-15)
+    assert found.var == pytest.approx(statistics.variance(values), rel=1e-12)
+    # Equal large values: sum(x^2) - n mean^2 rounds below zero; the variance is 0, not negative.
+    same = [1234567.89] * 3
+    flat = stats.Moments.from_sums(3, sum(same), sum(v * v for v in same))
+    assert flat is not None and flat.var == 0.0
+    assert stats.Moments.from_sums(1, 7.0, 49.0) == stats.Moments(1, 7.0, 0.0)
+    assert stats.Moments.from_sums(0, 0.0, 0.0) is None

@@ -1,9 +1,21 @@
-// Analytics: versions of one agent compared (automation with confidence intervals, duration,
-// sentiment, verdicts), and the per-variant results of an A/B test on one number.
+// Analytics over a date range: versions of one agent compared (automation with confidence
+// intervals, duration, sentiment, verdicts), their trends over time, and the per-variant results
+// of an A/B test on one number.
 
 import { api, listAll, query } from './api.js';
-import { durationChart, legend, rateChart, sentimentChart } from './charts.js';
+import { SERIES_COLOURS, durationChart, legend, rateChart, sentimentChart, trendChart } from './charts.js';
 import { field, fill, h, versionLabel } from './dom.js';
+
+const DAY_MS = 86_400_000;
+// Without a chosen range the trends show the last 30 days (the totals above cover all time).
+const DEFAULT_TREND_DAYS = 30;
+// Up to this many days the trend is drawn per hour, beyond it per day.
+const HOURLY_UP_TO_DAYS = 3;
+const TREND_METRICS = {
+  calls: { label: 'Calls', format: (v) => String(Math.round(v)) },
+  automation_rate: { label: 'Automation rate', format: (v) => `${Math.round(v * 1000) / 10}%` },
+  mean_duration_s: { label: 'Mean duration', format: (v) => `${Math.round(v)} s` },
+};
 
 const VERDICT_CLASS = { better: 'good', worse: 'bad', 'too few calls': 'warn' };
 
@@ -99,6 +111,35 @@ export function report(rows, subject) {
       })))));
 }
 
+/** The picked range as API bounds: `from` at 00:00 UTC up to the end of the day `to`. */
+function bounds(from, to) {
+  return {
+    since: from ? `${from}T00:00:00Z` : '',
+    until: to ? new Date(Date.parse(`${to}T00:00:00Z`) + DAY_MS).toISOString() : '',
+  };
+}
+
+function rangeForm(search, go) {
+  const from = h('input', { type: 'date', id: 'analytics-from', value: search.get('from') ?? '' });
+  const to = h('input', { type: 'date', id: 'analytics-to', value: search.get('to') ?? '' });
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const form = h('form', { class: 'range card', 'aria-label': 'Date range' },
+    field('From', from).row, field('To (inclusive)', to).row,
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'primary' }, 'Apply range'),
+      h('button', { type: 'button', onclick: () => go({ from: '', to: '' }) }, 'All time')),
+    error);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (from.value && to.value && from.value > to.value) {
+      error.textContent = '“From” must not be after “To”.';
+      return;
+    }
+    go({ from: from.value, to: to.value });
+  });
+  return form;
+}
+
 export async function render(main, _params, search) {
   const agents = await listAll('/v1/agents');
   const channels = await listAll('/v1/channels');
@@ -107,25 +148,39 @@ export async function render(main, _params, search) {
   const channel = h('select', { id: 'analytics-channel' }, h('option', { value: '' }, '— choose a number —'),
     channels.filter((c) => c.variants.length > 1).map((c) => h('option', { value: c.number }, `${c.number} (${c.variants.map((v) => v.label).join(' / ')})`)));
   channel.value = search.get('channel') ?? '';
-  const versionsOut = h('div', { 'aria-live': 'polite' });
-  const abOut = h('div', { 'aria-live': 'polite' });
-  const go = () => {
-    window.location.hash = `#/analytics${query({ agent_id: agent.value, channel: channel.value })}`;
+  const metric = h('select', { id: 'analytics-metric' }, Object.entries(TREND_METRICS).map(([value, m]) => h('option', { value }, m.label)));
+  metric.value = TREND_METRICS[search.get('metric')] ? search.get('metric') : 'calls';
+  const state = {
+    agent_id: agent.value, channel: channel.value, metric: metric.value, from: search.get('from') ?? '', to: search.get('to') ?? '',
   };
-  agent.addEventListener('change', go);
-  channel.addEventListener('change', go);
+  const go = (change) => {
+    window.location.hash = `#/analytics${query({ ...state, ...change })}`;
+  };
+  agent.addEventListener('change', () => go({ agent_id: agent.value }));
+  channel.addEventListener('change', () => go({ channel: channel.value }));
+  metric.addEventListener('change', () => go({ metric: metric.value }));
+  const range = bounds(state.from, state.to);
+  const versionsOut = h('div', { 'aria-live': 'polite' });
+  const trendOut = h('div', { 'aria-live': 'polite' });
+  const abOut = h('div', { 'aria-live': 'polite' });
   fill(main,
     h('div', { class: 'page-head' }, h('h1', { tabindex: '-1' }, 'Analytics')),
+    rangeForm(search, go),
     h('section', { 'aria-labelledby': 'by-version' },
       h('div', { class: 'section-head' }, h('h2', { id: 'by-version' }, 'Versions compared'), field('Agent', agent).row),
       versionsOut),
+    h('section', { 'aria-labelledby': 'trends' },
+      h('div', { class: 'section-head' }, h('h2', { id: 'trends' }, 'Trends by version'), field('Metric', metric).row),
+      trendOut),
     h('section', { 'aria-labelledby': 'by-variant' },
       h('div', { class: 'section-head' }, h('h2', { id: 'by-variant' }, 'A/B tests'), field('Number', channel).row),
       abOut));
+  const chooseAgent = h('p', { class: 'muted' }, 'Choose an agent.');
   await Promise.all([
-    agent.value ? load(versionsOut, '/v1/analytics/versions' + query({ agent_id: agent.value }), 'version')
-      : fill(versionsOut, h('p', { class: 'muted' }, 'Choose an agent.')),
-    channel.value ? load(abOut, '/v1/analytics/ab' + query({ channel: channel.value }), 'variant')
+    agent.value ? load(versionsOut, '/v1/analytics/versions' + query({ agent_id: agent.value, ...range }), 'version')
+      : fill(versionsOut, chooseAgent),
+    agent.value ? loadTrend(trendOut, agent.value, state) : fill(trendOut, chooseAgent.cloneNode(true)),
+    channel.value ? load(abOut, '/v1/analytics/ab' + query({ channel: channel.value, ...range }), 'variant')
       : fill(abOut, h('p', { class: 'muted' }, channel.options.length > 1 ? 'Choose a number with an A/B test.' : 'No number runs an A/B test.')),
   ]);
 }
@@ -137,5 +192,39 @@ async function load(out, path, subject) {
     fill(out, report(rowsOf(data), subject), data?.verdict ? h('p', { class: 'verdict' }, h('strong', {}, 'Verdict: '), String(data.verdict)) : null);
   } catch (error) {
     fill(out, h('p', { class: 'form-error' }, error.message));
+  }
+}
+
+/** One line per version (and the draft) of the chosen metric over the range. */
+async function loadTrend(out, agentId, state) {
+  const { since, until } = bounds(state.from, state.to);
+  const end = until ? new Date(until) : new Date();
+  const start = since ? new Date(since) : new Date(end.getTime() - DEFAULT_TREND_DAYS * DAY_MS);
+  const interval = end - start <= HOURLY_UP_TO_DAYS * DAY_MS ? 'hour' : 'day';
+  const { label, format } = TREND_METRICS[state.metric];
+  fill(out, h('p', { class: 'muted' }, 'Loading…'));
+  try {
+    const data = await api('GET', '/v1/analytics/timeseries' + query({
+      agent_id: agentId, metric: state.metric, interval, since: start.toISOString(), until: end.toISOString(),
+    }));
+    const series = data.series.map((line) => ({ ...line, label: line.draft ? 'Draft' : versionLabel(line.version) }));
+    if (!series.length) {
+      fill(out, h('p', { class: 'muted' }, 'No calls in this range.'));
+      return;
+    }
+    const span = `${start.toISOString().slice(0, 10)} to ${new Date(end - 1).toISOString().slice(0, 10)}`;
+    fill(out, h('figure', { class: 'card' },
+      h('figcaption', {}, `${label} per ${interval}, ${span}${since ? '' : ` (last ${DEFAULT_TREND_DAYS} days)`}`),
+      trendChart(series, {
+        title: `${label} by version over time`, description: `One line per version, one point per ${interval} with calls.`, since: start, until: end, format,
+      }),
+      legend(series.map((line, i) => [`series-${i % SERIES_COLOURS}`, line.label])),
+      h('details', {}, h('summary', {}, 'Trend data'), h('div', { class: 'table-wrap' }, h('table', { class: 'table trend-data' },
+        h('thead', {}, h('tr', {}, ['Version', `Start of ${interval} (UTC)`, label, 'Calls'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, series.flatMap((line) => line.points.filter((p) => p.calls > 0).map((p) => h('tr', {},
+          h('th', { scope: 'row' }, line.label), h('td', {}, p.t), h('td', { class: 'num' }, p.value === null ? '—' : format(p.value)),
+          h('td', { class: 'num' }, String(p.calls)))))))))));
+  } catch (error) {
+    fill(out, h('p', { class: 'form-error' }, `Trends unavailable: ${error.message}`));
   }
 }

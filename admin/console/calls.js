@@ -47,13 +47,22 @@ export async function render(main, _params, search) {
   await renderResults(results, filters, names);
 }
 
-async function renderResults(section, filters, names, cursor = null, rows = []) {
-  const page = await api('GET', '/v1/calls' + query({ ...filters, cursor }));
+/** "12 calls", or "More than 100,000 calls" past the count's cap. */
+function totalText(total, exact) {
+  const count = total.toLocaleString('en-US');
+  return `${exact ? count : `More than ${count}`} call${total === 1 && exact ? '' : 's'}`;
+}
+
+// The total is counted with the first page only (`count=true`); later pages reuse it.
+async function renderResults(section, filters, names, cursor = null, rows = [], total = null) {
+  const page = await api('GET', '/v1/calls' + query({ ...filters, cursor, count: cursor ? '' : 'true' }));
   rows.push(...page.items);
+  const counted = total ?? { total: page.total, exact: page.total_exact };
   const described = Object.entries(filters).filter(([, v]) => v)
     .map(([k, v]) => `${k.replace('_id', '')} ${k === 'version' ? versionLabel(v === 'draft' ? null : v) : k === 'agent_id' ? names.get(v) ?? v : v}`);
   fill(section,
-    h('h2', { id: 'calls-title' }, `${rows.length}${page.next_cursor ? '+' : ''} call${rows.length === 1 ? '' : 's'}${described.length ? ` — ${described.join(', ')}` : ''}`),
+    h('h2', { id: 'calls-title' }, `${totalText(counted.total, counted.exact)}${described.length ? ` — ${described.join(', ')}` : ''}`),
+    rows.length ? h('p', { class: 'calls-total muted', 'aria-live': 'polite' }, `Showing the newest ${rows.length.toLocaleString('en-US')}`) : null,
     rows.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table calls' },
       h('thead', {}, h('tr', {}, COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows.map((call) => h('tr', { dataset: { callId: call.call_id } },
@@ -68,7 +77,7 @@ async function renderResults(section, filters, names, cursor = null, rows = []) 
         h('td', {}, call.sentiment ?? '—'),
         h('td', {}, call.automated === null || call.automated === undefined ? '—' : call.automated ? 'yes' : 'no'),
         h('td', {}, h('button', { type: 'button', class: 'small', 'aria-label': `Details of call ${call.call_id}`, onclick: () => showCall(call, names) }, 'Details'))))))) : h('p', { class: 'muted' }, 'No calls match these filters.'),
-    page.next_cursor ? h('button', { type: 'button', onclick: () => renderResults(section, filters, names, page.next_cursor, rows) }, 'Load more') : null);
+    page.next_cursor ? h('button', { type: 'button', onclick: () => renderResults(section, filters, names, page.next_cursor, rows, counted) }, 'Load more') : null);
 }
 
 function showCall(call, names) {
