@@ -81,7 +81,7 @@ async def test_hourly_series_per_version(
             ],
         }
 
-    cases = {
+    cases: dict[str, tuple[list[Any], list[Any]]] = {
         "calls": ([0, 3, 0, 1, 0], [0, 0, 0, 1, 0]),
         "automation_rate": ([None, 0.5, None, 1.0, None], [None] * 5),
         "mean_duration_s": ([None, 20.0, None, 50.0, None], [None] * 5),
