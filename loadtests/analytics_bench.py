@@ -1,7 +1,11 @@
-"""Analytics over a million calls: seeds a scratch database, times the per-version and A/B
-queries in the store and over HTTP, prints JSON, drops the database.
+"""Analytics over growing numbers of calls: seeds a scratch database, times the per-version and
+A/B queries in the store and over HTTP at each size in one run, prints JSON, drops the database.
 
-    python -m loadtests.analytics_bench [--calls 1000000] [--runs 7]
+    python -m loadtests.analytics_bench [--calls 1000000 10000000] [--runs 20]
+
+The calls are seeded with the rollup triggers off (one INSERT of millions of rows would hand
+them a transition table of millions), then `store.rollups.backfill` builds the rollups, timed
+as `backfill_s`; each larger size adds calls to the same agent and backfills again.
 
 DATABASE_URL names the server (default: the local one); the scratch database is created on it
 and dropped afterwards, whatever happens.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import time
@@ -24,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from admin.app import create_app
 from harness.postgres import scratch_database
-from store import agents, analytics
+from store import agents, rollups
 from store.db import create_pool
 from store.settings import DEFAULT_DATABASE_URL, Settings
 from store.tokens import create_token
@@ -49,7 +54,7 @@ SELECT 'bench-' || g, 'bench', 'bench-' || g,
        CASE WHEN s.r < 0.75
             THEN (ARRAY['positive', 'neutral', 'negative'])[1 + (s.r * 4000)::int % 3] END,
        CASE WHEN s.r < 0.75 THEN random() < 0.5 + coalesce(s.version, 6) * 0.02 END
-FROM generate_series(1, $5) AS g,
+FROM generate_series($9::bigint, $5) AS g,
      LATERAL (SELECT NULLIF(g % ($6 + 1), 0) AS version, random() AS r,
                      round((random() * 600)::numeric, 1)::float8 AS duration,
                      $7::timestamptz - make_interval(secs => random() * $8 * 86400) AS started
@@ -67,19 +72,37 @@ def _with_prompt(prompt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda config: {**config, "system_prompt": prompt}
 
 
-async def _seed(pool: asyncpg.Pool, calls: int) -> str:
+TRIGGER_OFF = "ALTER TABLE calls DISABLE TRIGGER calls_rollups_insert"
+TRIGGER_ON = "ALTER TABLE calls ENABLE TRIGGER calls_rollups_insert"
+
+
+async def _new_agent(pool: asyncpg.Pool) -> tuple[str, str]:
     agent = await agents.create_agent(pool, MINIMAL_CONFIG, "bench")
     for n in range(1, VERSIONS + 1):
         await agents.update_draft(pool, agent.id, _with_prompt(f"Prompt {n}."), "bench")
         await agents.publish(pool, agent.id, f"v{n}", "", "bench")
-    config_hash = (await agents.get_agent(pool, agent.id)).draft.config_hash
+    return agent.id, (await agents.get_agent(pool, agent.id)).draft.config_hash
+
+
+async def _seed(
+    pool: asyncpg.Pool, url: str, agent: tuple[str, str], first: int, last: int
+) -> float:
+    """Calls numbered first..last for `agent`, then the rollups; the backfill's seconds."""
     now = datetime.now(UTC)
-    await pool.execute(
-        SEED_CALLS, agent.id, config_hash, CHANNEL_A, CHANNEL_B, calls, VERSIONS, now, DAYS
-    )
+    await pool.execute(TRIGGER_OFF)
+    try:
+        await pool.execute(
+            SEED_CALLS, *agent, CHANNEL_A, CHANNEL_B, last, VERSIONS, now, DAYS, first
+        )
+    finally:
+        await pool.execute(TRIGGER_ON)
+    started = time.perf_counter()
+    await rollups.backfill(url)
+    backfill_s = time.perf_counter() - started
     # Fresh statistics and a visibility map, as autovacuum keeps them in production.
     await pool.execute("VACUUM ANALYZE calls")
-    return agent.id
+    await pool.execute("VACUUM ANALYZE call_rollups")
+    return backfill_s
 
 
 async def _time(runs: int, work: Callable[[], Awaitable[Any]]) -> dict[str, float]:
@@ -94,72 +117,75 @@ async def _time(runs: int, work: Callable[[], Awaitable[Any]]) -> dict[str, floa
         start = time.perf_counter()
         await work()
         timings.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": round(statistics.median(timings), 1), "max_ms": round(max(timings), 1)}
+    timings.sort()
+    p99 = timings[min(len(timings) - 1, math.ceil(0.99 * len(timings)) - 1)]
+    return {"p50_ms": round(statistics.median(timings), 1), "p99_ms": round(p99, 1)}
 
 
-async def _measure(url: str, calls: int, runs: int) -> dict[str, Any]:
-    pool = await create_pool(url)
-    try:
-        started = time.perf_counter()
-        agent_id = await _seed(pool, calls)
-        seed_s = time.perf_counter() - started
-        until = datetime.now(UTC) + timedelta(minutes=1)
-        since = until - timedelta(days=DAYS + 1)
+async def _measure(
+    pool: asyncpg.Pool, client: TestClient[Any, Any], token: str, agent_id: str, runs: int
+) -> dict[str, Any]:
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    since = until - timedelta(days=DAYS + 1)
+    window = {"since": since.isoformat(), "until": until.isoformat()}
+    headers = {"Authorization": f"Bearer {token}"}
+    sample: dict[str, Any] = {}
 
-        async def versions() -> Any:
-            groups = await analytics.version_outcomes(pool, agent_id, since, until)
-            return analytics.version_report(groups)
+    async def get(path: str, params: dict[str, str]) -> None:
+        resp = await client.get(path, params=params, headers=headers)
+        assert resp.status == 200, await resp.text()
+        sample[path] = await resp.json()
 
-        async def ab() -> Any:
-            groups = await analytics.variant_outcomes(pool, CHANNEL_A, since, until)
-            return analytics.variant_report(groups, ())
-
-        store_versions, store_ab = await _time(runs, versions), await _time(runs, ab)
-        token = await create_token(pool, "bench", "viewer")
-        client: TestClient[Any, Any] = TestClient(
-            TestServer(create_app(Settings(database_url=url)))
-        )
-        await client.start_server()
-        try:
-            query = {"agent_id": agent_id, "since": since.isoformat(), "until": until.isoformat()}
-            headers = {"Authorization": f"Bearer {token}"}
-            sample: dict[str, Any] = {}
-
-            async def http() -> None:
-                resp = await client.get("/v1/analytics/versions", params=query, headers=headers)
-                assert resp.status == 200, await resp.text()
-                sample.update(await resp.json())
-
-            http_versions = await _time(runs, http)
-        finally:
-            await client.close()
-    finally:
-        await pool.close()
+    versions = await _time(
+        runs, lambda: get("/v1/analytics/versions", {"agent_id": agent_id, **window})
+    )
+    ab = await _time(runs, lambda: get("/v1/analytics/ab", {"channel": CHANNEL_A, **window}))
+    rows = await pool.fetchval("SELECT count(*) FROM call_rollups WHERE agent_id = $1", agent_id)
     return {
-        "calls": calls,
-        "runs": runs,
         # Other work on the machine skews the timings: the 1, 5, 15-minute load averages.
         "load_avg": [round(load, 2) for load in os.getloadavg()],
-        **store_versions,
-        "ab_p50_ms": store_ab["p50_ms"],
-        "ab_max_ms": store_ab["max_ms"],
-        "http_p50_ms": http_versions["p50_ms"],
-        "http_max_ms": http_versions["max_ms"],
-        "seed_s": round(seed_s, 1),
-        "rows": len(sample["items"]),
-        "sample_row": sample["items"][-1],
+        "http_versions": versions,
+        "http_ab": ab,
+        "rollup_rows": rows,
+        "sample_row": sample["/v1/analytics/versions"]["items"][-1],
     }
 
 
-async def main(calls: int, runs: int) -> dict[str, Any]:
+async def main(sizes: list[int], runs: int) -> dict[str, Any]:
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     async with scratch_database(server, "bench") as url:
-        return await _measure(url, calls, runs)
+        pool = await create_pool(url)
+        client: TestClient[Any, Any] = TestClient(
+            TestServer(create_app(Settings(database_url=url)))
+        )
+        try:
+            agent = await _new_agent(pool)
+            token = await create_token(pool, "bench", "viewer")
+            await client.start_server()
+            results, seeded = [], 0
+            for size in sorted(sizes):
+                started = time.perf_counter()
+                backfill_s = await _seed(pool, url, agent, seeded + 1, size)
+                seeded = size
+                measured = await _measure(pool, client, token, agent[0], runs)
+                seed_s = round(time.perf_counter() - started, 1)
+                results.append(
+                    {"calls": size, "seed_s": seed_s, "backfill_s": round(backfill_s, 1)} | measured
+                )
+        finally:
+            await client.close()
+            await pool.close()
+    first, last = results[0], results[-1]
+    ratio = {
+        key: round(last[key]["p50_ms"] / first[key]["p50_ms"], 2)
+        for key in ("http_versions", "http_ab")
+    }
+    return {"runs": runs, "days": DAYS, "sizes": results, "p50_ratio_largest_to_smallest": ratio}
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--calls", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main(args.calls, args.runs)), indent=2))
