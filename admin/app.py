@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from admin import rollouts
 from admin.metrics import METRICS, AdminMetrics
 from admin.routes import setup_routes
 from httpkit.errors import error_middleware
@@ -38,5 +39,6 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
     app.cleanup_ctx.append(_postgres)
+    app.cleanup_ctx.append(rollouts.schedule)
     setup_routes(app)
     return app
