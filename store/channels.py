@@ -205,9 +205,10 @@ async def list_channels(
     return page(await _with_variants(pool, rows), limit, lambda r: [r.number])
 
 
-async def _check_targets(
+async def check_targets(
     conn: asyncpg.Connection, variants: tuple[Variant, ...], path: Callable[[int], str]
 ) -> None:
+    """InvalidRouting at `path(i)` for the first variant whose agent or version does not exist."""
     missing = await conn.fetch(
         MISSING_TARGETS, [v.agent_id for v in variants], [v.version for v in variants]
     )
@@ -274,7 +275,7 @@ async def apply_routing(
     RevisionConflict), so a read-modify-write never overwrites a change made in between.
     `target_path` names a variant in the error for an unknown agent or version.
     """
-    await _check_targets(conn, variants, target_path)
+    await check_targets(conn, variants, target_path)
     before_row = await conn.fetchrow(LOCK_CHANNEL, number)
     current = before_row["revision"] if before_row else None
     if if_revision is not None and current != if_revision:

@@ -531,6 +531,9 @@ async def start(pool: asyncpg.Pool, number: str, plan: Plan, actor: str, now: da
             raise channels.routing_error(
                 "label", f"the channel already has a variant {plan.label!r}"
             )
+        await channels.check_targets(
+            conn, (Variant(plan.label, plan.agent_id, plan.version, 0),), lambda _: "target"
+        )
         row = await conn.fetchrow(
             INSERT_ROLLOUT,
             number,

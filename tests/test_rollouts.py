@@ -369,3 +369,95 @@ async def test_callers_who_got_the_target_keep_it_and_a_rollback_sends_everyone_
     assert rollback.kind == "rollback"
     after = await _everyone_calls(api, pool, callers, 9)
     assert after == before
+
+
+# --- hostile input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({}, "target"),
+        ({"target": {"agent_id": "agt_x"}, "steps": []}, "steps"),
+        ({"target": {"agent_id": "agt_x"}, "steps": [50, 25, 100]}, "steps[1]"),
+        ({"target": {"agent_id": "agt_x"}, "steps": [10, 50]}, "steps[1]"),
+        ({"target": {"agent_id": "agt_x"}, "steps": [0, 100]}, "steps[0]"),
+        ({"target": {"agent_id": "agt_x"}, "steps": [50, 101]}, "steps[1]"),
+        ({"target": {"agent_id": "agt_x"}, "steps": ["5", 100]}, "steps[0]"),
+        ({"target": {"agent_id": "agt_x"}, "steps": list(range(1, 101))}, "steps"),
+        ({"target": {"agent_id": "agt_x"}, "hold_s": -1}, "hold_s"),
+        ({"target": {"agent_id": "agt_x"}, "hold_s": 10**12}, "hold_s"),
+        ({"target": {"agent_id": "agt_x"}, "min_calls": 1.5}, "min_calls"),
+        ({"target": {"agent_id": "agt_x"}, "label": ""}, "label"),
+        ({"target": {"agent_id": "agt_x"}, "label": "a\x00b"}, "label"),
+        ({"target": {"agent_id": "agt_x", "version": 0}}, "target.version"),
+        ({"target": {"agent_id": "agt_x", "verison": 2}}, "target.verison"),
+        (
+            {"target": {"agent_id": "agt_x"}, "rules": [{"metric": "x", "op": "<"}]},
+            "rules[0].metric",
+        ),
+        (
+            {
+                "target": {"agent_id": "agt_x"},
+                "rules": [{"metric": "automation_rate", "op": "<", "threshold": 2}],
+            },
+            "rules[0].threshold",
+        ),
+        ({"target": {"agent_id": "agt_x"}, "surprise": 1}, "surprise"),
+        ([1, 2], "$"),
+    ],
+)
+async def test_invalid_rollouts_are_refused_with_a_field_path(
+    api: Api, make_agent: AgentFactory, body: Any, path: str
+) -> None:
+    await _channel_at_v1(api, make_agent)
+    error = await api.ok("POST", ROLLOUTS, 422, role="publisher", json=body)
+    assert error["error"]["details"][0]["path"] == path, error
+    assert (await api.ok("GET", ROLLOUTS, role="viewer"))["items"] == []
+
+
+async def test_rollouts_the_store_refuses(api: Api, make_agent: AgentFactory) -> None:
+    agent = await _channel_at_v1(api, make_agent)
+    target = {"agent_id": agent["id"], "version": 2}
+    cases: list[tuple[str, Any, int, str]] = [
+        (ROLLOUTS, {"target": {**target, "version": 9}}, 422, "target.version"),
+        (ROLLOUTS, {"target": {"agent_id": "agt_nobody"}}, 422, "target.agent_id"),
+        (ROLLOUTS, {"target": target, "label": "default"}, 422, "label"),
+        ("/v1/channels/+14155550999/rollouts", {"target": target}, 404, ""),
+        ("/v1/channels/4155550100/rollouts", {"target": target}, 422, "number"),
+    ]
+    for url, body, status, path in cases:
+        error = await api.ok("POST", url.replace("+", "%2B"), status, role="publisher", json=body)
+        if path:
+            assert error["error"]["details"][0]["path"] == path, error
+    await api.ok(
+        "POST",
+        ROLLOUTS,
+        400,
+        role="publisher",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    await _start(api, agent)
+    # One rollout at a time per channel, even when two are asked for at once.
+    both = await asyncio.gather(
+        *(api.call("POST", ROLLOUTS, role="publisher", json={"target": target}) for _ in range(2))
+    )
+    assert [r.status for r in both] == [409, 409]
+    for rid in ("0", "x", "99999", "1" * 30, "-1"):
+        resp = await api.call("POST", f"{ROLLOUTS}/{rid}/pause", role="publisher")
+        assert resp.status == 404, rid
+    await api.ok("GET", ROLLOUTS + "?cursor=forged", 400, role="viewer")
+    await api.ok("GET", ROLLOUTS + "?limit=0", 400, role="viewer")
+
+
+async def test_two_rollouts_started_at_once_on_a_channel_make_one(
+    api: Api, make_agent: AgentFactory
+) -> None:
+    agent = await _channel_at_v1(api, make_agent)
+    body = {"target": {"agent_id": agent["id"], "version": 2}}
+    both = await asyncio.gather(
+        *(api.call("POST", ROLLOUTS, role="publisher", json=body) for _ in range(2))
+    )
+    assert sorted(r.status for r in both) in ([201, 409], [201, 412])
+    assert len((await api.ok("GET", ROLLOUTS, role="viewer"))["items"]) == 1
