@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from admin.app import create_app
 from store import rollouts
 from store.call_routing import draw
 from store.calls import Candidate, record_calls
@@ -19,8 +22,10 @@ from store.channels import Variant, find_channel
 from store.db import create_pool
 from store.draw import live_variants
 from store.rollouts import step_variants
+from store.settings import Settings
 from tests.call_rows import Outcome, insert_calls, new_call
 from tests.conftest import AgentFactory, Api, variant
+from tests.polling import eventually
 from tests.router_fixtures import CHANNEL
 
 ROLLOUTS = f"/v1/channels/{CHANNEL}/rollouts"
@@ -298,6 +303,31 @@ async def test_the_dry_run_names_the_rollout_and_step(api: Api, make_agent: Agen
         assert note["side"] == ("target" if found["variant"] == "rollout" else "start")
         sides.add(note["side"])
     assert sides == {"target", "start"}
+
+
+async def test_the_admin_process_scheduler_advances_with_the_real_clock_and_shows_metrics(
+    settings: Settings, pool: asyncpg.Pool, make_agent: AgentFactory, api: Api
+) -> None:
+    agent = await _channel_at_v1(api, make_agent)
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(create_app(replace(settings, rollout_tick_s=0.05)))
+    )
+    await client.start_server()
+    try:
+        await _start(api, agent, steps=[50, 100], hold_s=0, min_calls=0)
+        await eventually(lambda: _weights(api), lambda w: w == {"rollout": 100}, within_s=5)
+        text = await eventually(
+            lambda: _metrics(client),
+            lambda t: f'agentver_rollout_state{{channel="{CHANNEL}",state="completed"}} 1.0' in t,
+            within_s=5,
+        )
+        assert f'agentver_rollout_step{{channel="{CHANNEL}"}} 2.0' in text
+    finally:
+        await client.close()
+
+
+async def _metrics(client: TestClient[Any, Any]) -> str:
+    return await (await client.get("/metrics")).text()
 
 
 # --- sticky callers ----------------------------------------------------------------------------
