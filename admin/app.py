@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from admin import rollouts
 from admin.metrics import METRICS, AdminMetrics
 from admin.routes import setup_routes
 from httpkit.auth import token_usage
@@ -51,6 +52,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
-    app.cleanup_ctx.extend([_postgres, token_usage, _rollup_compactor])
+    app.cleanup_ctx.extend([_postgres, token_usage, _rollup_compactor, rollouts.schedule])
     setup_routes(app)
     return app

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     ProcessCollector,
     generate_latest,
 )
@@ -14,6 +17,7 @@ from prometheus_client import (
 from httpkit.endpoint import Raw, endpoint
 from store.calls import CallRecord
 from store.guardrails import Trip
+from store.rollouts import Rollout, State
 from store.snapshots import version_label
 
 
@@ -47,6 +51,25 @@ class AdminMetrics:
             registry=self.registry,
         )
 
+        self.rollout_step = Gauge(
+            "agentver_rollout_step",
+            "The live step (1 = the first) of each channel's latest rollout",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.rollout_state = Gauge(
+            "agentver_rollout_state",
+            "1 for the state each channel's latest rollout is in, 0 for the others",
+            ["channel", "state"],
+            registry=self.registry,
+        )
+        self.rollout_rollbacks = Counter(
+            "agentver_rollout_rollbacks",
+            "Rollouts rolled back by a broken guardrail (by this process)",
+            ["channel"],
+            registry=self.registry,
+        )
+
     def count_analysis(self, call: CallRecord) -> None:
         """Count one posted analysis (a re-post counts again: these count analyses received)."""
         version = version_label(call.version)
@@ -58,6 +81,13 @@ class AdminMetrics:
 
     def count_trip(self, channel: str, trip: Trip) -> None:
         self.guardrail_trips.labels(channel, trip.rule.metric).inc()
+
+    def show_rollouts(self, latest: list[Rollout]) -> None:
+        """Set the rollout gauges from every channel's latest rollout."""
+        for r in latest:
+            self.rollout_step.labels(r.number).set(r.step + 1)
+            for state in get_args(State):
+                self.rollout_state.labels(r.number, state).set(1 if state == r.state else 0)
 
 
 METRICS = web.AppKey("metrics", AdminMetrics)

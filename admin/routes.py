@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admin import analytics, calls, metrics, views, webconsole
+from admin import analytics, calls, metrics, rollouts, views, webconsole
 from httpkit import openapi
 
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + r"/versions/{n:\d+}"
 CHANNEL = "/v1/channels/{number}"
+ROLLOUT = CHANNEL + "/rollouts/{rollout_id}"
 INFO = {
     "title": "agentver admin",
     "description": "Agents, drafts, immutable versions, channel routing, calls, analytics.",
@@ -38,6 +39,12 @@ def setup_routes(app: web.Application) -> None:
             web.delete(CHANNEL, views.delete_channel),
             web.get(CHANNEL + "/guardrails", analytics.get_guardrails),
             web.put(CHANNEL + "/guardrails", analytics.put_guardrails),
+            web.post(CHANNEL + "/rollouts", rollouts.start_rollout),
+            web.get(CHANNEL + "/rollouts", rollouts.list_rollouts),
+            web.post(ROLLOUT + "/pause", rollouts.pause),
+            web.post(ROLLOUT + "/resume", rollouts.resume),
+            web.post(ROLLOUT + "/abort", rollouts.abort),
+            web.post(ROLLOUT + "/promote", rollouts.promote),
             web.get("/v1/calls", calls.list_calls),
             web.get("/v1/calls/{call_id}", calls.get_call),
             web.post("/v1/calls/{call_id}/analysis", analytics.post_analysis),

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from httpkit.openapi import Shape
-from store import channels, stats
+from store import channels, rollouts, stats
 from store.calls import MAX_CALL_COUNT, Provider
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -37,6 +37,10 @@ class VersionPath(AgentPath):
 
 class ChannelPath(Shape):
     number: Number = Field(description="the channel's number in E.164")
+
+
+class RolloutPath(ChannelPath):
+    rollout_id: int = Field(ge=1, description="the rollout's id")
 
 
 class CallPath(Shape):
@@ -406,3 +410,74 @@ class Timeseries(Shape):
     since: datetime = Field(description="the window's start, rounded down to the interval")
     until: datetime = Field(description="the window's end (exclusive), rounded up")
     series: list[TimeseriesSeries] = Field(description="versions ascending, then the draft")
+# --- rollouts --------------------------------------------------------------------------------
+
+
+class RolloutTarget(Shape):
+    label: str
+    agent_id: str
+    version: VersionNumber | None = Field(description="null: the draft")
+
+
+class RolloutStart(Shape):
+    variants: list[Variant]
+    sticky: channels.Sticky
+
+
+class RolloutEvent(Shape):
+    at: datetime
+    actor: str
+    kind: rollouts.EventKind
+    step: int = Field(ge=0, description="index into steps after the event")
+    share: int = Field(ge=1, le=100, description="the target's percent after the event")
+    reason: str | None
+    figures: dict[str, Any] | None = Field(description="the calls per side it was decided on")
+
+
+class Rollout(Shape):
+    id: int
+    number: Number
+    state: rollouts.State
+    target: RolloutTarget
+    steps: list[int]
+    step: int = Field(ge=0, description="index into steps of the live step")
+    share: int = Field(ge=1, le=100, description="the target's percent of the calls now")
+    hold_s: int
+    min_calls: int
+    rules: list[Rule]
+    start: RolloutStart = Field(description="the routing an abort or a rollback goes back to")
+    step_started_at: datetime
+    hold_until: datetime = Field(description="the live step's hold time ends")
+    reason: str | None = Field(description="why it last paused or ended")
+    created_at: datetime
+    created_by: str
+    ended_at: datetime | None
+    events: list[RolloutEvent]
+
+
+class RolloutSide(Shape):
+    calls: int
+    analysed: int
+
+
+class RolloutRuleStatus(Rule):
+    breached: bool
+
+
+class RolloutProgress(Shape):
+    target: RolloutSide
+    baseline: RolloutSide = Field(description="the starting variants together")
+    step_analysed: int = Field(description="the target's analysed calls in the live step")
+    calls_needed: int = Field(description="analysed calls the live step still waits for")
+    target_outcomes: ReportItem
+    guardrails: list[RolloutRuleStatus]
+
+
+class CurrentRollout(Rollout):
+    progress: RolloutProgress
+
+
+class RolloutList(Shape):
+    current: CurrentRollout | None = Field(description="the rollout in progress, if any")
+    items: list[Rollout] = Field(description="every rollout of the channel, newest first")
+    next_cursor: str | None

@@ -16,7 +16,17 @@ from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, audit, call_routing, calls, channels, schemas, snapshots, tokens
+from store import (
+    agents,
+    audit,
+    call_routing,
+    calls,
+    channels,
+    rollouts,
+    schemas,
+    snapshots,
+    tokens,
+)
 from store.diff import diff_configs, merge_patch
 from store.errors import ChannelNotFound, InvalidConfig
 from store.validation import InvalidRequest, parse
@@ -571,4 +581,7 @@ async def resolve(request: web.Request) -> web.Response:
         snapshot_of=lambda variant: snapshots.load_variant(pool, variant),
         assignment_of=lambda number, key: calls.find_assignment(pool, number, key),
     )
+    rollout = await rollouts.active_rollout(pool, explanation.get("channel", ""))
+    if rollout is not None:
+        explanation["rollout"] = rollout.decided(explanation["variant"])
     return json_response(explanation)

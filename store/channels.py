@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -217,21 +217,25 @@ async def list_channels(
     return page(await _with_variants(pool, rows), limit, lambda r: [r.number])
 
 
-async def _check_targets(conn: asyncpg.Connection, variants: tuple[Variant, ...]) -> None:
+async def check_targets(
+    conn: asyncpg.Connection, variants: tuple[Variant, ...], path: Callable[[int], str]
+) -> None:
+    """InvalidRouting at `path(i)` for the first variant whose agent or version does not exist,
+    or whose agent is archived; the agents are locked against an archive until commit."""
     agent_ids = [v.agent_id for v in variants]
     await conn.execute(LOCK_TARGET_AGENTS, agent_ids)
     missing = await conn.fetch(MISSING_TARGETS, agent_ids, [v.version for v in variants])
     if missing:
         first = missing[0]
-        i = first["i"] - 1
+        at = path(first["i"] - 1)
         if first["no_agent"]:
-            raise routing_error(f"variants[{i}].agent_id", f"no agent {first['agent_id']}")
+            raise routing_error(f"{at}.agent_id", f"no agent {first['agent_id']}")
         if first["archived"]:
             raise routing_error(
-                f"variants[{i}].agent_id",
+                f"{at}.agent_id",
                 f"agent {first['agent_id']} is archived; unarchive it to route calls to it",
             )
-        raise routing_error(f"variants[{i}].version", f"agent has no version {first['version']}")
+        raise routing_error(f"{at}.version", f"agent has no version {first['version']}")
 
 
 def _audit_action(before: Routing | None, variants: tuple[Variant, ...]) -> str:
@@ -255,40 +259,68 @@ async def set_channel(
     audit_note: dict[str, Any] | None = None,
     if_revision: int | None = None,
 ) -> Routing:
-    """Create or replace a channel's routing (revision + 1), audited and announced.
+    """Create or replace a channel's routing in a transaction of its own (see apply_routing)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await apply_routing(
+            conn,
+            number,
+            variants,
+            sticky,
+            actor,
+            action=action,
+            audit_note=audit_note,
+            if_revision=if_revision,
+        )
+
+
+async def apply_routing(
+    conn: asyncpg.Connection,
+    number: str,
+    variants: tuple[Variant, ...],
+    sticky: str,
+    actor: str,
+    *,
+    action: str | None = None,
+    audit_note: dict[str, Any] | None = None,
+    if_revision: int | None = None,
+    target_path: Callable[[int], str] = lambda i: f"variants[{i}]",
+) -> Routing:
+    """Create or replace a channel's routing (revision + 1), audited and announced, inside the
+    caller's transaction: the one path of every routing change (a manual pin, a guardrail trip,
+    a rollout's step).
 
     With `if_revision`, the change applies only to a channel still at that revision (else
     RevisionConflict), so a read-modify-write never overwrites a change made in between.
+    `target_path` names a variant in the error for an unknown agent or version.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        await _check_targets(conn, variants)
-        before_row = await conn.fetchrow(LOCK_CHANNEL, number)
-        current = before_row["revision"] if before_row else None
-        if if_revision is not None and current != if_revision:
-            raise RevisionConflict(
-                f"channel {number} is at revision {current}, not {if_revision}",
-                {"current_revision": current},
-            )
-        before = (await _with_variants(conn, [before_row]))[0] if before_row else None
-        row = await conn.fetchrow(UPSERT_CHANNEL, number, secrets.token_hex(8), sticky, actor)
-        await conn.execute(DELETE_VARIANTS, number)
-        await conn.execute(
-            INSERT_VARIANTS,
-            number,
-            [v.label for v in variants],
-            [v.agent_id for v in variants],
-            [v.version for v in variants],
-            [v.weight for v in variants],
+    await check_targets(conn, variants, target_path)
+    before_row = await conn.fetchrow(LOCK_CHANNEL, number)
+    current = before_row["revision"] if before_row else None
+    if if_revision is not None and current != if_revision:
+        raise RevisionConflict(
+            f"channel {number} is at revision {current}, not {if_revision}",
+            {"current_revision": current},
         )
-        routing = replace(_routing(row, []), variants=variants)
-        await audit.record(
-            conn,
-            actor,
-            action or _audit_action(before, variants),
-            channel=number,
-            before=before.public() if before else None,
-            after={**routing.public(), **(audit_note or {})},
-        )
+    before = (await _with_variants(conn, [before_row]))[0] if before_row else None
+    row = await conn.fetchrow(UPSERT_CHANNEL, number, secrets.token_hex(8), sticky, actor)
+    await conn.execute(DELETE_VARIANTS, number)
+    await conn.execute(
+        INSERT_VARIANTS,
+        number,
+        [v.label for v in variants],
+        [v.agent_id for v in variants],
+        [v.version for v in variants],
+        [v.weight for v in variants],
+    )
+    routing = replace(_routing(row, []), variants=variants)
+    await audit.record(
+        conn,
+        actor,
+        action or _audit_action(before, variants),
+        channel=number,
+        before=before.public() if before else None,
+        after={**routing.public(), **(audit_note or {})},
+    )
     return routing
 
 

@@ -1,7 +1,7 @@
 """Hourly call rollups (migration 0007): their duration histograms, the hour-rounded windows
 analytics read them over, compaction of the deltas, and the backfill from `calls`.
 
-docs/design.md, section 11, says why rollups are kept this way.
+docs/design.md, section 12, says why rollups are kept this way.
 """
 
 from __future__ import annotations

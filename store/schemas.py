@@ -24,12 +24,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from store import channels, guardrails, tokens
+from store import channels, guardrails, rollouts, tokens
 from store.config import MAX_NAME_CHARS, MAX_TEXT_CHARS, AgentConfig, Name
-from store.errors import InvalidRouting
+from store.errors import InvalidConfig, InvalidRouting
 from store.guardrails import InvalidGuardrails
 from store.tokens import Role
-from store.validation import no_nul, parse
+from store.validation import InvalidRequest, no_nul, parse
 
 Sentiment = Literal["positive", "neutral", "negative"]
 MAX_VERSION_NAME_CHARS = MAX_NAME_CHARS
@@ -246,13 +246,98 @@ class SetGuardrails(Body):
 def parse_guardrails(body: Any) -> tuple[guardrails.Rule, ...]:
     """The rules of a guardrails PUT body; InvalidGuardrails with paths."""
     parsed = parse(SetGuardrails, body, InvalidGuardrails, "guardrails are invalid")
-    for i, rule in enumerate(parsed.rules):
+    return _rules(parsed.rules, InvalidGuardrails, "guardrails are invalid")
+
+
+def _rules(
+    rules: list[Rule], error: type[InvalidConfig], message: str
+) -> tuple[guardrails.Rule, ...]:
+    """Validated rules as the store keeps them: a rate's threshold is at most 1."""
+    for i, rule in enumerate(rules):
         if rule.metric in guardrails.RATE_METRICS and rule.threshold > 1:
-            raise InvalidGuardrails(
-                "guardrails are invalid",
-                [{"path": f"rules[{i}].threshold", "message": "must be between 0 and 1"}],
+            raise error(
+                message, [{"path": f"rules[{i}].threshold", "message": "must be between 0 and 1"}]
             )
-    return tuple(guardrails.Rule(**rule.model_dump()) for rule in parsed.rules)
+    return tuple(guardrails.Rule(**rule.model_dump()) for rule in rules)
+
+
+# --- rollouts --------------------------------------------------------------------------------
+
+
+class Target(Body):
+    agent_id: AgentId
+    version: VersionNumber | None = Field(default=None, description="null serves the draft")
+
+
+Share = Annotated[int, Field(ge=1, le=rollouts.FULL_SHARE)]
+
+
+class StartRollout(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "target": {"agent_id": EXAMPLE_AGENT, "version": 2},
+                    "steps": [5, 25, 50, 100],
+                    "hold_s": 3600,
+                    "min_calls": 30,
+                    "rules": [{"metric": "automation_rate", "op": "<", "threshold": 0.5}],
+                }
+            ]
+        }
+    )
+
+    target: Target
+    steps: Annotated[
+        list[Share],
+        Field(
+            min_length=1,
+            max_length=rollouts.MAX_STEPS,
+            description="percent of the calls the target takes at each step, increasing, the"
+            " last 100",
+        ),
+    ] = Field(default_factory=lambda: list(rollouts.DEFAULT_STEPS))
+    hold_s: int = Field(
+        default=rollouts.DEFAULT_HOLD_S,
+        ge=0,
+        le=rollouts.MAX_HOLD_S,
+        description="seconds each step is held at least",
+    )
+    min_calls: int = Field(
+        default=rollouts.DEFAULT_MIN_CALLS,
+        ge=0,
+        le=rollouts.MAX_MIN_CALLS,
+        description="analysed calls of the target each step waits for at least",
+    )
+    rules: Annotated[list[Rule], Field(max_length=guardrails.MAX_RULES)] = Field(
+        default_factory=list, description="guardrails on the target; one broken rolls it back"
+    )
+    label: Label = Field(default=rollouts.DEFAULT_LABEL, description="the target's variant label")
+
+
+def parse_rollout(body: Any) -> rollouts.Plan:
+    """A rollout to start, from its POST body; InvalidRequest with paths."""
+    message = "the rollout is invalid"
+    parsed = parse(StartRollout, body, InvalidRequest, message)
+    for i, share in enumerate(parsed.steps):
+        if i and share <= parsed.steps[i - 1]:
+            raise InvalidRequest(
+                message, [{"path": f"steps[{i}]", "message": "must be larger than the step before"}]
+            )
+    if parsed.steps[-1] != rollouts.FULL_SHARE:
+        raise InvalidRequest(
+            message,
+            [{"path": f"steps[{len(parsed.steps) - 1}]", "message": "the last step must be 100"}],
+        )
+    return rollouts.Plan(
+        label=parsed.label,
+        agent_id=parsed.target.agent_id,
+        version=parsed.target.version,
+        steps=tuple(parsed.steps),
+        hold_s=parsed.hold_s,
+        min_calls=parsed.min_calls,
+        rules=_rules(parsed.rules, InvalidRequest, message),
+    )
 
 
 # --- calls -----------------------------------------------------------------------------------
@@ -396,6 +481,16 @@ class ResolveQuery(BaseModel):
     )
 
 
+class RolloutNote(BaseModel):
+    id: int
+    state: Literal["running", "paused"]
+    step: int = Field(ge=0, description="index into the rollout's steps")
+    share: int = Field(ge=1, le=100, description="the target's percent of the calls")
+    side: Literal["target", "start"] = Field(
+        description="target: the call got the rollout's target; start: a starting variant"
+    )
+
+
 class Resolution(BaseModel):
     """`rule` is draw, remembered, redraw, or fallback (with `reason`); routed answers name the
     channel, variant, agent_id, version, config_hash and the draw value u, among others."""
@@ -413,3 +508,6 @@ class Resolution(BaseModel):
     draft_revision: int | None = Field(None, ge=1)
     config_hash: str | None = None
     u: float | None = Field(None, ge=0, lt=1)
+    rollout: RolloutNote | None = Field(
+        None, description="the admin service's dry run: the rollout in progress that split it"
+    )

@@ -34,6 +34,9 @@ class Settings:
     bootstrap_token: str | None = None
     fallback: str = "say:Sorry, this number cannot take your call right now. Goodbye."
     spool_dir: Path = Path(".data/spool")
+    # Seconds between the admin process's rollout scheduler passes (store/rollouts.py `tick`):
+    # how late a broken guardrail may roll back or a due step be taken. 0: no scheduler here.
+    rollout_tick_s: float = 5.0
 
     @property
     def feed_url(self) -> str:
@@ -65,4 +68,5 @@ class Settings:
             bootstrap_token=opt("AGENTVER_BOOTSTRAP_TOKEN"),
             fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
+            rollout_tick_s=float(e.get("AGENTVER_ROLLOUT_TICK_S") or cls.rollout_tick_s),
         )

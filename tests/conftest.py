@@ -70,6 +70,8 @@ def settings(database_url: str) -> Settings:
         redis_prefix=f"agentver-test-{secrets.token_hex(6)}:",
         twilio_auth_token="twilio-test-auth-token",
         generic_secret="generic-test-secret",
+        # Tests move rollouts with their own clock (store.rollouts.tick), not a background one.
+        rollout_tick_s=0,
     )
 
 

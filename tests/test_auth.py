@@ -46,6 +46,12 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("DELETE", "/v1/channels/{number}", PUBLISHER),
     ("GET", "/v1/channels/{number}/guardrails", VIEWER),
     ("PUT", "/v1/channels/{number}/guardrails", PUBLISHER),
+    ("POST", "/v1/channels/{number}/rollouts", PUBLISHER),
+    ("GET", "/v1/channels/{number}/rollouts", VIEWER),
+    ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/pause", PUBLISHER),
+    ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/resume", PUBLISHER),
+    ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/abort", PUBLISHER),
+    ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/promote", PUBLISHER),
     ("GET", "/v1/calls", VIEWER),
     ("GET", "/v1/calls/{call_id}", VIEWER | RUNTIME),
     ("POST", "/v1/calls/{call_id}/analysis", EDITOR | RUNTIME),
@@ -95,7 +101,12 @@ async def test_every_role_on_every_endpoint(
 ) -> None:
     agent = await make_pinned_agent(versions=1, pinned=1, number=NUMBER)
     path = template.format(
-        agent_id=agent["id"], n=1, number=NUMBER, call_id="call_missing", token_id=1
+        agent_id=agent["id"],
+        n=1,
+        number=NUMBER,
+        call_id="call_missing",
+        token_id=1,
+        rollout_id=1,
     )
     query = {"agent_id": agent["id"], "channel": NUMBER} if "analytics" in path else {}
     outcomes = {}

@@ -469,6 +469,51 @@ async def test_the_save_bar_never_covers_what_focus_moves_to(
         assert await _covered(page, selector) is None, selector
     await expect(page.locator(voice)).to_be_in_viewport()
     await console.screenshot()
+async def test_start_watch_and_abort_a_rollout(
+    page: Page, api: Api, pool: asyncpg.Pool, make_pinned_agent: AgentFactory, console: Console
+) -> None:
+    agent = await make_pinned_agent(versions=2, pinned=1)
+    await console.sign_in("publisher", "/console/#/channels")
+    await page.get_by_role("button", name=f"Rollout on {NUMBER}").click()
+
+    dialog = page.get_by_role("dialog", name=f"Start a rollout on {NUMBER}")
+    await dialog.get_by_label("Target Version").select_option("2")
+    await dialog.get_by_label("Steps (percent of calls, ending at 100)").fill("10, 5, 100")
+    await dialog.get_by_role("button", name="Add rule").click()
+    await dialog.get_by_label("Metric", exact=True).select_option("automation_rate")
+    await dialog.get_by_label("Threshold").fill("0.5")
+    await dialog.get_by_role("button", name="Start rollout").click()
+    await expect(dialog.locator("#rollout-steps-error")).to_have_text(
+        "must be larger than the step before"
+    )
+    await dialog.get_by_label("Steps (percent of calls, ending at 100)").fill("10, 50, 100")
+    await dialog.get_by_role("button", name="Start rollout").click()
+    await expect(page.get_by_text(f"Rollout on {NUMBER} started.")).to_be_visible()
+
+    now = datetime.now(UTC)
+    await insert_calls(
+        pool, agent["id"], 2, [Outcome(automated=True)] * 4, variant="rollout", started_at=now
+    )
+    await insert_calls(pool, agent["id"], 1, [Outcome(automated=True)] * 9, started_at=now)
+    await page.get_by_role("button", name=f"Rollout on {NUMBER}").click()
+    watching = page.get_by_role("dialog", name=f"Rollout on {NUMBER}")
+    await expect(watching.get_by_text("Step 1 of 3: 10% on rollout")).to_be_visible()
+    steps = watching.get_by_role("list", name="Rollout steps").get_by_role("listitem")
+    await expect(steps).to_have_text(["10%", "50%", "100%"])
+    await expect(watching.get_by_text("4 (4 analysed)")).to_be_visible()
+    await expect(watching.get_by_text("9 (9 analysed)")).to_be_visible()
+    await expect(watching.get_by_text("automation_rate < 0.5: holding")).to_be_visible()
+    await console.screenshot()
+    await watching.get_by_role("button", name="Abort").click()
+
+    await expect(page.get_by_text(f"Rollout on {NUMBER}: abort done.")).to_be_visible()
+    channel = await api.ok("GET", f"/v1/channels/{NUMBER}")
+    assert [(v["label"], v["version"], v["weight"]) for v in channel["variants"]] == [
+        ("default", 1, 100)
+    ]
+    [rollout] = (await api.ok("GET", f"/v1/channels/{NUMBER}/rollouts"))["items"]
+    assert (rollout["state"], rollout["steps"]) == ("aborted", [10, 50, 100])
+    assert rollout["rules"][0]["metric"] == "automation_rate"
 
 
 async def test_view_call_filtered_by_version(

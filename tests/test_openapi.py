@@ -202,7 +202,8 @@ async def test_every_admin_body_example_gets_the_documented_success(
     api: Api, pool: asyncpg.Pool, make_pinned_agent: AgentFactory, admin_doc: dict[str, Any]
 ) -> None:
     # Guardrails need a routed channel, an analysis a call; the examples name a made-up agent.
-    agent = await make_pinned_agent(versions=1, pinned=1, number=EXAMPLE_NUMBER)
+    # A rollout's example targets version 2.
+    agent = await make_pinned_agent(versions=2, pinned=1, number=EXAMPLE_NUMBER)
     [call_id] = await insert_calls(pool, agent["id"], 1, [Outcome()], channel=EXAMPLE_NUMBER)
     values = {"agent_id": agent["id"], "n": "1", "number": EXAMPLE_NUMBER, "call_id": call_id}
     sent = 0

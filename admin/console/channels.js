@@ -5,6 +5,7 @@ import {
   announce, clearFieldErrors, field, fill, h, nextId, openDialog, showFieldError, time, versionLabel,
 } from './dom.js';
 import { limits } from './limits.js';
+import { openRollout } from './rollouts.js';
 import { guardedButton, parseVersionValue, versionSelect } from './widgets.js';
 
 // Names for the server's guardrail metrics and operators (limits.js); one the console does not
@@ -20,7 +21,7 @@ const OP_NAMES = { '<': 'below', '>': 'above' };
  * The guardrail rules of a channel as an editable table. `load()` resolves false when the
  * server has no guardrails endpoint; `save()` PUTs the rules.
  */
-class GuardrailsEditor {
+export class GuardrailsEditor {
   constructor(number) {
     this.path = `${channelPath(number)}/guardrails`;
     this.rows = [];
@@ -77,9 +78,9 @@ class GuardrailsEditor {
     }
   }
 
-  element({ readOnly } = {}) {
+  element({ readOnly, hint = 'A variant that confidently breaks a rule (e.g. automation rate below 0.5, once it has the minimum number of calls) loses its weight, so its callers move to the other variants.' } = {}) {
     return h('fieldset', { class: 'guardrails' }, h('legend', {}, 'Guardrails'),
-      h('p', { class: 'hint' }, 'A variant that confidently breaks a rule (e.g. automation rate below 0.5, once it has the minimum number of calls) loses its weight, so its callers move to the other variants.'),
+      h('p', { class: 'hint' }, hint),
       h('table', { class: 'table' }, h('caption', { class: 'sr-only' }, 'Guardrail rules'),
         h('thead', {}, h('tr', {}, ['Metric', 'Breaks when', 'Threshold', 'Min calls', ''].map((t) => h('th', { scope: 'col' }, t)))), this.list),
       h('button', { type: 'button', onclick: () => this.add(), disabled: readOnly }, 'Add rule'));
@@ -124,7 +125,7 @@ class Catalogue {
 }
 
 /** An agent select and a version select that follows it. */
-async function agentVersionPair(catalogue, agentId, version, { idPrefix, labelPrefix = '' } = {}) {
+export async function agentVersionPair(catalogue, agentId, version, { idPrefix, labelPrefix = '' } = {}) {
   const agent = catalogue.agentSelect(agentId, { id: `${idPrefix}-agent` });
   const slot = h('span', { class: 'version-slot' });
   const pair = { agent, version: null, slot };
@@ -211,6 +212,7 @@ class ChannelsPage {
           onclick: () => this.openAb(channel),
         }),
         h('button', { type: 'button', class: 'small', onclick: () => this.openGuardrails(channel), 'aria-label': `Guardrails of ${number}` }, 'Guardrails…'),
+        h('button', { type: 'button', class: 'small', onclick: async () => { await openRollout(channel, this.catalogue); await this.renderList(); }, 'aria-label': `Rollout on ${number}` }, 'Rollout…'),
         guardedButton('Remove', {
           needs: 'publisher', what: 'Removing numbers', kind: 'small danger-text', ariaLabel: `Remove ${number}`,
           onclick: () => this.remove(number),
