@@ -410,6 +410,8 @@ class Timeseries(Shape):
     since: datetime = Field(description="the window's start, rounded down to the interval")
     until: datetime = Field(description="the window's end (exclusive), rounded up")
     series: list[TimeseriesSeries] = Field(description="versions ascending, then the draft")
+
+
 # --- rollouts --------------------------------------------------------------------------------
 
 

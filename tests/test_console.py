@@ -469,6 +469,8 @@ async def test_the_save_bar_never_covers_what_focus_moves_to(
         assert await _covered(page, selector) is None, selector
     await expect(page.locator(voice)).to_be_in_viewport()
     await console.screenshot()
+
+
 async def test_start_watch_and_abort_a_rollout(
     page: Page, api: Api, pool: asyncpg.Pool, make_pinned_agent: AgentFactory, console: Console
 ) -> None:

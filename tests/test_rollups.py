@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from store import analytics, rollups
-from store.calls import CallEnd, Candidate, end_call, record_calls, set_status
+from store.calls import CallEnd, CallRef, Candidate, end_call, record_calls, set_status
 from store.calls_analysis import record_analysis
 from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api, variant
@@ -134,7 +134,7 @@ async def lifecycle(pool: asyncpg.Pool, arms: tuple[Candidate, ...], n: int, see
                 "sentiment": rng.choice(["positive", "neutral", "negative"]),
                 "automated": rng.random() < 0.6,
             }
-            await record_analysis(pool, call.call_id, body, "test")
+            await record_analysis(pool, CallRef.parse(call.call_id), body, "test")
 
 
 async def test_rollups_equal_an_exact_scan(pool: asyncpg.Pool, arms: tuple[Candidate, ...]) -> None:
