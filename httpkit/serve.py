@@ -31,7 +31,8 @@ LISTEN_FD_VAR = "AGENTVER_LISTEN_FD"
 EXIT_ADDRESS_IN_USE = 98  # EADDRINUSE on Linux
 # Seconds between no longer accepting and closing connections that carry no request yet: a
 # connection accepted just before the listener closed has its request on the way, and closing
-# it as idle would drop a call. Loopback and LAN requests arrive well within this.
+# it as idle would drop a call. Loopback and LAN requests arrive well within this; aiohttp's
+# shutdown, which follows, drops request bytes that arrive later.
 ACCEPT_GRACE_S = 0.5
 # Seconds a worker started by a supervisor waits between two checks that its supervisor lives.
 ORPHAN_CHECK_S = 1.0

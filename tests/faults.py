@@ -68,7 +68,7 @@ CACHE_EVENTS = (
 FEED_CONNECTED = "agentver_change_feed_connected"
 
 
-def _listens(pid: int, port: int) -> bool:
+def listens(pid: int, port: int) -> bool:
     """Whether process `pid` has a socket listening on TCP `port` (Linux /proc)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -94,7 +94,7 @@ class RouterProcess:
         port = int(env["AGENTVER_ROUTER_PORT"])
         # Its own listening socket, not merely the port: another worker may hold it already.
         wait_until(
-            lambda: _listens(self.proc.pid, port),
+            lambda: listens(self.proc.pid, port),
             f"router (log: {log})",
             self.proc,
             ROUTER_TIMEOUT_S,
