@@ -194,9 +194,11 @@ async def test_an_admin_on_a_live_port_exits_too(
     second = servers.start(["admin"], env, "b")
     assert second.wait(START_TIMEOUT_S) == 98
     assert "address in use" in servers.log("b")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://{HOST}:{port}/healthz") as resp:
-            assert (resp.status, await resp.json()) == (200, {"status": "ok"})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{HOST}:{port}/healthz") as resp,
+    ):
+        assert (resp.status, await resp.json()) == (200, {"status": "ok"})
 
 
 async def in_flight_call(port: int) -> tuple[asyncio.StreamWriter, asyncio.StreamReader, bytes]:
