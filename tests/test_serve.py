@@ -103,7 +103,7 @@ def wait_serving(proc: subprocess.Popen[bytes], port: int, workers: int = 1) -> 
         pids = serving_pids(candidates, port)
         return len(pids) == workers
 
-    wait_until(ready, f"{proc.args} on port {port}", proc, START_TIMEOUT_S)
+    wait_until(ready, f"{proc.args!r} on port {port}", proc, START_TIMEOUT_S)
     return pids
 
 
