@@ -1,4 +1,5 @@
-"""`python -m router` serves the call router; `python -m router call` places a signed test call."""
+"""`python -m router` serves the call router; `python -m router call` places a signed test call;
+`python -m router dev-secrets` prints webhook secrets for a local stack."""
 
 from __future__ import annotations
 
@@ -31,10 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_serve_arguments(
         parser, settings.host, settings.router_port, "AGENTVER_ROUTER_PORT", serve.cpu_count()
     )
-    testcall.add_parser(parser.add_subparsers(dest="command"))
+    testcall.add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     if args.command == "call":
         return testcall.main(args)
+    if args.command == "dev-secrets":
+        print("\n".join(f"{k}={v}" for k, v in testcall.development_secrets().items()))
+        return 0
     configure_logging()
     gc.set_threshold(*GC_THRESHOLDS)
     return serve.run(

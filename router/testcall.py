@@ -41,6 +41,8 @@ ANSWER_TIMEOUT_S = 15.0
 # Seconds to wait for the router's Call Control command after its 200 to a Telnyx event: it
 # sends the command right after answering the webhook.
 COMMAND_TIMEOUT_S = 5.0
+# Where a local stack's router sends Telnyx commands: `call` stands in for Telnyx there.
+DEV_TELNYX_API_BASE = "http://127.0.0.1:8089/v2"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # What Twilio sends with an incoming call besides who calls whom (its documented parameters).
 TWILIO_CALL = {
@@ -67,8 +69,29 @@ class Answer:
     served: dict[str, str] | None
 
 
-def add_parser(subcommands: Any) -> None:
-    """The `call` subcommand of `python -m router`."""
+def development_secrets() -> dict[str, str]:
+    """Fresh webhook secrets for a local stack, with what signs its test calls: a Telnyx key
+    pair and a stand-in Call Control API on this machine (where `call` takes its commands)."""
+    key = SigningKey.generate()
+    return {
+        WEBHOOK_SECRET_VARIABLES["twilio"]: "dev-" + secrets.token_hex(16),
+        WEBHOOK_SECRET_VARIABLES["generic"]: "dev-" + secrets.token_hex(16),
+        WEBHOOK_SECRET_VARIABLES["telnyx"]: base64.b64encode(bytes(key.verify_key)).decode(),
+        TELNYX_SIGNING_KEY_VARIABLE: base64.b64encode(bytes(key)).decode(),
+        "TELNYX_API_KEY": "dev-" + secrets.token_hex(16),
+        "AGENTVER_TELNYX_API_BASE": DEV_TELNYX_API_BASE,
+    }
+
+
+def add_parsers(subcommands: Any) -> None:
+    """The `call` and `dev-secrets` subcommands of `python -m router`."""
+    subcommands.add_parser(
+        "dev-secrets",
+        help="print fresh webhook secrets for a local stack as KEY=VALUE lines (make run's)",
+        description="Print fresh development webhook secrets, for local use only, as KEY=VALUE "
+        "lines: the router's own, and what `call` signs Telnyx calls and takes their Call "
+        "Control commands with.",
+    )
     call = subcommands.add_parser(
         "call",
         help="place a signed test call on a running router and show what it served",
@@ -276,7 +299,7 @@ class CallControlStandIn:
         if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
             raise CallFailed(
                 f"AGENTVER_TELNYX_API_BASE is {base_url}: a Telnyx test call needs it on this "
-                "machine (make run sets http://127.0.0.1:8089/v2), where this command takes "
+                f"machine (make run sets {DEV_TELNYX_API_BASE}), where this command takes "
                 "the router's Call Control commands in Telnyx's place"
             )
         self._host, self._port = parts.hostname, parts.port or 80
