@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-from aiohttp import web
 
-from admin.app import create_app
+from admin.app import SHUTDOWN_TIMEOUT_S, create_app
 from admin.seed import report, seed
 from admin.token_cli import add_token_commands, run_token_command
+from httpkit import serve
 from store.db import create_pool
 from store.logs import configure_logging
 from store.migrate import migrate
@@ -40,20 +40,29 @@ async def _seed(settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m admin")
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(
+        prog="python -m admin",
+        description="Serve the admin API and console, or run one of the commands below. "
+        "Configured by environment variables (README, Configuration); options override them.",
+    )
+    serve.add_serve_arguments(parser, settings.host, settings.admin_port, "AGENTVER_ADMIN_PORT", 1)
     sub = parser.add_subparsers(dest="command")
     add_token_commands(sub)
     sub.add_parser("seed", help="load the demo agent and print a demo admin token")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     configure_logging()
     if args.command == "token":
         return run_token_command(args, settings)
     if args.command == "seed":
         print(asyncio.run(_seed(settings)))
         return 0
-    web.run_app(create_app(settings), port=settings.admin_port, print=None)
-    return 0
+    return serve.run(
+        "admin",
+        lambda: create_app(settings),
+        serve.serve_options(args),
+        shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+    )
 
 
 if __name__ == "__main__":

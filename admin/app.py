@@ -23,6 +23,8 @@ from store.tokens import ensure_token
 # Generous for a 100 KB prompt and a full tool catalogue; a 50 MB upload is refused with 413.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 BOOTSTRAP_PRINCIPAL = "bootstrap"
+# Seconds a stopping worker lets requests in flight finish (an analytics query may take a few).
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:

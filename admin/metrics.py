@@ -1,4 +1,5 @@
-"""Prometheus metrics of the admin service, in a registry of each application's own."""
+"""Prometheus metrics of the admin service, in a registry of each application's own, and its
+readiness."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from prometheus_client import (
     generate_latest,
 )
 
+from httpkit import health
 from httpkit.endpoint import Raw, endpoint
+from httpkit.keys import POOL
+from store import db
 from store.calls import CallRecord
 from store.guardrails import Trip
 from store.rollouts import Rollout, State
@@ -98,3 +102,12 @@ async def serve(request: web.Request) -> web.Response:
     """The Prometheus text exposition of this app's registry."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@endpoint(
+    "Readiness: Postgres answers",
+    responses={200: health.Readiness, 503: health.Readiness},
+)
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Postgres answers; 503 naming it otherwise."""
+    return await health.readiness({"postgres": db.ping(request.app[POOL], health.READY_TIMEOUT_S)})

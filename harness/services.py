@@ -19,7 +19,13 @@ from pathlib import Path
 from types import FrameType
 
 from harness.net import HOST, accepts_tcp
-from harness.postgres import DATABASE, PostgresServer, ensure_database, stop_orphan
+from harness.postgres import (
+    DATABASE,
+    PostgresServer,
+    ensure_database,
+    reachable_dir,
+    stop_orphan,
+)
 from harness.redis import RedisServer, answers_ping
 
 DATA_DIR = Path(".data")
@@ -112,22 +118,24 @@ def embedded_redis(data_dir: Path) -> Iterator[Service]:
 
 @contextlib.contextmanager
 def _claim_data_dir(data_dir: Path) -> Iterator[Path]:
-    """`data_dir` if no other live invocation uses it, else a throwaway sibling directory."""
+    """`data_dir` if no other live invocation uses it, else a throwaway sibling directory; as
+    root, under a place the Postgres account can enter when it cannot enter `data_dir`'s."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    parent = reachable_dir(data_dir.parent)
     with data_dir.with_suffix(".lock").open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             # e.g. `make test` beside `make run`: a server of its own beats sharing one
             # whose owner may stop it mid-run.
-            scratch = Path(tempfile.mkdtemp(prefix=f"{data_dir.name}-", dir=data_dir.parent))
+            scratch = Path(tempfile.mkdtemp(prefix=f"{data_dir.name}-", dir=parent))
             try:
                 yield scratch
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             return
-        stop_orphan(data_dir)
-        yield data_dir
+        stop_orphan(parent / data_dir.name)
+        yield parent / data_dir.name
 
 
 def _run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:

@@ -112,7 +112,7 @@ class Servers:
 
     def _command(self) -> list[str]:
         if self.kind == "router":
-            return [sys.executable, "-m", "router"]
+            return [sys.executable, "-m", "router", "--workers", "1"]
         return [sys.executable, "-m", "loadtests.baselines", self.kind]
 
     def start(self) -> None:

@@ -1,15 +1,16 @@
-"""`python -m router` serves the call-routing worker on AGENTVER_ROUTER_PORT."""
+"""`python -m router` serves the call router; `python -m router call` places a signed test call;
+`python -m router dev-secrets` prints webhook secrets for a local stack."""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import gc
-import signal
 import sys
 
 import uvloop
-from aiohttp import web
 
+from httpkit import serve
+from router import testcall
 from router.app import SHUTDOWN_TIMEOUT_S, create_app
 from store.logs import configure_logging
 from store.settings import Settings
@@ -19,45 +20,34 @@ from store.settings import Settings
 # p99 at 100,000 channels: 268 ms, 78 ms with the collector off). Young collections stay frequent
 # and cheap; full ones become rare. The warm-up also freezes what it loaded (router/resolver.py).
 GC_THRESHOLDS = (10_000, 50, 1_000)
-# Seconds between no longer accepting and closing connections that carry no request yet: a
-# connection accepted just before the listener closed has its request on the way, and closing
-# it as idle would drop a call. Loopback and LAN requests arrive well within this.
-ACCEPT_GRACE_S = 0.5
 
 
-async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop without dropping a webhook.
-
-    reuse_port lets a new worker bind the port beside the old one, so a rolling restart never
-    leaves the port closed. On a signal: stop accepting (new connections go to the siblings),
-    give just-accepted connections ACCEPT_GRACE_S to deliver their request, let in-flight
-    webhooks finish (at most SHUTDOWN_TIMEOUT_S), then close resources (the spool flusher
-    replays what it can).
-    """
-    runner = web.AppRunner(
-        create_app(settings), handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, port=settings.router_port, reuse_port=True)
-    await site.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await stopping.wait()
-        await site.stop()
-        await asyncio.sleep(ACCEPT_GRACE_S)
-    finally:
-        await runner.cleanup()
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
+    parser = argparse.ArgumentParser(
+        prog="python -m router",
+        description="Serve the call router: provider webhooks, runtime lookups, /metrics. "
+        "Configured by environment variables (README, Configuration); options override them.",
+    )
+    serve.add_serve_arguments(
+        parser, settings.host, settings.router_port, "AGENTVER_ROUTER_PORT", serve.cpu_count()
+    )
+    testcall.add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    if args.command == "call":
+        return testcall.main(args)
+    if args.command == "dev-secrets":
+        print("\n".join(f"{k}={v}" for k, v in testcall.development_secrets().items()))
+        return 0
     configure_logging()
     gc.set_threshold(*GC_THRESHOLDS)
-    uvloop.run(serve(settings))  # a third less CPU per webhook than asyncio's own loop
-    return 0
+    return serve.run(
+        "router",
+        lambda: create_app(settings),
+        serve.serve_options(args),
+        shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
+        run_loop=uvloop.run,  # a third less CPU per webhook than asyncio's own loop
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import redis.asyncio as aioredis
+import structlog
 from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -44,7 +45,9 @@ from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
 from store.db import PostgresGuard, create_pool
 from store.feed import Change, ChangeFeed
-from store.settings import Settings
+from store.settings import WEBHOOK_SECRET_VARIABLES, Settings
+
+log = structlog.get_logger()
 
 # Webhook bodies are a few KB; anything near this is not a provider.
 MAX_BODY_BYTES = 256 * 1024
@@ -190,8 +193,25 @@ async def _telnyx(app: web.Application) -> AsyncIterator[None]:
         await api.drain()
 
 
+def _warn_unconfigured(settings: Settings) -> None:
+    secrets = {
+        "twilio": settings.twilio_auth_token,
+        "telnyx": settings.telnyx_public_key,
+        "generic": settings.generic_secret,
+    }
+    for provider, secret in secrets.items():
+        if not secret:
+            log.warning(
+                "webhooks_not_configured",
+                provider=provider,
+                set_variable=WEBHOOK_SECRET_VARIABLES[provider],
+                effect="its webhooks are refused with 403",
+            )
+
+
 def create_app(settings: Settings) -> web.Application:
     """The router: webhooks, runtime lookups and operations endpoints."""
+    _warn_unconfigured(settings)
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = RouterMetrics()

@@ -144,12 +144,3 @@ class IfNoneMatch(Shape):
     if_none_match: str | None = Field(
         None, alias="If-None-Match", description="the ETag held; 304 when it is current"
     )
-
-
-class Health(Shape):
-    status: Literal["ok"]
-
-
-class Readiness(Shape):
-    status: Literal["ready", "degraded"]
-    degraded: list[Literal["postgres", "redis"]]

@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from httpkit import health
 from httpkit.auth import call_in_scope, scopes_of, visible_routing
 from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
@@ -23,8 +24,6 @@ from store.snapshots import Snapshot
 CONFIG_HASH = re.compile(r"^[0-9a-f]{64}$")
 # A config blob never changes: any cache may keep it for good.
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# Seconds a readiness probe waits for each dependency.
-READY_TIMEOUT_S = 1.0
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
@@ -140,29 +139,16 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-@endpoint("Liveness: the process answers", responses={200: out.Health})
-async def healthz(_request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
 @endpoint(
     "Readiness: Postgres and Redis both answer",
-    responses={200: out.Readiness, 503: out.Readiness},
+    responses={200: health.Readiness, 503: health.Readiness},
 )
 async def readyz(request: web.Request) -> web.Response:
     """200 when Postgres and Redis both answer; 503 naming the degraded ones otherwise."""
     app = request.app
-    checks = {
-        "postgres": db.ping(app[POOL], READY_TIMEOUT_S),
-        "redis": asyncio.wait_for(app[REDIS].ping(), READY_TIMEOUT_S),
-    }
-    degraded = []
-    for name, check in checks.items():
-        try:
-            await check
-        # Whatever kept the dependency from answering (a ping has no data to get wrong).
-        except Exception:
-            degraded.append(name)
-    if degraded:
-        return json_response({"status": "degraded", "degraded": degraded}, status=503)
-    return json_response({"status": "ready", "degraded": []})
+    return await health.readiness(
+        {
+            "postgres": db.ping(app[POOL], health.READY_TIMEOUT_S),
+            "redis": asyncio.wait_for(app[REDIS].ping(), health.READY_TIMEOUT_S),
+        }
+    )

@@ -23,6 +23,7 @@ from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
 from store.call_routing import Unroutable
 from store.calls import CallEnd
 from store.schemas import GenericCall, GenericCallEnded
+from store.settings import WEBHOOK_SECRET_VARIABLES
 from store.validation import InvalidRequest, parse
 
 log = structlog.get_logger()
@@ -37,6 +38,15 @@ def _reject(request: web.Request, provider: str, reason: str | None) -> None:
     if reason is None:
         return
     request.app[METRICS].rejected.labels(provider, reason).inc()
+    if reason == signatures.NOT_CONFIGURED:
+        variable = WEBHOOK_SECRET_VARIABLES[provider]
+        log.warning("webhook_rejected", provider=provider, reason=reason, set_variable=variable)
+        raise ApiError(
+            403,
+            "provider_not_configured",
+            f"{provider} webhooks are not configured on this server: it has no {provider} "
+            "secret to verify them with",
+        )
     log.info("webhook_rejected", provider=provider, reason=reason)
     raise ApiError(403, "forbidden", "the webhook signature is missing, invalid or stale")
 

@@ -8,6 +8,13 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentver"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The variable holding each provider's webhook secret; while it is unset, that provider's
+# webhooks are refused (and the refusal names it).
+WEBHOOK_SECRET_VARIABLES = {
+    "twilio": "TWILIO_AUTH_TOKEN",
+    "telnyx": "TELNYX_PUBLIC_KEY",
+    "generic": "AGENTVER_GENERIC_SECRET",
+}
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,9 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     # Every Redis key starts with this, so test runs and deployments never share keys.
     redis_prefix: str = "agentver:"
+    # Where both services listen: every interface, as in a container; `make run` sets
+    # 127.0.0.1 so a development stack is not reachable from the network.
+    host: str = "0.0.0.0"  # noqa: S104 (a server's bind address, set by AGENTVER_HOST)
     router_port: int = 8080
     admin_port: int = 8081
     public_base_url: str = "http://127.0.0.1:8080"
@@ -56,13 +66,14 @@ class Settings:
             change_feed_url=opt("AGENTVER_CHANGE_FEED_URL"),
             redis_url=e.get("REDIS_URL") or DEFAULT_REDIS_URL,
             redis_prefix=e.get("AGENTVER_REDIS_PREFIX") or cls.redis_prefix,
+            host=e.get("AGENTVER_HOST") or cls.host,
             router_port=int(e.get("AGENTVER_ROUTER_PORT") or cls.router_port),
             admin_port=int(e.get("AGENTVER_ADMIN_PORT") or cls.admin_port),
             public_base_url=(e.get("AGENTVER_PUBLIC_BASE_URL") or cls.public_base_url).rstrip("/"),
             media_stream_url=e.get("AGENTVER_MEDIA_STREAM_URL") or cls.media_stream_url,
-            twilio_auth_token=opt("TWILIO_AUTH_TOKEN"),
-            telnyx_public_key=opt("TELNYX_PUBLIC_KEY"),
-            generic_secret=opt("AGENTVER_GENERIC_SECRET"),
+            twilio_auth_token=opt(WEBHOOK_SECRET_VARIABLES["twilio"]),
+            telnyx_public_key=opt(WEBHOOK_SECRET_VARIABLES["telnyx"]),
+            generic_secret=opt(WEBHOOK_SECRET_VARIABLES["generic"]),
             telnyx_api_key=opt("TELNYX_API_KEY"),
             telnyx_api_base=(e.get("AGENTVER_TELNYX_API_BASE") or cls.telnyx_api_base).rstrip("/"),
             bootstrap_token=opt("AGENTVER_BOOTSTRAP_TOKEN"),

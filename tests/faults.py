@@ -68,7 +68,7 @@ CACHE_EVENTS = (
 FEED_CONNECTED = "agentver_change_feed_connected"
 
 
-def _listens(pid: int, port: int) -> bool:
+def listens(pid: int, port: int) -> bool:
     """Whether process `pid` has a socket listening on TCP `port` (Linux /proc)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -84,15 +84,17 @@ def _listens(pid: int, port: int) -> bool:
 
 
 class RouterProcess:
-    """`python -m router` on `port` (several may share it: SO_REUSEPORT)."""
+    """`python -m router` on `port`, one worker in that very process, so that the test signals
+    the worker itself; several may share the port, as in a rolling restart."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        command = [sys.executable, "-m", "router", "--workers", "1", "--rolling-restart"]
         with log.open("ab") as out:
-            self.proc = spawn([sys.executable, "-m", "router"], out, env=env)
+            self.proc = spawn(command, out, env=env)
         port = int(env["AGENTVER_ROUTER_PORT"])
         # Its own listening socket, not merely the port: another worker may hold it already.
         wait_until(
-            lambda: _listens(self.proc.pid, port),
+            lambda: listens(self.proc.pid, port),
             f"router (log: {log})",
             self.proc,
             ROUTER_TIMEOUT_S,

@@ -8,11 +8,8 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import json
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from nacl.signing import SigningKey
 from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
+from router import signatures, testcall
 from router.app import create_app
 from router.claims import CallClaims
 from router.keys import METRICS, RESOLVER
@@ -181,10 +179,10 @@ class Webhooks:
         """A generic webhook to `path` (the call webhook by default), signed unless `signature`."""
         raw = json.dumps(body).encode()
         assert self.settings.generic_secret
-        digest = hmac.new(self.settings.generic_secret.encode(), raw, hashlib.sha256).hexdigest()
         headers = {
             "Content-Type": "application/json",
-            "X-Agentver-Signature": signature or f"sha256={digest}",
+            "X-Agentver-Signature": signature
+            or signatures.generic_signature(self.settings.generic_secret, raw),
         }
         return await self.client.post(path, data=raw, headers=headers)
 
@@ -197,11 +195,10 @@ class Webhooks:
     async def telnyx(self, event: dict[str, Any], sent_at: float | None = None) -> ClientResponse:
         raw = json.dumps(event).encode()
         timestamp = str(int(time.time() if sent_at is None else sent_at))
-        signature = self.key.sign(timestamp.encode() + b"|" + raw).signature
         headers = {
             "Content-Type": "application/json",
             "telnyx-timestamp": timestamp,
-            "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
+            "telnyx-signature-ed25519": signatures.telnyx_signature(self.key, timestamp, raw),
         }
         return await self.client.post("/webhooks/telnyx", data=raw, headers=headers)
 
@@ -226,12 +223,10 @@ def telnyx_incoming(ccid: str, *, to: str = CHANNEL, caller: str = CALLER) -> di
 
 
 def stream_parameters(twiml: str) -> dict[str, str]:
-    """The <Stream> url and <Parameter>s of a TwiML answer."""
-    root = ET.fromstring(twiml)  # noqa: S314 (our own answer, in a test)
-    stream = root.find("./Connect/Stream")
-    assert stream is not None, twiml
-    params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
-    return {"url": stream.attrib["url"], **params}
+    """The <Stream> url and <Parameter>s of a TwiML answer that streams the call."""
+    params = testcall.stream_parameters(twiml)
+    assert params is not None, twiml
+    return params
 
 
 WebhooksTo = Callable[[RouterClient], Webhooks]

@@ -65,6 +65,8 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("GET", "/v1/whoami", VIEWER | RUNTIME),
     ("GET", "/v1/resolve", VIEWER),
     ("GET", "/metrics", EVERYONE),
+    ("GET", "/healthz", EVERYONE),
+    ("GET", "/readyz", EVERYONE),
     ("GET", "/openapi.json", EVERYONE),
 ]
 NUMBER = "+14155550100"

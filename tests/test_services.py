@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,8 @@ import asyncpg
 import pytest
 from redis import Redis
 
+from harness.postgres import reachable_place
+from harness.processes import package_file
 from harness.services import embedded_postgres, embedded_redis
 
 
@@ -79,3 +82,62 @@ def test_the_command_runs_with_the_configured_servers_and_its_status_is_returned
         "postgresql://db.example/agentver redis://cache.example/0\n",
     )
     assert "postgres real (DATABASE_URL), redis real (REDIS_URL)" in run.stderr
+
+
+EMBEDDED_IN_A_PRIVATE_CHECKOUT = """
+import asyncio, sys
+from pathlib import Path
+import asyncpg
+from harness.postgres import _installation
+from harness.services import embedded_postgres
+
+async def select_one(url):
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+
+with embedded_postgres(Path(".data/postgres")) as pg:
+    print(asyncio.run(select_one(pg.url)), _installation(), sep="\\n")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another account")
+def test_as_root_the_embedded_postgres_starts_in_a_checkout_only_root_can_enter(
+    tmp_path: Path,
+) -> None:
+    """A checkout, and the wheel's Postgres with it (as in a venv inside the checkout), in a
+    0700 directory: `nobody` can enter neither, yet the server starts and serves."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    checkout, site = private / "agentver", private / "site"
+    ls_files = ["git", "ls-files", "-z"]
+    listed = subprocess.run(ls_files, capture_output=True, check=True)  # noqa: S603
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(name, checkout / name)
+    installed = package_file("embedded_postgres")
+    for package in (installed, installed.with_name("embedded_postgres.libs")):
+        shutil.copytree(package, site / package.name, symlinks=True)
+    places = [
+        reachable_place(checkout / ".data", "data"),
+        reachable_place(site / "embedded_postgres" / "pginstall", "pginstall"),
+    ]
+    try:
+        run = subprocess.run(  # noqa: S603 (fixed arguments)
+            [sys.executable, "-c", EMBEDDED_IN_A_PRIVATE_CHECKOUT],
+            cwd=checkout,
+            env={**os.environ, "PYTHONPATH": f"{checkout}:{site}"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        pginstall = places[1] / "embedded_postgres" / "pginstall"
+        assert run.stdout.splitlines() == ["1", str(pginstall)]
+        assert (places[0] / "postgres" / "PG_VERSION").exists()
+    finally:
+        for place in places:
+            shutil.rmtree(place, ignore_errors=True)
