@@ -34,6 +34,10 @@ class Settings:
     bootstrap_token: str | None = None
     fallback: str = "say:Sorry, this number cannot take your call right now. Goodbye."
     spool_dir: Path = Path(".data/spool")
+    # Group-commit batches a router worker commits at once (router/recorder.py): one keeps the
+    # batches large and Postgres' CPU per call low; a Postgres host with cores to spare for a
+    # worker's commits may take more (docs/design.md section 6).
+    call_writers: int = 1
 
     @property
     def feed_url(self) -> str:
@@ -65,4 +69,18 @@ class Settings:
             bootstrap_token=opt("AGENTVER_BOOTSTRAP_TOKEN"),
             fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
+            call_writers=_positive("AGENTVER_CALL_WRITERS", e.get("AGENTVER_CALL_WRITERS"), 1),
         )
+
+
+def _positive(name: str, raw: str | None, default: int) -> int:
+    """An integer setting of at least 1; ValueError naming the variable otherwise."""
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return value

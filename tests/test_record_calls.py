@@ -4,6 +4,7 @@ is the dry run's (tests/sticky_cases.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import asyncpg
@@ -183,3 +184,32 @@ async def test_record_call_still_reads_positional_candidates(
     )
 
     assert tuple(row) == ("b", b.agent_id, b.version, None, b.config_hash)
+
+
+async def test_one_caller_in_two_batches_at_once_hears_one_variant(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """Two workers' batches commit side by side, each drawing the caller differently: the
+    assignment is settled once, and both calls are served what it says."""
+    first, second = await asyncio.gather(
+        record_calls(pool, [new_call("CA1", "a", ab)]),
+        record_calls(pool, [new_call("CA2", "b", ab)]),
+    )
+
+    served = {r.variant for r in first + second if isinstance(r, CallRecord)}
+    label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)
+    assert served == {label}
+
+
+async def test_one_provider_call_in_two_batches_at_once_is_recorded_once(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """A provider retry reaching another worker while the first is committing: both answers
+    name the one row."""
+    retry = replace(new_call("CA1", "a", ab), call_id="call_retry")
+    first, second = await asyncio.gather(
+        record_calls(pool, [new_call("CA1", "a", ab)]), record_calls(pool, [retry])
+    )
+
+    assert first == second
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1
