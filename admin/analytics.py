@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -13,15 +14,40 @@ from httpkit import query
 from httpkit.endpoint import endpoint
 from httpkit.json import json_response, read_json, read_object
 from httpkit.keys import POOL, PRINCIPAL
-from store import agents, analytics, calls_analysis, channels, guardrails, schemas
+from store import agents, analytics, calls_analysis, channels, guardrails, rollups, schemas
+from store import timeseries as ts
+
+
+def _bounded(t: datetime | None, default: datetime) -> datetime:
+    """A window bound, held within the years analytics covers (so rounding it to an hour or a
+    day, or stepping back from it, cannot leave the calendar)."""
+    return default if t is None else min(max(t, analytics.EARLIEST), analytics.LATEST)
 
 
 def _window(request: web.Request) -> tuple[datetime, datetime]:
-    since = query.timestamp(request, "since") or analytics.EARLIEST
-    until = query.timestamp(request, "until") or analytics.LATEST
+    since = _bounded(query.timestamp(request, "since"), analytics.EARLIEST)
+    until = _bounded(query.timestamp(request, "until"), analytics.LATEST)
     if since >= until:
         raise query.bad_query("until", "until must be later than since")
     return since, until
+
+
+def _rollup_fields(request: web.Request, since: datetime, until: datetime) -> dict[str, Any]:
+    """What a report read from the rollups adds: the window it covered, widened to whole hours,
+    and the bound on its duration percentiles."""
+    start, end = rollups.hour_window(since, until)
+    return {
+        "window": {
+            "since": start.isoformat() if "since" in request.query else None,
+            "until": end.isoformat() if "until" in request.query else None,
+            "rounded_to": "hour",
+        },
+        "percentile_error": {
+            "relative": rollups.RELATIVE_ERROR,
+            "absolute_below_1s": rollups.ZERO_BUCKET_ERROR_S,
+            "up_to_s": round(rollups.MAX_EXACT_S),
+        },
+    }
 
 
 # --- calls -----------------------------------------------------------------------------------
@@ -77,6 +103,7 @@ async def versions(request: web.Request) -> web.Response:
             "channel": channel,
             "baseline": baseline,
             "split_draft": split_draft,
+            **_rollup_fields(request, since, until),
             "items": analytics.version_report(groups, baseline),
         }
     )
@@ -104,7 +131,45 @@ async def ab(request: web.Request) -> web.Response:
             "since": request.query.get("since"),
             "until": request.query.get("until"),
             "baseline": baseline,
+            **_rollup_fields(request, since, until),
             "items": analytics.variant_report(groups, current, baseline),
+        }
+    )
+
+
+@endpoint(
+    "One metric of an agent's calls per hour or day, a series per version",
+    role="viewer",
+    query=out.TimeseriesQuery,
+    responses={200: out.Timeseries},
+    errors=(400, 404),
+)
+async def timeseries(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    agent_id = query.required(request, "agent_id")
+    metric = query.choice(request, "metric", ts.METRICS, None)
+    interval = query.choice(request, "interval", ts.INTERVALS, "day")
+    until = _bounded(query.timestamp(request, "until"), datetime.now(UTC))
+    raw_since = query.timestamp(request, "since")
+    since = None if raw_since is None else _bounded(raw_since, analytics.EARLIEST)
+    if since is not None and since >= until:
+        raise query.bad_query("until", "until must be later than since")
+    start, end = ts.window(since, until, interval)
+    if ts.points_in(start, end, interval) > ts.MAX_POINTS:
+        raise query.bad_query(
+            "since",
+            f"at most {ts.MAX_POINTS} points per series: narrow the window or widen the interval",
+        )
+    await agents.get_agent(pool, agent_id)  # 404 for an unknown agent, not empty series
+    found = await ts.series(pool, agent_id, metric, interval, start, end)
+    return json_response(
+        {
+            "agent_id": agent_id,
+            "metric": metric,
+            "interval": interval,
+            "since": start.isoformat(),
+            "until": end.isoformat(),
+            "series": [s.public() for s in found],
         }
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,6 +13,7 @@ from admin.routes import setup_routes
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
+from store import rollups
 from store.db import create_pool
 from store.settings import Settings
 from store.tokens import ensure_token
@@ -30,6 +33,16 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
+    """Folds the rollup deltas the calls leave behind (store/rollups.py); with several admin
+    instances, one compacts at a time and the others skip."""
+    task = asyncio.create_task(rollups.compact_forever(app[POOL]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     """The admin API, its Postgres pool opened and closed with the app."""
     app = web.Application(
@@ -37,6 +50,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
-    app.cleanup_ctx.append(_postgres)
+    app.cleanup_ctx.extend([_postgres, _rollup_compactor])
     setup_routes(app)
     return app

@@ -41,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
             web.post("/v1/calls/{call_id}/analysis", analytics.post_analysis),
             web.get("/v1/analytics/versions", analytics.versions),
             web.get("/v1/analytics/ab", analytics.ab),
+            web.get("/v1/analytics/timeseries", analytics.timeseries),
             web.get("/metrics", metrics.serve),
             web.get("/v1/audit", views.list_audit),
             web.post("/v1/tokens", views.create_token),

@@ -14,6 +14,7 @@ from store import channels
 from store.numbers import E164
 from store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from store.schemas import EXAMPLE_NUMBER, Rule, Sentiment, Variant
+from store.timeseries import Interval, Metric
 from store.tokens import Role
 
 Hash = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256 of canonical JSON")]
@@ -87,6 +88,12 @@ class VersionsReportQuery(WindowQuery):
 class AbReportQuery(WindowQuery):
     channel: Number = Field(description="the number")
     baseline: str | None = Field(None, description="the variant label others are compared with")
+
+
+class TimeseriesQuery(WindowQuery):
+    agent_id: str = Field(description="the agent")
+    metric: Metric = Field(description="what each point measures")
+    interval: Interval = Field(default="day", description="one point per UTC hour or day")
 
 
 class IfMatch(Shape):
@@ -253,6 +260,25 @@ ReportItem = Annotated[
 ]
 
 
+class ReportWindow(Shape):
+    """The calls a report counts: those started in [since, until), the query's bounds widened
+    to whole UTC hours (null: unbounded)."""
+
+    since: datetime | None
+    until: datetime | None
+    rounded_to: Literal["hour"]
+
+
+class PercentileError(Shape):
+    """How far a duration percentile may be from the exact one (a merged histogram of
+    log-spaced buckets): `relative` for durations from 1 s to `up_to_s`, `absolute_below_1s`
+    seconds under 1 s."""
+
+    relative: float
+    absolute_below_1s: float
+    up_to_s: int
+
+
 class VersionsReport(BaseModel):
     agent_id: str
     since: str | None = None
@@ -260,6 +286,8 @@ class VersionsReport(BaseModel):
     channel: str | None = None
     baseline: VersionNumber | None = None
     split_draft: bool = False
+    window: ReportWindow
+    percentile_error: PercentileError
     items: list[ReportItem]
 
 
@@ -268,4 +296,28 @@ class AbReport(BaseModel):
     since: str | None = None
     until: str | None = None
     baseline: str | None = None
+    window: ReportWindow
+    percentile_error: PercentileError
     items: list[ReportItem]
+
+
+class TimeseriesPoint(Shape):
+    t: datetime = Field(description="start of the hour or UTC day")
+    value: float | None = Field(description="the metric; null for a rate or mean of no calls")
+    calls: int
+
+
+class TimeseriesSeries(Shape):
+    version: VersionNumber | None = Field(description="null for the draft (every revision)")
+    draft: bool
+    label: str = Field(examples=["v3", "draft"])
+    points: list[TimeseriesPoint] = Field(description="every interval of the window, in order")
+
+
+class Timeseries(Shape):
+    agent_id: str
+    metric: Metric
+    interval: Interval
+    since: datetime = Field(description="the window's start, rounded down to the interval")
+    until: datetime = Field(description="the window's end (exclusive), rounded up")
+    series: list[TimeseriesSeries] = Field(description="versions ascending, then the draft")

@@ -76,3 +76,13 @@ def flag(request: web.Request, name: str) -> bool | None:
     if raw.lower() not in _TRUE + _FALSE:
         raise bad_query(name, f"{name} must be true or false")
     return raw.lower() in _TRUE
+
+
+def choice(request: web.Request, name: str, choices: tuple[str, ...], default: str | None) -> str:
+    """One of `choices`; `default` when absent (None: required)."""
+    raw = request.query.get(name)
+    if raw is None and default is not None:
+        return default
+    if raw not in choices:
+        raise bad_query(name, f"{name} must be one of: {', '.join(choices)}")
+    return raw

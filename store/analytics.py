@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from store import stats
+from store import rollups, stats
 from store.channels import Variant
 from store.snapshots import DRAFT
 
@@ -29,75 +29,77 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 # Settings of every analytics aggregate, local to its transaction (one round trip):
-# - jit off: compiling the aggregate takes ~0.2 s, more than it saves on an index-only scan
-#   that answers in well under a second.
+# - jit off: compiling an aggregate costs more than it saves on the few thousand rollup rows a
+#   report reads.
 # - custom plans only: asyncpg prepares each query, and after five executions on a connection
-#   Postgres switches to a generic plan, which cannot see the window bounds: on 1M calls it
-#   picked a bitmap heap scan on calls_started plus an external sort of every row (2.2 s for
-#   the versions query, 1.2 s for A/B, against 0.7 s and 0.35 s with a custom plan). Planning
-#   afresh costs under a millisecond.
-# - work_mem 64MB: percentile_cont sorts each group's durations, and at the default 4MB a
-#   group of ~170k calls is already at the limit; larger ones would spill to temporary files.
-#   64MB holds a ~2.5M-call group in memory; it is taken only by these (rare, admin) queries.
-ANALYTICS_SETTINGS = (
-    "SET LOCAL jit = off;"
-    " SET LOCAL plan_cache_mode = force_custom_plan;"
-    " SET LOCAL work_mem = '64MB'"
-)
-# Outcome counts of a group of calls; every query below aggregates these under the same names.
+#   Postgres may switch to a generic plan, which cannot see the window bounds. Planning afresh
+#   costs under a millisecond.
+ANALYTICS_SETTINGS = "SET LOCAL jit = off; SET LOCAL plan_cache_mode = force_custom_plan"
+# Outcome counts of a group of rollup rows (migration 0007); every query below aggregates these
+# under the same names. Mean and sample variance come from the exact numeric sums.
 _COUNTS = """
-    count(*) AS calls,
-    count(*) FILTER (WHERE status = 'completed') AS completed,
-    count(duration_s) AS durations,
-    avg(duration_s) AS duration_mean,
-    var_samp(duration_s) AS duration_var,
-    count(sentiment) AS sentiments,
-    count(*) FILTER (WHERE sentiment = 'positive') AS positive,
-    count(*) FILTER (WHERE sentiment = 'neutral') AS neutral,
-    count(*) FILTER (WHERE sentiment = 'negative') AS negative,
-    count(automated) AS analysed,
-    count(*) FILTER (WHERE automated) AS automated
+    sum(calls)::bigint AS calls,
+    sum(completed)::bigint AS completed,
+    sum(durations)::bigint AS durations,
+    (sum(duration_sum) / nullif(sum(durations), 0))::float8 AS duration_mean,
+    ((sum(duration_sumsq) - sum(duration_sum) ^ 2 / nullif(sum(durations), 0))
+        / nullif(sum(durations) - 1, 0))::float8 AS duration_var,
+    sum(positive + neutral + negative)::bigint AS sentiments,
+    sum(positive)::bigint AS positive,
+    sum(neutral)::bigint AS neutral,
+    sum(negative)::bigint AS negative,
+    sum(analysed)::bigint AS analysed,
+    sum(automated)::bigint AS automated
 """
-# One sort serves both percentiles (percentile_cont interpolates like numpy's default).
-_PERCENTILES = """,
-    percentile_cont(ARRAY[0.5, 0.9]::float8[]) WITHIN GROUP (ORDER BY duration_s) AS percentiles
+# The merged duration histogram (store.rollups.histogram reads it), for the percentiles.
+_HISTOGRAM = """,
+    sum(duration_histogram) AS duration_histogram
 """
+# A group whose calls were all moved elsewhere by updates has rows that sum to nothing.
+_NOT_EMPTY = "HAVING sum(calls) > 0"
 
+# $2, $3: the window rounded to hours (rollups.hour_window).
 # $5 = split the draft by revision; otherwise every draft revision is one "draft" group.
 VERSION_STATS = (
     "SELECT version, CASE WHEN $5::boolean THEN draft_revision END AS draft_revision,"
     + _COUNTS
-    + _PERCENTILES
+    + _HISTOGRAM
     + """
-FROM calls
-WHERE agent_id = $1 AND started_at >= $2 AND started_at < $3
+FROM call_rollups_all
+WHERE agent_id = $1 AND hour >= $2 AND hour < $3
   AND ($4::text IS NULL OR channel = $4)
 GROUP BY 1, 2
+"""
+    + _NOT_EMPTY
+    + """
 ORDER BY version NULLS LAST, draft_revision
 """
 )
 VARIANT_STATS = (
     "SELECT variant, agent_id, version,"
     + _COUNTS
-    + _PERCENTILES
+    + _HISTOGRAM
     + """
-FROM calls
-WHERE channel = $1 AND started_at >= $2 AND started_at < $3
+FROM call_rollups_all
+WHERE channel = $1 AND hour >= $2 AND hour < $3
 GROUP BY variant, agent_id, version
+"""
+    + _NOT_EMPTY
+    + """
 ORDER BY variant, agent_id, version NULLS LAST
 """
 )
 # Only calls served by the variants as they are now: a label re-pointed at another version
 # starts afresh. No percentiles: this runs after every analysis of a call on the channel.
 CURRENT_VARIANT_COUNTS = (
-    "SELECT c.variant,"  # noqa: S608 (joins module constants only, never input)
+    "SELECT r.variant,"  # noqa: S608 (joins module constants only, never input)
     + _COUNTS
     + """
-FROM calls c
+FROM call_rollups_all r
 JOIN unnest($2::text[], $3::text[], $4::integer[]) AS v(label, agent_id, version)
-  ON c.variant = v.label AND c.agent_id = v.agent_id AND c.version IS NOT DISTINCT FROM v.version
-WHERE c.channel = $1
-GROUP BY c.variant
+  ON r.variant = v.label AND r.agent_id = v.agent_id AND r.version IS NOT DISTINCT FROM v.version
+WHERE r.channel = $1
+GROUP BY r.variant
 """
 )
 
@@ -190,9 +192,10 @@ class Comparison:
 def _outcomes(row: asyncpg.Record) -> Outcomes:
     columns = set(row.keys())
     fields = {k: row[k] for k in Outcomes.__dataclass_fields__ if k in columns}
-    percentiles = row.get("percentiles")
-    if percentiles:
-        fields["duration_p50"], fields["duration_p90"] = percentiles
+    if "duration_histogram" in columns:
+        found = rollups.percentiles(rollups.histogram(row["duration_histogram"]), (0.5, 0.9))
+        if found:
+            fields["duration_p50"], fields["duration_p90"] = found
     return Outcomes(**fields)
 
 
@@ -213,7 +216,9 @@ async def version_outcomes(
     channel: str | None = None,
     split_draft: bool = False,
 ) -> list[VersionOutcomes]:
-    """Outcomes per version served in [since, until): versions ascending, then the draft."""
+    """Outcomes per version served in [since, until) widened to whole hours
+    (rollups.hour_window): versions ascending, then the draft."""
+    since, until = rollups.hour_window(since, until)
     rows = await _fetch_aggregate(pool, VERSION_STATS, agent_id, since, until, channel, split_draft)
     return [VersionOutcomes(r["version"], r["draft_revision"], _outcomes(r)) for r in rows]
 
@@ -221,7 +226,9 @@ async def version_outcomes(
 async def variant_outcomes(
     pool: asyncpg.Pool, channel: str, since: datetime, until: datetime
 ) -> list[VariantOutcomes]:
-    """Outcomes per (variant label, agent, version) served on `channel` in [since, until)."""
+    """Outcomes per (variant label, agent, version) served on `channel` in [since, until)
+    widened to whole hours (rollups.hour_window)."""
+    since, until = rollups.hour_window(since, until)
     rows = await _fetch_aggregate(pool, VARIANT_STATS, channel, since, until)
     return [VariantOutcomes(r["variant"], r["agent_id"], r["version"], _outcomes(r)) for r in rows]
 

@@ -49,6 +49,7 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("POST", "/v1/calls/{call_id}/analysis", EDITOR | RUNTIME),
     ("GET", "/v1/analytics/versions", VIEWER),
     ("GET", "/v1/analytics/ab", VIEWER),
+    ("GET", "/v1/analytics/timeseries", VIEWER),
     ("GET", "/v1/audit", VIEWER),
     ("POST", "/v1/tokens", ADMIN),
     ("GET", "/v1/whoami", VIEWER | RUNTIME),

@@ -1,0 +1,218 @@
+"""The rollups (migration 0007) against an exact scan of the same calls: every call goes through
+the store's real write paths, with provider retries, spool replays (a batch recorded twice),
+early and redelivered endings, progress statuses and re-posted analyses; counts and rates must
+be equal, percentiles within the stated error, before and after compaction and backfill."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from store import analytics, rollups
+from store.calls import CallEnd, Candidate, end_call, record_calls, set_status
+from store.calls_analysis import record_analysis
+from tests.call_rows import new_call
+from tests.conftest import AgentFactory, Api, variant
+from tests.router_fixtures import pin
+
+# The reference: what the analytics computed from the calls before rollups.
+EXACT = """
+SELECT version, draft_revision,
+       count(*) AS calls,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(duration_s) AS durations,
+       avg(duration_s) AS duration_mean,
+       var_samp(duration_s) AS duration_var,
+       count(sentiment) AS sentiments,
+       count(*) FILTER (WHERE sentiment = 'positive') AS positive,
+       count(*) FILTER (WHERE sentiment = 'neutral') AS neutral,
+       count(*) FILTER (WHERE sentiment = 'negative') AS negative,
+       count(automated) AS analysed,
+       count(*) FILTER (WHERE automated) AS automated,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS duration_p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_s) AS duration_p90
+FROM calls
+WHERE agent_id = $1 AND started_at >= $2 AND started_at < $3
+GROUP BY 1, 2
+ORDER BY version NULLS LAST, draft_revision
+"""
+COUNTS = (
+    *("calls", "completed", "durations", "sentiments", "positive", "neutral", "negative"),
+    *("analysed", "automated"),
+)
+START = datetime(2026, 3, 1, 10, tzinfo=UTC)
+EVERYTHING = (analytics.EARLIEST, analytics.LATEST)
+
+
+def close_percentile(found: float | None, exact: float | None) -> bool:
+    """Within the stated bound: RELATIVE_ERROR from 1 s, ZERO_BUCKET_ERROR_S below."""
+    if found is None or exact is None:
+        return found is exact
+    bound = max(rollups.RELATIVE_ERROR * exact, rollups.ZERO_BUCKET_ERROR_S)
+    return abs(found - exact) <= bound * (1 + 1e-12)
+
+
+async def assert_exact(pool: asyncpg.Pool, agent_id: str, since: datetime, until: datetime) -> None:
+    """The rollups' outcomes per version and draft revision equal the scan's over the same
+    whole hours."""
+    start, end = rollups.hour_window(since, until)
+    expected = await pool.fetch(EXACT, agent_id, start, end)
+    found = await analytics.version_outcomes(pool, agent_id, since, until, split_draft=True)
+    assert [(g.version, g.draft_revision) for g in found] == [
+        (r["version"], r["draft_revision"]) for r in expected
+    ]
+    for group, row in zip(found, expected, strict=True):
+        o = group.outcomes
+        assert {k: getattr(o, k) for k in COUNTS} == {k: row[k] for k in COUNTS}
+        assert o.automation_rate == (
+            row["automated"] / row["analysed"] if row["analysed"] else None
+        )
+        assert o.duration_mean == pytest.approx(row["duration_mean"], rel=1e-12)
+        assert o.duration_var == pytest.approx(row["duration_var"], rel=1e-9)
+        assert close_percentile(o.duration_p50, row["duration_p50"]), (o, row)
+        assert close_percentile(o.duration_p90, row["duration_p90"]), (o, row)
+
+
+@pytest.fixture
+async def arms(api: Api, make_agent: AgentFactory) -> tuple[Candidate, ...]:
+    """The test channel split between version 1 (a), version 2 (b) and the draft (c)."""
+    agent = await make_agent(versions=2)
+    found = []
+    for label, version in (("a", 1), ("b", 2)):
+        v = await api.ok("GET", f"/v1/agents/{agent['id']}/versions/{version}")
+        found.append(Candidate(label, agent["id"], version, None, v["config_hash"]))
+    draft = await api.ok("GET", f"/v1/agents/{agent['id']}/draft")
+    found.append(Candidate("c", agent["id"], None, draft["revision"], draft["config_hash"]))
+    variants = [variant(agent, "a", 1, 40), variant(agent, "b", 2, 40)]
+    await pin(api, {"variants": [*variants, variant(agent, "c", None, 20)], "sticky": "call"})
+    return tuple(found)
+
+
+async def lifecycle(pool: asyncpg.Pool, arms: tuple[Candidate, ...], n: int, seed: int) -> None:
+    """`n` calls over six hours through every write path, with the faults that must not count
+    twice."""
+    rng = random.Random(seed)
+    calls = [
+        new_call(
+            f"CA{seed}-{i}",
+            rng.choice("abc"),
+            arms,
+            remember=False,
+            started_at=START + timedelta(minutes=rng.uniform(0, 360)),
+        )
+        for i in range(n)
+    ]
+    # An ending that arrives before its call, applied as the call is recorded.
+    early = calls[0]
+    ending = CallEnd("twilio", early.provider_call_id, "completed", START + timedelta(hours=7), 42)
+    assert await end_call(pool, ending) is None
+    for batch in (calls[: n // 2], calls[n // 2 :]):
+        await record_calls(pool, batch)
+    await record_calls(pool, calls[: n // 3])  # a spool replay of calls already recorded
+    await record_calls(pool, [calls[1], calls[1]])  # a provider retry, twice in one batch
+    for call in calls[1:]:
+        await set_status(pool, "twilio", call.provider_call_id, "in-progress")
+        if rng.random() < 0.1:
+            continue  # still in progress
+        duration = rng.choice([0.0, 0.4, rng.lognormvariate(4.5, 1.0)])
+        status = "completed" if rng.random() < 0.9 else "failed"
+        end = CallEnd("twilio", call.provider_call_id, status, START + timedelta(hours=8), duration)
+        await end_call(pool, end)
+        if rng.random() < 0.3:
+            await end_call(pool, end)  # a redelivered status callback
+        await set_status(pool, "twilio", call.provider_call_id, "ringing")  # late, ignored
+    for call in calls:
+        if rng.random() < 0.2:
+            continue  # never analysed
+        for _ in range(rng.choice([1, 1, 2, 3])):  # re-posted analyses replace each other
+            body = {
+                "sentiment": rng.choice(["positive", "neutral", "negative"]),
+                "automated": rng.random() < 0.6,
+            }
+            await record_analysis(pool, call.call_id, body, "test")
+
+
+async def test_rollups_equal_an_exact_scan(pool: asyncpg.Pool, arms: tuple[Candidate, ...]) -> None:
+    agent_id = arms[0].agent_id
+    await lifecycle(pool, arms, 120, seed=1)
+    windows = [EVERYTHING, (START + timedelta(minutes=70), START + timedelta(minutes=200))]
+    for since, until in windows:
+        await assert_exact(pool, agent_id, since, until)  # deltas only
+    assert await rollups.compact(pool) > 0
+    assert await pool.fetchval("SELECT count(*) FROM call_rollup_deltas") == 0
+    for since, until in windows:
+        await assert_exact(pool, agent_id, since, until)
+    await lifecycle(pool, arms, 40, seed=2)  # compacted rows and new deltas together
+    for since, until in windows:
+        await assert_exact(pool, agent_id, since, until)
+
+
+async def test_backfill_rebuilds_the_same_rollups_idempotently(
+    pool: asyncpg.Pool, database_url: str, arms: tuple[Candidate, ...]
+) -> None:
+    agent_id = arms[0].agent_id
+    await lifecycle(pool, arms, 60, seed=3)
+    await rollups.compact(pool)
+    await lifecycle(pool, arms, 20, seed=4)  # some deltas not compacted yet
+    built = await pool.fetch("SELECT * FROM call_rollups_all")
+    # As if the calls had been recorded before migration 0007: no rollups at all.
+    await pool.execute("DELETE FROM call_rollups; DELETE FROM call_rollup_deltas")
+    hours = await pool.fetchval(
+        "SELECT count(DISTINCT date_trunc('hour', started_at, 'UTC')) FROM calls"
+    )
+    assert await rollups.backfill(database_url) == hours == 6  # 10:00 to 15:00
+    await assert_exact(pool, agent_id, *EVERYTHING)
+    rebuilt = await pool.fetch("SELECT * FROM call_rollups ORDER BY agent_id, hour, variant")
+    assert await rollups.backfill(database_url) == hours
+    again = await pool.fetch("SELECT * FROM call_rollups ORDER BY agent_id, hour, variant")
+    assert rebuilt == again
+    assert sum(r["calls"] for r in rebuilt) == sum(r["calls"] for r in built) == 80
+    # Over rollups that already held everything, nothing is counted twice.
+    await lifecycle(pool, arms, 10, seed=5)
+    await rollups.backfill(database_url)
+    await assert_exact(pool, agent_id, *EVERYTHING)
+
+
+async def test_concurrent_writes_compactions_and_backfill_stay_exact(
+    pool: asyncpg.Pool, database_url: str, arms: tuple[Candidate, ...]
+) -> None:
+    """Several batches, endings and analyses at once, while compaction and a backfill run."""
+
+    async def compact_often() -> None:
+        for _ in range(20):
+            await rollups.compact(pool)
+            await asyncio.sleep(0.01)
+
+    writers: list[Any] = [lifecycle(pool, arms, 30, seed=10 + i) for i in range(4)]
+    await asyncio.gather(*writers, compact_often(), compact_often(), rollups.backfill(database_url))
+    await assert_exact(pool, arms[0].agent_id, *EVERYTHING)
+    await rollups.compact(pool)
+    await assert_exact(pool, arms[0].agent_id, *EVERYTHING)
+
+
+def test_percentiles_from_a_histogram() -> None:
+    """Interpolated like percentile_cont between the order statistics' representatives."""
+    counts = [0] * rollups.BUCKETS
+    counts[0], counts[10] = 1, 3
+    rep = rollups.representative(10)
+    assert rollups.percentiles(counts, [0.0, 0.5, 1.0]) == [0.5, rep, rep]
+    assert rollups.percentiles(counts, [0.2]) == pytest.approx([0.5 + 0.6 * (rep - 0.5)])
+    assert rollups.percentiles([0] * rollups.BUCKETS, [0.5]) is None
+    with pytest.raises(ValueError):
+        rollups.histogram(10 ** (10 * rollups.BUCKETS))
+
+
+async def test_bucket_representatives_bound_every_duration(pool: asyncpg.Pool) -> None:
+    """The SQL bucket of a duration and the Python representative agree within the bound."""
+    durations = [0.0, 0.3, 0.999, 1.0, 1.5, 59.9, 60.0, 61.0, 3599.0, 86_000.0]
+    rows = await pool.fetch(
+        "SELECT d, rollup_duration_bucket(d) AS b FROM unnest($1::float8[]) d", durations
+    )
+    for row in rows:
+        assert close_percentile(rollups.representative(row["b"]), row["d"]), dict(row)
+    assert await pool.fetchval("SELECT rollup_duration_bucket(1e9)") == rollups.BUCKETS - 1
