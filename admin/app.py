@@ -13,7 +13,7 @@ from admin.routes import setup_routes
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
-from store import rollups
+from store import partitions, rollups
 from store.db import create_pool
 from store.settings import Settings
 from store.tokens import ensure_token
@@ -43,6 +43,18 @@ async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _call_partitions(app: web.Application) -> AsyncIterator[None]:
+    """Keeps the monthly partitions of `calls` ready and drops the expired ones
+    (store/partitions.py); with several admin instances, one maintains at a time."""
+    task = asyncio.create_task(
+        partitions.maintain_forever(app[POOL], app[SETTINGS].call_retention_days)
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     """The admin API, its Postgres pool opened and closed with the app."""
     app = web.Application(
@@ -50,6 +62,6 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
-    app.cleanup_ctx.extend([_postgres, _rollup_compactor])
+    app.cleanup_ctx.extend([_postgres, _rollup_compactor, _call_partitions])
     setup_routes(app)
     return app

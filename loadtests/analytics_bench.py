@@ -55,6 +55,11 @@ FROM generate_series(1, $5) AS g,
                      $7::timestamptz - make_interval(secs => random() * $8 * 86400) AS started
              ) AS s
 """
+# Every call has its key (migration 0011).
+SEED_KEYS = """
+INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+SELECT provider, provider_call_id, call_id, started_at FROM calls WHERE provider = 'bench'
+"""
 MINIMAL_CONFIG = {
     "name": "Bench bot",
     "system_prompt": "You are a benchmark.",
@@ -77,6 +82,7 @@ async def _seed(pool: asyncpg.Pool, calls: int) -> str:
     await pool.execute(
         SEED_CALLS, agent.id, config_hash, CHANNEL_A, CHANNEL_B, calls, VERSIONS, now, DAYS
     )
+    await pool.execute(SEED_KEYS)
     # Fresh statistics and a visibility map, as autovacuum keeps them in production.
     await pool.execute("VACUUM ANALYZE calls")
     return agent.id

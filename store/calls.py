@@ -25,9 +25,11 @@ automated
 # rule: the remembered variant while it is among the call's live candidates, else the fresh
 # draw), then the calls, each served the chosen candidate. The calls travel as parallel arrays,
 # their candidates flattened into parallel arrays tagged with the call's ordinal `n`. An ending
-# that arrived before the call is applied on the way in. A provider retry inserts nothing and
-# returns nothing (`record_calls` reads its row). Only what the router does not already know
-# comes back: the chosen variant and the status an early ending set.
+# that arrived before the call is applied on the way in. A call's key goes into call_keys first
+# (migration 0011: `calls` is partitioned by time, so its own unique constraints cannot span
+# months); a provider retry inserts no key, hence no row, and returns nothing (`record_calls`
+# reads its row). Only what the router does not already know comes back: the chosen variant
+# and the status an early ending set.
 #
 # One statement sees its own rows only where it writes them, so `_rounds` never puts two calls
 # with one provider call id, or two remembering calls from one caller to one channel, in one
@@ -54,6 +56,11 @@ WITH c AS (
             THEN a.label ELSE EXCLUDED.label END,
         updated_at = now()
     RETURNING number, caller, label
+), fresh AS (
+    INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+    SELECT provider, provider_call_id, call_id, started_at FROM c ORDER BY n
+    ON CONFLICT (provider, provider_call_id) DO NOTHING
+    RETURNING call_id
 )
 INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
                    draft_revision, config_hash, variant, routing_revision, started_at, status,
@@ -65,23 +72,27 @@ SELECT c.call_id, c.provider, c.provider_call_id, c.channel, c.from_number, v.ag
                 CASE WHEN e.ended_at IS NOT NULL
                      THEN greatest(0, extract(epoch FROM e.ended_at - c.started_at)) END)
 FROM c
+JOIN fresh USING (call_id)
 LEFT JOIN kept ON c.remember AND kept.number = c.channel AND kept.caller = c.from_number
 JOIN v ON v.n = c.n AND v.label = coalesce(kept.label, c.drawn)
 LEFT JOIN call_endings e ON e.provider = c.provider AND e.provider_call_id = c.provider_call_id
 ORDER BY c.n
-ON CONFLICT (provider, provider_call_id) DO NOTHING
 RETURNING provider, provider_call_id, variant, status, ended_at, duration_s
 """
+# Where a call's row is, from its key: a partition's primary key (started_at, call_id), found
+# by run-time pruning to the one partition holding started_at. By call id, or by provider key.
+CALL_BY_ID = "(SELECT started_at FROM call_keys WHERE call_id = $1) AND call_id = $1"
 # The rows of calls recorded earlier (provider retries), by (provider, provider call id).
 SELECT_CALLS_BY_KEY = (
     "SELECT"
     + CALL_COLUMNS
     + """
-FROM calls JOIN unnest($1::text[], $2::text[]) AS k(provider, provider_call_id)
-     USING (provider, provider_call_id)
+FROM unnest($1::text[], $2::text[]) AS k(provider, provider_call_id)
+JOIN call_keys USING (provider, provider_call_id)
+JOIN calls USING (started_at, call_id, provider, provider_call_id)
 """
 )
-SELECT_CALL = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE call_id = $1"
+SELECT_CALL = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE started_at = " + CALL_BY_ID
 SELECT_ASSIGNMENT = "SELECT label FROM caller_assignments WHERE number = $1 AND caller = $2"
 
 # Once ended, a call is frozen: duplicate and late events change nothing.
@@ -89,20 +100,24 @@ END_CALL = """
 UPDATE calls
 SET status = $3, ended_at = $4,
     duration_s = coalesce($5, greatest(0, extract(epoch FROM $4 - started_at)))
-WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+WHERE (started_at, call_id) = (SELECT started_at, call_id FROM call_keys
+                               WHERE provider = $1 AND provider_call_id = $2)
+  AND ended_at IS NULL
 RETURNING agent_id, version, duration_s
 """
 KEEP_EARLY_ENDING = """
 INSERT INTO call_endings (provider, provider_call_id, status, ended_at, duration_s)
 SELECT $1, $2, $3, $4, $5
-WHERE NOT EXISTS (SELECT 1 FROM calls WHERE provider = $1 AND provider_call_id = $2)
+WHERE NOT EXISTS (SELECT 1 FROM call_keys WHERE provider = $1 AND provider_call_id = $2)
 ON CONFLICT (provider, provider_call_id) DO NOTHING
 """
 # Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
 # overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
 UPDATE calls SET status = $3
-WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+WHERE (started_at, call_id) = (SELECT started_at, call_id FROM call_keys
+                               WHERE provider = $1 AND provider_call_id = $2)
+  AND ended_at IS NULL
   AND coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], status), 0)
     < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
@@ -249,7 +264,7 @@ def _lock_order(call: NewCall) -> tuple[str, str, str, str]:
 
 
 def candidate_json(c: Candidate) -> dict[str, Any]:
-    """A candidate as the JSON object record_call() and the spool read."""
+    """A candidate as the JSON object the spool keeps."""
     return {
         "label": c.label,
         "agent_id": c.agent_id,

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from store import audit, schemas
-from store.calls import CALL_COLUMNS, CallRecord, call_record
+from store.calls import CALL_BY_ID, CALL_COLUMNS, CallRecord, call_record
 from store.errors import CallNotFound, InvalidConfig
 from store.validation import CONTROL_MESSAGE, NUL, parse
 
@@ -28,12 +28,16 @@ LOCK_CALL = (
     + _CALL_COLUMNS
     + """, b.config -> 'call_analysis' -> 'fields' AS analysis_fields
 FROM calls JOIN config_blobs b ON b.hash = calls.config_hash
-WHERE call_id = $1
+WHERE started_at = """
+    + CALL_BY_ID
+    + """
 FOR UPDATE OF calls
 """
 )
 UPDATE_ANALYSIS = (
-    "UPDATE calls SET sentiment = $2, automated = $3, analysis = $4 WHERE call_id = $1 RETURNING"  # noqa: S608 (module constants only)
+    "UPDATE calls SET sentiment = $2, automated = $3, analysis = $4 WHERE started_at = "  # noqa: S608 (module constants only)
+    + CALL_BY_ID
+    + " RETURNING"
     + _CALL_COLUMNS
 )
 

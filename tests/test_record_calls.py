@@ -168,24 +168,6 @@ async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
     assert label == case.expected
 
 
-async def test_record_call_still_reads_positional_candidates(
-    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
-) -> None:
-    """A router from before migration 0005 sends candidates as arrays until a rolling restart
-    replaces it: its calls still record."""
-    _, b = ab
-    candidates = [[c.label, c.agent_id, c.version, c.draft_revision, c.config_hash] for c in ab]
-    row = await pool.fetchrow(
-        "SELECT variant, agent_id, version, draft_revision, config_hash"
-        " FROM record_call('call_CA1', 'twilio', 'CA1', $1, $2, 1, now(), 'b', true, $3::jsonb)",
-        CHANNEL,
-        CALLER,
-        candidates,
-    )
-
-    assert tuple(row) == ("b", b.agent_id, b.version, None, b.config_hash)
-
-
 async def test_one_caller_in_two_batches_at_once_hears_one_variant(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:

@@ -412,7 +412,7 @@ async def test_the_worker_that_recorded_a_call_answers_its_config_lookups_from_m
     # Gone from Postgres (only a test can do that): for a few seconds both workers still know
     # the token; the recording worker remembers what the call was served, the other has only
     # Postgres to ask.
-    await pool.execute("DELETE FROM calls")
+    await pool.execute("DELETE FROM calls; DELETE FROM call_keys")
     await pool.execute("UPDATE api_tokens SET revoked_at = now()")
 
     remembered = await router.get(path, headers=auth)
