@@ -68,7 +68,7 @@ class WindowQuery(Shape):
     until: datetime | None = Field(None, description="to this time (exclusive)")
 
 
-class CallsQuery(WindowQuery, PageQuery):
+class CallFilterQuery(WindowQuery):
     agent_id: str | None = Field(None, description="served by this agent")
     version: str | None = Field(None, description="a version number, or `draft`")
     variant: str | None = Field(None, description="variant label")
@@ -76,6 +76,22 @@ class CallsQuery(WindowQuery, PageQuery):
     status: str | None = Field(None, description="the provider's last status, e.g. `completed`")
     sentiment: Sentiment | None = Field(None, description="analysed")
     automated: bool | None = Field(None, description="analysed as fully automated")
+
+
+class CallsQuery(CallFilterQuery, PageQuery):
+    pass
+
+
+# The export's formats: CSV (a header row, then a row per call) or NDJSON (a call per line).
+ExportFormat = Literal["csv", "ndjson"]
+
+
+class CallsExportQuery(CallFilterQuery):
+    format: ExportFormat | None = Field(
+        None,
+        description="`csv` or `ndjson`; without it, `application/x-ndjson` in Accept asks for "
+        "NDJSON, anything else gets CSV",
+    )
 
 
 class VersionsReportQuery(WindowQuery):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -122,11 +122,8 @@ WHERE (started_at, call_id) = (SELECT started_at, call_id FROM call_keys
     < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
 
-LIST_CALLS = (
-    "SELECT"
-    + CALL_COLUMNS
-    + """
-FROM calls
+# The filters of the call list and the export, in CallFilter's order ($1 to $10).
+CALL_FILTER = """
 WHERE ($1::text IS NULL OR agent_id = $1)
   AND (NOT $2::boolean OR version IS NULL)
   AND ($3::integer IS NULL OR version = $3)
@@ -137,11 +134,22 @@ WHERE ($1::text IS NULL OR agent_id = $1)
   AND ($8::text IS NULL OR status = $8)
   AND ($9::text IS NULL OR sentiment = $9)
   AND ($10::boolean IS NULL OR automated = $10)
-  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
+"""
+LIST_CALLS = (
+    "SELECT"
+    + CALL_COLUMNS
+    + "FROM calls"
+    + CALL_FILTER
+    + """  AND ($11::timestamptz IS NULL OR (started_at, call_id) < ($11, $12))
 ORDER BY started_at DESC, call_id DESC
 LIMIT $13
 """
 )
+# Oldest first, through a server-side cursor.
+EXPORT_CALLS = "SELECT" + CALL_COLUMNS + "FROM calls" + CALL_FILTER + "ORDER BY started_at, call_id"
+# Rows an export fetches per round trip: a few hundred kilobytes held at a time, whatever the
+# number of calls.
+EXPORT_PREFETCH = 1000
 
 
 @dataclass(frozen=True)
@@ -485,6 +493,32 @@ async def list_calls(
     after_started = cursor_time(after[0]) if after else None
     rows = await pool.fetch(
         LIST_CALLS,
+        *_filter_args(where),
+        after_started,
+        after[1] if after else None,
+        limit + 1,
+    )
+    return page(
+        [call_record(r) for r in rows],
+        limit,
+        lambda c: [c.started_at.isoformat(), c.call_id],
+    )
+
+
+async def export_calls(
+    pool: asyncpg.Pool, where: CallFilter, *, prefetch: int = EXPORT_PREFETCH
+) -> AsyncGenerator[CallRecord, None]:
+    """Every call `where` selects, oldest first, read through a server-side cursor in one
+    read-only transaction (one snapshot, `prefetch` rows in memory at a time). The connection is
+    held until the iterator is exhausted or closed: close it (contextlib.aclosing)."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async for row in conn.cursor(EXPORT_CALLS, *_filter_args(where), prefetch=prefetch):
+            yield call_record(row)
+
+
+def _filter_args(where: CallFilter) -> tuple[Any, ...]:
+    """CALL_FILTER's parameters."""
+    return (
         where.agent_id,
         where.draft,
         where.version,
@@ -495,12 +529,4 @@ async def list_calls(
         where.status,
         where.sentiment,
         where.automated,
-        after_started,
-        after[1] if after else None,
-        limit + 1,
-    )
-    return page(
-        [call_record(r) for r in rows],
-        limit,
-        lambda c: [c.started_at.isoformat(), c.call_id],
     )

@@ -45,6 +45,7 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("GET", "/v1/channels/{number}/guardrails", VIEWER),
     ("PUT", "/v1/channels/{number}/guardrails", PUBLISHER),
     ("GET", "/v1/calls", VIEWER),
+    ("GET", "/v1/calls/export", VIEWER),
     ("GET", "/v1/calls/{call_id}", VIEWER | RUNTIME),
     ("POST", "/v1/calls/{call_id}/analysis", EDITOR | RUNTIME),
     ("GET", "/v1/analytics/versions", VIEWER),
