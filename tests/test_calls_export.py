@@ -151,15 +151,7 @@ async def test_two_exports_at_once_give_the_same_calls(api: Api, agent_id: str) 
 async def test_memory_stays_flat_whatever_the_number_of_calls(
     api: Api, make_agent: AgentFactory, pool: asyncpg.Pool
 ) -> None:
-    agent = await make_agent(versions=1)
-    for hour in range(10):
-        await insert_calls(
-            pool,
-            agent["id"],
-            1,
-            [Outcome(automated=True, sentiment="neutral", duration_s=12.5)] * 2000,
-            started_at=T0 + timedelta(hours=hour),
-        )
+    agent = await _many_calls(make_agent, pool, hours=10)
     first_hour = f"since={T0.isoformat()}&until={(T0 + timedelta(hours=1)).isoformat()}"
     some = await _peak_memory(api, f"agent_id={agent['id']}&{first_hour}".replace("+", "%2B"))
     every = await _peak_memory(api, f"agent_id={agent['id']}")
@@ -167,6 +159,15 @@ async def test_memory_stays_flat_whatever_the_number_of_calls(
     assert (some[1], every[1]) == (2_001, 20_001)  # the header and the calls
     # Ten times the calls through the same memory: a prefetch of rows and a chunk at a time.
     assert every[0] < 1.5 * some[0], (some, every)
+
+
+async def _many_calls(make_agent: AgentFactory, pool: asyncpg.Pool, hours: int) -> dict[str, Any]:
+    """An agent with 2,000 analysed calls an hour for `hours` hours from T0."""
+    agent = await make_agent(versions=1)
+    outcomes = [Outcome(automated=True, sentiment="neutral", duration_s=12.5)] * 2000
+    for hour in range(hours):
+        await insert_calls(pool, agent["id"], 1, outcomes, started_at=T0 + timedelta(hours=hour))
+    return agent
 
 
 async def _peak_memory(api: Api, query: str) -> tuple[int, int]:
@@ -187,11 +188,7 @@ async def _peak_memory(api: Api, query: str) -> tuple[int, int]:
 async def test_a_failure_mid_stream_breaks_the_answer(
     api: Api, make_agent: AgentFactory, pool: asyncpg.Pool
 ) -> None:
-    agent = await make_agent(versions=1)
-    for hour in range(5):
-        await insert_calls(
-            pool, agent["id"], 1, [Outcome()] * 2000, started_at=T0 + timedelta(hours=hour)
-        )
+    agent = await _many_calls(make_agent, pool, hours=5)
     resp = await api.call("GET", f"{EXPORT}?agent_id={agent['id']}&format=ndjson")
     assert resp.status == 200
     await resp.content.readany()  # the export has begun
