@@ -15,7 +15,7 @@ from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
-from store import rollups
+from store import partitions, rollups
 from store.db import create_pool
 from store.settings import Settings
 from store.tokens import ensure_token
@@ -47,6 +47,18 @@ async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _call_partitions(app: web.Application) -> AsyncIterator[None]:
+    """Keeps the monthly partitions of `calls` ready and drops the expired ones
+    (store/partitions.py); with several admin instances, one maintains at a time."""
+    task = asyncio.create_task(
+        partitions.maintain_forever(app[POOL], app[SETTINGS].call_retention_days)
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> web.Application:
     """The admin API, its Postgres pool opened and closed with the app."""
     app = web.Application(
@@ -54,6 +66,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
-    app.cleanup_ctx.extend([_postgres, token_usage, _rollup_compactor, rollouts.schedule])
+    app.cleanup_ctx.extend(
+        [_postgres, token_usage, _rollup_compactor, _call_partitions, rollouts.schedule]
+    )
     setup_routes(app)
     return app

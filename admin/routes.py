@@ -46,6 +46,7 @@ def setup_routes(app: web.Application) -> None:
             web.post(ROLLOUT + "/abort", rollouts.abort),
             web.post(ROLLOUT + "/promote", rollouts.promote),
             web.get("/v1/calls", calls.list_calls),
+            web.get("/v1/calls/export", calls.export_calls),
             web.get("/v1/calls/{call_id}", calls.get_call),
             web.post("/v1/calls/{call_id}/analysis", analytics.post_analysis),
             web.get("/v1/analytics/versions", analytics.versions),

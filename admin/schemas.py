@@ -84,7 +84,7 @@ class WindowQuery(Shape):
     until: datetime | None = Field(None, description="to this time (exclusive)")
 
 
-class CallsQuery(WindowQuery, PageQuery):
+class CallFilterQuery(WindowQuery):
     agent_id: str | None = Field(None, description="served by this agent")
     version: str | None = Field(None, description="a version number, or `draft`")
     variant: str | None = Field(None, description="variant label")
@@ -99,6 +99,22 @@ class CallsQuery(WindowQuery, PageQuery):
     count: bool | None = Field(
         None,
         description=f"also count the matching calls (`total`), up to {MAX_CALL_COUNT:,}",
+    )
+
+
+class CallsQuery(CallFilterQuery, PageQuery):
+    pass
+
+
+# The export's formats: CSV (a header row, then a row per call) or NDJSON (a call per line).
+ExportFormat = Literal["csv", "ndjson"]
+
+
+class CallsExportQuery(CallFilterQuery):
+    format: ExportFormat | None = Field(
+        None,
+        description="`csv` or `ndjson`; without it, `application/x-ndjson` in Accept asks for "
+        "NDJSON, anything else gets CSV",
     )
 
 

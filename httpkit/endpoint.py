@@ -20,9 +20,11 @@ _KEY = "endpoint"
 
 @dataclass(frozen=True)
 class Raw:
-    """A body that is not JSON, e.g. TwiML or the Prometheus exposition."""
+    """A body that is not JSON, e.g. TwiML or the Prometheus exposition. A response may be a
+    tuple of them: one answer in several media types, chosen by the request."""
 
     media_type: str
+    description: str | None = None
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,21 @@ def _status_of(exc: errors.StoreError) -> int:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a JSON error; log unexpected ones once, with context."""
+    """Turn every failure into a JSON error; log unexpected ones once, with context. A failure
+    after a streamed answer has begun (an export) is left to aiohttp, which breaks the
+    connection: the client sees the body cut short, never an error appended to it."""
     try:
         return await handler(request)
+    except Exception as exc:
+        if request.writer.output_size > 0:
+            raise
+        return _error_answer(request, exc)
+
+
+def _error_answer(request: web.Request, failure: Exception) -> web.Response:
+    """The JSON error for `failure`."""
+    try:
+        raise failure
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
     except errors.StoreError as exc:

@@ -78,7 +78,9 @@ class _Components:
 
     def content(self, shape: Any, media_types: tuple[str, ...] = (JSON,)) -> dict[str, Any]:
         if isinstance(shape, Raw):
-            return {shape.media_type: {"schema": {"type": "string"}}}
+            shape = (shape,)
+        if isinstance(shape, tuple) and all(isinstance(raw, Raw) for raw in shape):
+            return {raw.media_type: {"schema": _raw_schema(raw)} for raw in shape}
         return {media_type: {"schema": self.schema(shape)} for media_type in media_types}
 
     def parameters(self, model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
@@ -95,6 +97,13 @@ class _Components:
                 parameter["description"] = prop.pop("description")
             found.append({**parameter, "schema": prop})
         return found
+
+
+def _raw_schema(raw: Raw) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if raw.description:
+        schema["description"] = raw.description
+    return schema
 
 
 def _never_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -60,6 +60,12 @@ FROM generate_series($9::bigint, $5) AS g,
                      $7::timestamptz - make_interval(secs => random() * $8 * 86400) AS started
              ) AS s
 """
+# Every call has its key (migration 0011).
+SEED_KEYS = """
+INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+SELECT provider, provider_call_id, call_id, started_at FROM calls WHERE provider = 'bench'
+ON CONFLICT DO NOTHING
+"""
 MINIMAL_CONFIG = {
     "name": "Bench bot",
     "system_prompt": "You are a benchmark.",
@@ -96,6 +102,7 @@ async def _seed(
         )
     finally:
         await pool.execute(TRIGGER_ON)
+    await pool.execute(SEED_KEYS)
     started = time.perf_counter()
     await rollups.backfill(url)
     backfill_s = time.perf_counter() - started

@@ -46,7 +46,12 @@ WHERE c.number = $1 ORDER BY v.position
 """
 NAIVE_VERSION = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
 NAIVE_DRAFT = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
+# The call's key first, as the router's statement does (migration 0011).
 NAIVE_INSERT = """
+WITH key AS (
+    INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+    VALUES ('twilio', $2, $1, $11)
+)
 INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
                    draft_revision, config_hash, variant, routing_revision, started_at)
 VALUES ($1, 'twilio', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)

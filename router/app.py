@@ -165,7 +165,14 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = writer = CallWriter(app[POOL], app[SPOOL], app[GUARD], app[METRICS], app[CLAIMS])
+    app[WRITER] = writer = CallWriter(
+        app[POOL],
+        app[SPOOL],
+        app[GUARD],
+        app[METRICS],
+        app[CLAIMS],
+        writers=app[SETTINGS].call_writers,
+    )
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())

@@ -35,10 +35,12 @@ from store.db import DatabaseUnavailable, PostgresGuard, is_data_error
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
-# Batches committing at once, each on its own pooled connection (store/db.py sizes the pool for
-# them). A commit waits mostly on its fsync: three in flight keep Postgres' WAL writer busy and
-# calls from queuing behind one slow fsync, without splitting a burst into tiny batches.
-WRITERS = 3
+# Batches committing at once, each on its own pooled connection, unless AGENTVER_CALL_WRITERS
+# (store/settings.py) says otherwise. With one, the calls that arrive during a commit make the
+# next batch, so batches grow with the load and Postgres' CPU per call falls; with three, at 32
+# connections, batches were about 10 calls and two of the three backends sat waiting on the
+# router (loadtests/README.md).
+WRITERS = 1
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
 SPOOL_REPLAY_INTERVAL_S = 1.0

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -21,30 +20,84 @@ call_id, provider, provider_call_id, channel, from_number, agent_id, version, dr
 config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
 automated
 """
-# A whole batch of calls in one statement (one round trip): record_call (migration 0005) runs
-# once per call, in order, and each call sees the ones before it. The calls travel as parallel
-# arrays, each call's candidates as the text of a JSON array of `candidate_json` objects (text,
-# as asyncpg would read nested lists as array dimensions). The inputs are named `in_*` so that
-# CALL_COLUMNS can only mean the recorded row's.
-RECORD_CALLS = (
+# A batch of calls in one set-based statement (one round trip, one commit, statement triggers
+# fire once): the caller assignments of the calls that remember (store/draw.py keep_or_redraw's
+# rule: the remembered variant while it is among the call's live candidates, else the fresh
+# draw), then the calls, each served the chosen candidate. The calls travel as parallel arrays,
+# their candidates flattened into parallel arrays tagged with the call's ordinal `n`. An ending
+# that arrived before the call is applied on the way in. A call's key goes into call_keys first
+# (migration 0011: `calls` is partitioned by time, so its own unique constraints cannot span
+# months); a provider retry inserts no key, hence no row, and returns nothing (`record_calls`
+# reads its row). Only what the router does not already know comes back: the chosen variant
+# and the status an early ending set.
+#
+# One statement sees its own rows only where it writes them, so `_rounds` never puts two calls
+# with one provider call id, or two remembering calls from one caller to one channel, in one
+# statement; rows are written in the order given, which `_lock_order` makes the same for all.
+RECORD_CALLS = """
+WITH c AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::integer[], $7::timestamptz[], $8::text[], $9::boolean[])
+         WITH ORDINALITY AS c(call_id, provider, provider_call_id, channel, from_number,
+                              routing_revision, started_at, drawn, remember, n)
+), v AS (
+    SELECT * FROM unnest($10::bigint[], $11::text[], $12::text[], $13::integer[],
+                         $14::integer[], $15::text[])
+         AS v(n, label, agent_id, version, draft_revision, config_hash)
+), live AS MATERIALIZED (
+    SELECT c.channel, c.from_number, v.label FROM c JOIN v USING (n) WHERE c.remember
+), kept AS (
+    INSERT INTO caller_assignments AS a (number, caller, label)
+    SELECT channel, from_number, drawn FROM c WHERE remember ORDER BY n
+    ON CONFLICT (number, caller) DO UPDATE
+    SET label = CASE
+            WHEN a.label IN (SELECT label FROM live
+                             WHERE channel = EXCLUDED.number AND from_number = EXCLUDED.caller)
+            THEN a.label ELSE EXCLUDED.label END,
+        updated_at = now()
+    RETURNING number, caller, label
+), fresh AS (
+    INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+    SELECT provider, provider_call_id, call_id, started_at FROM c ORDER BY n
+    ON CONFLICT (provider, provider_call_id) DO NOTHING
+    RETURNING call_id
+)
+INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
+                   draft_revision, config_hash, variant, routing_revision, started_at, status,
+                   ended_at, duration_s)
+SELECT c.call_id, c.provider, c.provider_call_id, c.channel, c.from_number, v.agent_id, v.version,
+       v.draft_revision, v.config_hash, v.label, c.routing_revision, c.started_at,
+       coalesce(e.status, 'initiated'), e.ended_at,
+       coalesce(e.duration_s,
+                CASE WHEN e.ended_at IS NOT NULL
+                     THEN greatest(0, extract(epoch FROM e.ended_at - c.started_at)) END)
+FROM c
+JOIN fresh USING (call_id)
+LEFT JOIN kept ON c.remember AND kept.number = c.channel AND kept.caller = c.from_number
+JOIN v ON v.n = c.n AND v.label = coalesce(kept.label, c.drawn)
+LEFT JOIN call_endings e ON e.provider = c.provider AND e.provider_call_id = c.provider_call_id
+ORDER BY c.n
+RETURNING provider, provider_call_id, variant, status, ended_at, duration_s
+"""
+# Where a call's row is, from its key: a partition's primary key (started_at, call_id), found
+# by run-time pruning to the one partition holding started_at. By call id, or by provider key.
+CALL_BY_ID = "(SELECT started_at FROM call_keys WHERE call_id = $1) AND call_id = $1"
+# The rows of calls recorded earlier (provider retries), by (provider, provider call id).
+SELECT_CALLS_BY_KEY = (
     "SELECT"
     + CALL_COLUMNS
     + """
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[],
-            $7::timestamptz[], $8::text[], $9::boolean[], $10::text[])
-     WITH ORDINALITY AS c(in_call_id, in_provider, in_provider_call_id, in_channel,
-                          in_from_number, in_routing_revision, in_started_at, in_drawn,
-                          in_remember, in_candidates, n)
-CROSS JOIN LATERAL record_call(c.in_call_id, c.in_provider, c.in_provider_call_id, c.in_channel,
-                               c.in_from_number, c.in_routing_revision, c.in_started_at,
-                               c.in_drawn, c.in_remember, c.in_candidates::jsonb) r
-ORDER BY c.n
+FROM unnest($1::text[], $2::text[]) AS k(provider, provider_call_id)
+JOIN call_keys USING (provider, provider_call_id)
+JOIN calls USING (started_at, call_id, provider, provider_call_id)
 """
 )
-SELECT_CALL = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE call_id = $1"
+SELECT_CALL = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE started_at = " + CALL_BY_ID
 # A call named by its agentver call id ($1) or by its provider's ($2, $3), the other side NULL:
-# each side is unique, so at most one row matches, through either index.
-CALL_REF_MATCHES = "(call_id = $1 OR (provider = $2 AND provider_call_id = $3))"
+# found in call_keys (unique both ways), so that only its month's partition is read.
+CALL_REF_MATCHES = """(started_at, call_id) = (
+    SELECT started_at, call_id FROM call_keys
+    WHERE call_id = $1 OR (provider = $2 AND provider_call_id = $3))"""
 SELECT_CALL_REF = "SELECT" + CALL_COLUMNS + ", analysis FROM calls WHERE " + CALL_REF_MATCHES
 SELECT_ASSIGNMENT = "SELECT label FROM caller_assignments WHERE number = $1 AND caller = $2"
 
@@ -53,26 +106,31 @@ END_CALL = """
 UPDATE calls
 SET status = $3, ended_at = $4,
     duration_s = coalesce($5, greatest(0, extract(epoch FROM $4 - started_at)))
-WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+WHERE (started_at, call_id) = (SELECT started_at, call_id FROM call_keys
+                               WHERE provider = $1 AND provider_call_id = $2)
+  AND ended_at IS NULL
 RETURNING agent_id, version, duration_s
 """
 KEEP_EARLY_ENDING = """
 INSERT INTO call_endings (provider, provider_call_id, status, ended_at, duration_s)
 SELECT $1, $2, $3, $4, $5
-WHERE NOT EXISTS (SELECT 1 FROM calls WHERE provider = $1 AND provider_call_id = $2)
+WHERE NOT EXISTS (SELECT 1 FROM call_keys WHERE provider = $1 AND provider_call_id = $2)
 ON CONFLICT (provider, provider_call_id) DO NOTHING
 """
 # Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
 # overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
 UPDATE calls SET status = $3
-WHERE provider = $1 AND provider_call_id = $2 AND ended_at IS NULL
+WHERE (started_at, call_id) = (SELECT started_at, call_id FROM call_keys
+                               WHERE provider = $1 AND provider_call_id = $2)
+  AND ended_at IS NULL
   AND coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], status), 0)
     < coalesce(array_position(ARRAY['initiated', 'queued', 'ringing', 'in-progress'], $3), 5)
 """
 
-# The call list's filters, $1 to $13 (CallFilter's fields, in order, through `_filter_args`).
-_CALL_FILTER = """
+# The filters of the call list, its count and the export, $1 to $13 (CallFilter's fields, in
+# order, through `_filter_args`).
+CALL_FILTER = """
 WHERE ($1::text IS NULL OR agent_id = $1)
   AND (NOT $2::boolean OR version IS NULL)
   AND ($3::integer IS NULL OR version = $3)
@@ -91,7 +149,7 @@ LIST_CALLS = (
     "SELECT"
     + CALL_COLUMNS
     + "FROM calls"
-    + _CALL_FILTER
+    + CALL_FILTER
     + """  AND ($14::timestamptz IS NULL OR (started_at, call_id) < ($14, $15))
 ORDER BY started_at DESC, call_id DESC
 LIMIT $16
@@ -101,7 +159,7 @@ LIMIT $16
 # calls match.
 COUNT_CALLS = (
     "SELECT count(*) FROM (SELECT 1 FROM calls"  # noqa: S608 (module constants only)
-    + _CALL_FILTER
+    + CALL_FILTER
     + "LIMIT $14) AS capped"
 )
 # The most calls a total counts, so that asking for one never reads more than this many rows;
@@ -148,6 +206,13 @@ class CallRef:
             f"no call {self.text}; a call is named by " + " or by ".join(CALL_REF_FORMS),
             {"accepted_forms": list(CALL_REF_FORMS)},
         )
+
+
+# Oldest first, through a server-side cursor.
+EXPORT_CALLS = "SELECT" + CALL_COLUMNS + "FROM calls" + CALL_FILTER + "ORDER BY started_at, call_id"
+# Rows an export fetches per round trip: a few hundred kilobytes held at a time, whatever the
+# number of calls.
+EXPORT_PREFETCH = 1000
 
 
 @dataclass(frozen=True)
@@ -273,7 +338,7 @@ def _lock_order(call: NewCall) -> tuple[str, str, str, str]:
 
 
 def candidate_json(c: Candidate) -> dict[str, Any]:
-    """A candidate as the JSON object record_call() and the spool read."""
+    """A candidate as the JSON object the spool keeps."""
     return {
         "label": c.label,
         "agent_id": c.agent_id,
@@ -289,12 +354,30 @@ def call_record(row: asyncpg.Record) -> CallRecord:
     return CallRecord(*row[:_RECORD_FIELD_COUNT])
 
 
-def _candidates(call: NewCall) -> str:
-    return json.dumps([candidate_json(c) for c in call.candidates])
+def _rounds(calls: Sequence[NewCall]) -> list[list[int]]:
+    """The calls' indexes in statements to run one after the other: a call goes in the round
+    after the last one holding its provider call id or, when it remembers, its caller on its
+    channel, so each statement sees the calls before it as committed rows. Almost every batch
+    is one round."""
+    last: dict[tuple[str, str, bool], int] = {}
+    rounds: list[list[int]] = []
+    for i, call in enumerate(calls):
+        keys = [(call.provider, call.provider_call_id, False)]
+        if call.remember:
+            keys.append((call.channel, call.from_number, True))
+        n = max((last[k] + 1 for k in keys if k in last), default=0)
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+        last.update(dict.fromkeys(keys, n))
+    return rounds
 
 
 def _columns(calls: Sequence[NewCall]) -> list[list[Any]]:
-    """RECORD_CALLS' parameters: one array per field, one element per call."""
+    """RECORD_CALLS' parameters: one array per field, one element per call, then the
+    candidates' fields, one element per candidate, tagged with their call's ordinal."""
+    owners = [n for n, c in enumerate(calls, 1) for _ in c.candidates]
+    candidates = [v for c in calls for v in c.candidates]
     return [
         [c.call_id for c in calls],
         [c.provider for c in calls],
@@ -305,28 +388,96 @@ def _columns(calls: Sequence[NewCall]) -> list[list[Any]]:
         [c.started_at for c in calls],
         [c.drawn for c in calls],
         [c.remember for c in calls],
-        [_candidates(c) for c in calls],
+        owners,
+        [v.label for v in candidates],
+        [v.agent_id for v in candidates],
+        [v.version for v in candidates],
+        [v.draft_revision for v in candidates],
+        [v.config_hash for v in candidates],
     ]
 
 
-async def _record_batch(conn: asyncpg.Connection, calls: Sequence[NewCall]) -> list[CallRecord]:
+def _inserted(call: NewCall, variant: str, status: str, ended: Any, duration: Any) -> CallRecord:
+    """The row RECORD_CALLS inserted for `call`, from what the statement returned of it."""
+    v = next(c for c in call.candidates if c.label == variant)
+    return CallRecord(
+        call.call_id,
+        call.provider,
+        call.provider_call_id,
+        call.channel,
+        call.from_number,
+        v.agent_id,
+        v.version,
+        v.draft_revision,
+        v.config_hash,
+        variant,
+        call.routing_revision,
+        status,
+        call.started_at,
+        ended,
+        duration,
+        None,
+        None,
+    )
+
+
+async def _record_round(
+    conn: asyncpg.Connection, calls: list[NewCall]
+) -> list[CallRecord | Exception]:
+    """One RECORD_CALLS statement over calls with distinct keys (`_rounds`); a provider retry
+    gets the row recorded before, read by a second query (retries are rare)."""
     rows = await conn.fetch(RECORD_CALLS, *_columns(calls))
-    return [call_record(row) for row in rows]
+    inserted = {(r[0], r[1]): r for r in rows}
+    keys = [(c.provider, c.provider_call_id) for c in calls]
+    earlier = [k for k in keys if k not in inserted]
+    found: dict[tuple[str, str], CallRecord] = {}
+    if earlier:
+        by_key = await conn.fetch(
+            SELECT_CALLS_BY_KEY, [k[0] for k in earlier], [k[1] for k in earlier]
+        )
+        found = {(r[1], r[2]): call_record(r) for r in by_key}
+    results: list[CallRecord | Exception] = []
+    for call, key in zip(calls, keys, strict=True):
+        row = inserted.get(key)
+        if row is not None:
+            results.append(_inserted(call, *row[2:]))
+        else:
+            results.append(
+                found.get(key) or CallNotRecorded(f"call {key[1]} was neither recorded nor found")
+            )
+    return results
+
+
+async def _record_batch(
+    conn: asyncpg.Connection, calls: Sequence[NewCall]
+) -> list[CallRecord | Exception]:
+    """Record `calls` in order, in as few statements as `_rounds` allows; a call drawn a
+    variant it was not offered is a CallNotRecorded, and is not sent."""
+    results: list[CallRecord | Exception] = [
+        CallNotRecorded(f"call {c.provider_call_id} matched no variant") for c in calls
+    ]
+    for indexes in _rounds(calls):
+        sendable = [
+            i for i in indexes if any(v.label == calls[i].drawn for v in calls[i].candidates)
+        ]
+        if sendable:
+            recorded = await _record_round(conn, [calls[i] for i in sendable])
+            for i, result in zip(sendable, recorded, strict=True):
+                results[i] = result
+    return results
 
 
 async def _record_each(
     conn: asyncpg.Connection, calls: Sequence[NewCall]
 ) -> list[CallRecord | Exception]:
     """The batch call by call in one transaction, a savepoint each, so a bad call does not sink
-    the others: three round trips a call, only after the one-statement batch failed."""
+    the others: a statement or two a call, only after the batch failed."""
     results: list[CallRecord | Exception] = []
     async with conn.transaction():
         for call in calls:
             try:
                 async with conn.transaction():
                     results.extend(await _record_batch(conn, [call]))
-            except asyncpg.NoDataFoundError:
-                results.append(CallNotRecorded(f"call {call.provider_call_id} matched no variant"))
             except Exception as exc:
                 # Postgres unavailable: the caller spools the whole batch rather than redo it.
                 if not is_data_error(exc):
@@ -347,7 +498,7 @@ async def record_calls(
     async with connection(pool, WRITE_BUDGET_S) as conn:
         try:
             # Outside a transaction block the statement commits itself: no BEGIN, no COMMIT.
-            results: list[CallRecord | Exception] = list(await _record_batch(conn, ordered))
+            results = await _record_batch(conn, ordered)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
@@ -408,7 +559,19 @@ async def find_assignment(
     return label
 
 
+async def export_calls(
+    pool: asyncpg.Pool, where: CallFilter, *, prefetch: int = EXPORT_PREFETCH
+) -> AsyncGenerator[CallRecord, None]:
+    """Every call `where` selects, oldest first, read through a server-side cursor in one
+    read-only transaction (one snapshot, `prefetch` rows in memory at a time). The connection is
+    held until the iterator is exhausted or closed: close it (contextlib.aclosing)."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        async for row in conn.cursor(EXPORT_CALLS, *_filter_args(where), prefetch=prefetch):
+            yield call_record(row)
+
+
 def _filter_args(where: CallFilter) -> tuple[Any, ...]:
+    """CALL_FILTER's parameters."""
     return (
         where.agent_id,
         where.draft,

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from store import audit, schemas
-from store.calls import CALL_COLUMNS, CALL_REF_MATCHES, CallRecord, CallRef, call_record
+from store.calls import CALL_BY_ID, CALL_COLUMNS, CALL_REF_MATCHES, CallRecord, CallRef, call_record
 from store.errors import InvalidConfig
 from store.validation import CONTROL_MESSAGE, NUL, parse
 
@@ -35,7 +35,9 @@ FOR UPDATE OF calls
 """
 )
 UPDATE_ANALYSIS = (
-    "UPDATE calls SET sentiment = $2, automated = $3, analysis = $4 WHERE call_id = $1 RETURNING"  # noqa: S608 (module constants only)
+    "UPDATE calls SET sentiment = $2, automated = $3, analysis = $4 WHERE started_at = "  # noqa: S608 (module constants only)
+    + CALL_BY_ID
+    + " RETURNING"
     + _CALL_COLUMNS
 )
 

@@ -27,8 +27,10 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in names]
 
 
-async def migrate(database_url: str) -> list[str]:
-    """Apply pending migrations under an advisory lock; returns the names applied now."""
+async def migrate(database_url: str, *, before: str | None = None) -> list[str]:
+    """Apply pending migrations under an advisory lock (only those whose names sort before
+    `before`, when given: a database as an older release left it); returns the names applied
+    now."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -37,6 +39,8 @@ async def migrate(database_url: str) -> list[str]:
             done = {row["name"] for row in await conn.fetch(APPLIED)}
             applied = []
             for name, sql in migration_files():
+                if before is not None and name >= before:
+                    break
                 if name in done:
                     continue
                 async with conn.transaction():

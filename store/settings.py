@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/agentver"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,6 +50,13 @@ class Settings:
     # Seconds between the admin process's rollout scheduler passes (store/rollouts.py `tick`):
     # how late a broken guardrail may roll back or a due step be taken. 0: no scheduler here.
     rollout_tick_s: float = 5.0
+    # Group-commit batches a router worker commits at once (router/recorder.py): one keeps the
+    # batches large and Postgres' CPU per call low; a Postgres host with cores to spare for a
+    # worker's commits may take more (docs/design.md section 6).
+    call_writers: int = 1
+    # Days a call is kept at least: whole months are dropped once they ended this long ago
+    # (store/partitions.py); the rollups keep their aggregates. None keeps every call.
+    call_retention_days: int | None = None
 
     @property
     def feed_url(self) -> str:
@@ -80,4 +90,22 @@ class Settings:
             fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
             rollout_tick_s=float(e.get("AGENTVER_ROLLOUT_TICK_S") or cls.rollout_tick_s),
+            call_writers=_positive("AGENTVER_CALL_WRITERS", e.get("AGENTVER_CALL_WRITERS"), 1),
+            call_retention_days=_positive(
+                "AGENTVER_CALL_RETENTION_DAYS", e.get("AGENTVER_CALL_RETENTION_DAYS"), None
+            ),
         )
+
+
+def _positive(name: str, raw: str | None, default: T) -> int | T:
+    """An integer setting of at least 1, `default` when unset; ValueError naming the variable
+    otherwise."""
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return value

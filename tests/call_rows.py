@@ -19,15 +19,23 @@ STARTED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 SERVED_VERSION = "SELECT config_hash FROM versions WHERE agent_id = $1 AND version = $2"
 SERVED_DRAFT = "SELECT config_hash, revision FROM drafts WHERE agent_id = $1"
+# Each call with its key (migration 0011: every row of `calls` has one in call_keys).
 INSERT_CALLS = """
+WITH c AS (
+    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[], $12::text[],
+                         $13::boolean[]) AS c(call_id, caller, status, duration_s, sentiment,
+                                              automated)
+), keys AS (
+    INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+    SELECT 'test', call_id, call_id, $7 FROM c
+)
 INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
                    draft_revision, config_hash, variant, routing_revision, status, started_at,
                    duration_s, sentiment, automated, analysis)
 SELECT c.call_id, 'test', c.call_id, $1, c.caller, $2, $3, $4, $5, $6, 1, c.status, $7,
        c.duration_s, c.sentiment, c.automated,
        CASE WHEN c.automated IS NULL THEN NULL ELSE '{"fields": {}}'::jsonb END
-FROM unnest($8::text[], $9::text[], $10::text[], $11::float8[], $12::text[], $13::boolean[])
-     AS c(call_id, caller, status, duration_s, sentiment, automated)
+FROM c
 """
 
 

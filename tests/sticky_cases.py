@@ -1,5 +1,6 @@
 """The sticky-by-caller rule as one table of cases: the dry run's keep_or_redraw (store/draw.py)
-and record_call() in SQL (store/migrations) each run it, so the two cannot drift apart."""
+and the record statement in SQL (store/calls.py RECORD_CALLS) each run it, so the two cannot drift
+apart."""
 
 from __future__ import annotations
 

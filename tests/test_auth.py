@@ -53,6 +53,7 @@ ENDPOINTS: list[tuple[str, str, frozenset[str | None]]] = [
     ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/abort", PUBLISHER),
     ("POST", "/v1/channels/{number}/rollouts/{rollout_id}/promote", PUBLISHER),
     ("GET", "/v1/calls", VIEWER),
+    ("GET", "/v1/calls/export", VIEWER),
     ("GET", "/v1/calls/{call_id}", VIEWER | RUNTIME),
     ("POST", "/v1/calls/{call_id}/analysis", EDITOR | RUNTIME),
     ("GET", "/v1/analytics/versions", VIEWER),

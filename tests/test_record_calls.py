@@ -4,6 +4,7 @@ is the dry run's (tests/sticky_cases.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import asyncpg
@@ -167,19 +168,30 @@ async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
     assert label == case.expected
 
 
-async def test_record_call_still_reads_positional_candidates(
+async def test_one_caller_in_two_batches_at_once_hears_one_variant(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    """A router from before migration 0005 sends candidates as arrays until a rolling restart
-    replaces it: its calls still record."""
-    _, b = ab
-    candidates = [[c.label, c.agent_id, c.version, c.draft_revision, c.config_hash] for c in ab]
-    row = await pool.fetchrow(
-        "SELECT variant, agent_id, version, draft_revision, config_hash"
-        " FROM record_call('call_CA1', 'twilio', 'CA1', $1, $2, 1, now(), 'b', true, $3::jsonb)",
-        CHANNEL,
-        CALLER,
-        candidates,
+    """Two workers' batches commit side by side, each drawing the caller differently: the
+    assignment is settled once, and both calls are served what it says."""
+    first, second = await asyncio.gather(
+        record_calls(pool, [new_call("CA1", "a", ab)]),
+        record_calls(pool, [new_call("CA2", "b", ab)]),
     )
 
-    assert tuple(row) == ("b", b.agent_id, b.version, None, b.config_hash)
+    served = {r.variant for r in first + second if isinstance(r, CallRecord)}
+    label = await pool.fetchval("SELECT label FROM caller_assignments WHERE caller = $1", CALLER)
+    assert served == {label}
+
+
+async def test_one_provider_call_in_two_batches_at_once_is_recorded_once(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """A provider retry reaching another worker while the first is committing: both answers
+    name the one row."""
+    retry = replace(new_call("CA1", "a", ab), call_id="call_retry")
+    first, second = await asyncio.gather(
+        record_calls(pool, [new_call("CA1", "a", ab)]), record_calls(pool, [retry])
+    )
+
+    assert first == second
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1

@@ -411,7 +411,7 @@ async def test_the_worker_that_recorded_a_call_answers_its_config_lookups_from_m
 
     # Gone from Postgres (only a test can do that): the recording worker remembers what the
     # call was served, the other has only Postgres to ask.
-    await pool.execute("DELETE FROM calls")
+    await pool.execute("DELETE FROM calls; DELETE FROM call_keys")
 
     remembered = await router.get(path, headers=auth)
     assert remembered.status == 200

@@ -1,6 +1,6 @@
 -- Rollups: per (agent, version or draft revision, channel, variant, UTC hour) aggregates of the
 -- calls, so analytics read a number of rows that grows with hours and groups, not with calls
--- (docs/design.md, section 11).
+-- (docs/design.md, section 12).
 --
 -- Every change to `calls` appends its contribution to call_rollup_deltas in the same
 -- transaction (statement-level triggers over transition tables: one INSERT per statement, never

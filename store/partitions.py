@@ -1,0 +1,68 @@
+"""The monthly partitions of `calls` (migration 0011): created ahead of time, rows that landed in
+the default partition moved into their month, and whole months dropped once past the retention
+period (the hourly rollups keep their aggregates).
+
+docs/design.md, section 3, says why calls are partitioned this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+# Months of partitions kept ready beyond the current one: the maintenance may fail for that long
+# before a call lands in the default partition (where it is still recorded, and moved later).
+AHEAD_MONTHS = 3
+# How often the admin service maintains them: a new month's partition is due once a month, and a
+# call in the default partition is moved within this delay.
+MAINTENANCE_INTERVAL_S = 3600.0
+
+ENSURE = "SELECT ensure_call_partitions($1)"
+# Months that ended `$1` days ago or more, oldest first.
+EXPIRED = """
+SELECT starts FROM call_partitions WHERE ends <= now() - make_interval(days => $1) ORDER BY starts
+"""
+EXPIRE_KEYS = "SELECT expire_call_keys($1)"
+DROP_PARTITION = "SELECT drop_call_partition($1)"
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What one maintenance run did: partitions created, and the months dropped."""
+
+    created: int
+    dropped: list[datetime]
+
+
+async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenance:
+    """Create the partitions due (moving any rows of their months out of the default partition),
+    then drop every month that ended `retention_days` ago or more (None: keep every call). Each
+    step is its own transaction; one that finds another session maintaining the partitions, or
+    waits too long for a lock, is done by a later run."""
+    created = await pool.fetchval(ENSURE, AHEAD_MONTHS) or 0
+    dropped = []
+    if retention_days is not None:
+        for (month,) in await pool.fetch(EXPIRED, retention_days):
+            keys = await pool.fetchval(EXPIRE_KEYS, month)
+            if await pool.fetchval(DROP_PARTITION, month):
+                dropped.append(month)
+                log.info("call_partition_dropped", month=month.date().isoformat(), keys=keys)
+    return Maintenance(created, dropped)
+
+
+async def maintain_forever(
+    pool: asyncpg.Pool, retention_days: int | None, interval_s: float = MAINTENANCE_INTERVAL_S
+) -> None:
+    """Maintain every `interval_s` until cancelled; a failed run is logged and retried."""
+    while True:
+        try:
+            await maintain(pool, retention_days)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("call_partition_maintenance_failed", error=repr(exc))
+        await asyncio.sleep(interval_s)
