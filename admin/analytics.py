@@ -131,7 +131,8 @@ async def ab(request: web.Request) -> web.Response:
     # A deleted channel's history stays readable; it just has no current weights.
     routing = await channels.find_channel(pool, number)
     current = routing.variants if routing else ()
-    groups = await analytics.variant_outcomes(pool, number, since, until)
+    # Widened like the per-version report, so that both read whole hours of rollups.
+    groups = await analytics.variant_outcomes(pool, number, *rollups.hour_window(since, until))
     return json_response(
         {
             "channel": number,

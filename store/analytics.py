@@ -78,13 +78,22 @@ GROUP BY 1, 2
 ORDER BY version NULLS LAST, draft_revision
 """
 )
+# Exact for any window: rollups for its whole hours ($4, $5: rollups.whole_hours_within) and the
+# calls of its partial hours at either end, counted the way the rollup triggers count them, so
+# the cost is bounded by one channel's calls in two hours, not by its history.
 VARIANT_STATS = (
-    "SELECT variant, agent_id, version,"
+    "SELECT variant, agent_id, version,"  # noqa: S608 (module constants only)
     + _COUNTS
     + _HISTOGRAM
     + """
-FROM call_rollups_all
-WHERE channel = $1 AND hour >= $2 AND hour < $3
+FROM (
+    SELECT * FROM call_rollups_all WHERE channel = $1 AND hour >= $4 AND hour < $5
+    UNION ALL
+    SELECT * FROM call_rollup_changes(ARRAY(
+        SELECT c FROM calls c
+        WHERE c.channel = $1 AND c.started_at >= $2 AND c.started_at < $3
+          AND (c.started_at < $4 OR c.started_at >= $5)), '{}')
+) r
 GROUP BY variant, agent_id, version
 """
     + _NOT_EMPTY
@@ -237,10 +246,10 @@ async def version_outcomes(
 async def variant_outcomes(
     pool: asyncpg.Pool, channel: str, since: datetime, until: datetime
 ) -> list[VariantOutcomes]:
-    """Outcomes per (variant label, agent, version) served on `channel` in [since, until)
-    widened to whole hours (rollups.hour_window)."""
-    since, until = rollups.hour_window(since, until)
-    rows = await _fetch_aggregate(pool, VARIANT_STATS, channel, since, until)
+    """Outcomes per (variant label, agent, version) served on `channel` in exactly [since,
+    until): a rollout's step starts at any second."""
+    hours = rollups.whole_hours_within(since, until)
+    rows = await _fetch_aggregate(pool, VARIANT_STATS, channel, since, until, *hours)
     return [VariantOutcomes(r["variant"], r["agent_id"], r["version"], _outcomes(r)) for r in rows]
 
 

@@ -68,6 +68,13 @@ def hour_window(since: datetime, until: datetime) -> tuple[datetime, datetime]:
     return floor_hour(since), end if end == until else end + HOUR
 
 
+def whole_hours_within(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC hours inside [since, until) (empty when from >= to): what rollups answer
+    exactly; a window's partial hours at either end are read from the calls themselves."""
+    start = floor_hour(since)
+    return start if start == since else start + HOUR, floor_hour(until)
+
+
 def histogram(packed: Decimal | int | None) -> list[int]:
     """Bucket counts of a packed histogram (a sum of rollup_duration_weight values)."""
     rest = int(packed or 0)

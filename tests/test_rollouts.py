@@ -166,12 +166,13 @@ async def test_a_bad_target_is_rolled_back_by_its_guardrail_and_the_audit_says_w
     agent = await _channel_at_v1(api, make_agent)
     before = await api.ok("GET", f"/v1/channels/{CHANNEL}", role="viewer")
     started = await _start(api, agent)
-    await _target_calls(pool, agent, [BAD] * 12, _at(started, 5))
+    # 20 failures in a row: the fewest whose always-valid interval (mSPRT) lies wholly below 0.5.
+    await _target_calls(pool, agent, [BAD] * 20, _at(started, 5))
 
     # Long before the hold is over: a broken guardrail does not wait.
     [rollback] = await rollouts.tick(pool, _at(started, 10))
     assert (rollback.kind, rollback.rollout.state) == ("rollback", "rolled_back")
-    assert rollback.trip is not None and rollback.trip.calls == 12
+    assert rollback.trip is not None and rollback.trip.calls == 20
     after = await api.ok("GET", f"/v1/channels/{CHANNEL}", role="viewer")
     assert after["variants"] == before["variants"]
     assert after["revision"] == before["revision"] + 2
@@ -181,7 +182,7 @@ async def test_a_bad_target_is_rolled_back_by_its_guardrail_and_the_audit_says_w
     note = entry["after"]["rollout"]
     assert note["reason"].startswith("guardrail broken: automation_rate < 0.5")
     assert note["figures"]["trip"]["observed"] == 0.0
-    assert note["figures"]["target"] == {"calls": 12, "analysed": 12}
+    assert note["figures"]["target"] == {"calls": 20, "analysed": 20}
     assert entry["before"]["variants"][0]["label"] == "rollout"
 
     listing = await api.ok("GET", ROLLOUTS, role="viewer")
@@ -392,8 +393,9 @@ async def test_callers_who_got_the_target_keep_it_and_a_rollback_sends_everyone_
             assert earlier[c] != "rollout" or later[c] == "rollout", c
             assert later[c] == "rollout" or later[c] == before[c], c
 
+    # Enough failures for the always-valid interval to lie below the threshold (see above).
     await insert_calls(
-        pool, agent["id"], 3, [BAD] * 5, variant="rollout", started_at=_at(started, 1)
+        pool, agent["id"], 3, [BAD] * 20, variant="rollout", started_at=_at(started, 1)
     )
     [rollback] = await rollouts.tick(pool, _at(started, 3 * HOLD_S))
     assert rollback.kind == "rollback"

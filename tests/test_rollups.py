@@ -6,6 +6,7 @@ be equal, percentiles within the stated error, before and after compaction and b
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from store.calls import CallEnd, CallRef, Candidate, end_call, record_calls, set
 from store.calls_analysis import record_analysis
 from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api, variant
-from tests.router_fixtures import pin
+from tests.router_fixtures import CHANNEL, pin
 
 # The reference: what the analytics computed from the calls before rollups.
 EXACT = """
@@ -150,6 +151,43 @@ async def test_rollups_equal_an_exact_scan(pool: asyncpg.Pool, arms: tuple[Candi
     await lifecycle(pool, arms, 40, seed=2)  # compacted rows and new deltas together
     for since, until in windows:
         await assert_exact(pool, agent_id, since, until)
+
+
+EXACT_BY_VARIANT = """
+SELECT variant, count(*) AS calls, count(automated) AS analysed,
+       count(*) FILTER (WHERE automated) AS automated, count(duration_s) AS durations,
+       avg(duration_s) AS duration_mean
+FROM calls
+WHERE channel = $1 AND started_at >= $2 AND started_at < $3
+GROUP BY variant
+ORDER BY variant
+"""
+
+
+async def test_per_variant_outcomes_are_exact_for_any_window(
+    pool: asyncpg.Pool, arms: tuple[Candidate, ...]
+) -> None:
+    """A rollout's step starts at any second: its outcomes are the rollups of the window's whole
+    hours plus its partial hours read from the calls, equal to a scan of exactly the window."""
+    await lifecycle(pool, arms, 120, seed=3)
+    await rollups.compact(pool)
+    await lifecycle(pool, arms, 30, seed=4)  # compacted rows and pending deltas together
+    minutes = [0, 7, 59, 60, 61, 130.5, 200, 359.9]
+    for since_m, until_m in itertools.combinations(minutes, 2):
+        since, until = START + timedelta(minutes=since_m), START + timedelta(minutes=until_m)
+        found = await analytics.variant_outcomes(pool, CHANNEL, since, until)
+        expected = await pool.fetch(EXACT_BY_VARIANT, CHANNEL, since, until)
+        assert expected or until_m - since_m < 10, (since, until)  # the windows hold calls
+        assert [g.variant for g in found] == [r["variant"] for r in expected], (since, until)
+        for group, row in zip(found, expected, strict=True):
+            o = group.outcomes
+            assert (o.calls, o.analysed, o.automated, o.durations) == (
+                row["calls"],
+                row["analysed"],
+                row["automated"],
+                row["durations"],
+            ), (since, until)
+            assert o.duration_mean == pytest.approx(row["duration_mean"], rel=1e-12)
 
 
 async def test_backfill_rebuilds_the_same_rollups_idempotently(
