@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.exceptions import RedisError
 
 from store.breaker import CircuitBreaker
@@ -38,10 +39,16 @@ Observe = Callable[[str, str, str], None]
 # holding bigger values (config blobs) down.
 DEFAULT_L1_SIZE = 150_000
 SCAN_BATCH = 500
+# Seconds a wipe of every mutable key may take (a few hundred round trips for 100,000 channels):
+# one held up past it by a Redis that answers too slowly is given up, and the next lookup starts
+# another, so that a wipe in flight can never keep Redis unread for good.
+WIPE_TIMEOUT_S = 10.0
 
 REDIS_UNAVAILABLE = (OSError, RedisError)
 
 _MISSING: Any = object()
+
+log = structlog.get_logger()
 
 
 def _glob_escape(text: str) -> str:
@@ -248,8 +255,13 @@ class LayeredCache:
     async def _delete_redis(self, *keys: str) -> None:
         if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
             # The entry may outlive its change in Redis: keep Redis out of mutable reads.
-            self._redis_suspect = True
+            self._suspect("a delete failed")
             self._failed_deletes += 1
+
+    def _suspect(self, why: str) -> None:
+        if not self._redis_suspect:
+            log.warning("cache_redis_suspect", why=why, prefix=self._prefix)
+        self._redis_suspect = True
 
     async def invalidate(self, codec: Codec[Any], key: str) -> None:
         """Forget a mutable entry in every tier (a change notification arrived for it)."""
@@ -286,7 +298,7 @@ class LayeredCache:
         entries) until a later wipe succeeds: the cache is trusted either way.
         """
         self.lose_trust()
-        self._redis_suspect = True
+        self._suspect("the change feed resynced")
         await self._wipe_redis()
         complete = await warm() if warm is not None else True
         # Only now, and only once every entry is fresh: a call whose load fails (Postgres just
@@ -318,15 +330,24 @@ class LayeredCache:
         # Still suspect while the wipe runs: an entry it has not reached yet may be stale.
         failed_deletes = self._failed_deletes
         try:
-            await self._unlink_mutable()
-        except REDIS_UNAVAILABLE:
+            async with asyncio.timeout(WIPE_TIMEOUT_S):
+                await self._unlink_mutable()
+        except REDIS_UNAVAILABLE as exc:  # TimeoutError included
             self.breaker.failed()
             self._observe("any", "redis", "error")
+            log.warning("cache_redis_wipe_failed", error=type(exc).__name__, prefix=self._prefix)
             return
         self.breaker.succeeded()
         # A delete that failed meanwhile may be of a key the wipe had already passed.
-        if self._failed_deletes == failed_deletes:
+        if self._failed_deletes != failed_deletes:
+            log.warning(
+                "cache_redis_wipe_overtaken",
+                failed_deletes=self._failed_deletes - failed_deletes,
+                prefix=self._prefix,
+            )
+        elif self._redis_suspect:
             self._redis_suspect = False
+            log.info("cache_redis_readable", prefix=self._prefix)
 
     async def _unlink_mutable(self) -> None:
         for prefix in MUTABLE_KEYS:

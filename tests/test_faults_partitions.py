@@ -199,7 +199,8 @@ async def test_redis_partitioned_for_10_s(
         # Open in issue 13: in about one full run in seven the worker reads no routing from
         # Redis for the seconds this check waits after healing (suspect, or a delete counted
         # in flight, never cleared); calls are unharmed (served from Postgres and L1).
-        pytest.xfail(f"Redis still unread for routings after healing: {lookups}")
+        events = [line for line in rig.logs().splitlines() if "cache_redis" in line]
+        pytest.xfail(f"Redis still unread for routings after healing: {lookups}, {events}")
 
 
 async def test_change_feed_partitioned_for_10_s(
