@@ -133,8 +133,8 @@ async def _cut(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 @pytest.fixture
 async def siblings(tmp_path: Path) -> AsyncIterator[Workers]:
     """Slot 0's view of six slots: 1 a real worker app (its exposition a megabyte, as a router
-    with a thousand agents' series has: far more than a stream reads at once), 2 hung, 3 cut off, 4 never started, 5 a stale
-    socket file left by a killed worker."""
+    with a thousand agents' series has: far more than a stream reads at once), 2 hung, 3 cut
+    off, 4 never started, 5 a stale socket file left by a killed worker."""
     big = RouterMetrics()
     for n in range(1000):
         big.resolved("twilio", f"agt_{n}", "1").observe(0.01)
