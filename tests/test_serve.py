@@ -112,6 +112,15 @@ def wait_serving(proc: subprocess.Popen[bytes], port: int, workers: int = 1) -> 
     return pids
 
 
+def two_workers(
+    servers: Servers, service: str, env: dict[str, str], port: int
+) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """`python -m <service> --workers 2` on `port` once both workers serve: its supervisor
+    and their pids."""
+    supervisor = servers.start([service, "--workers", "2"], env, "supervisor")
+    return supervisor, wait_serving(supervisor, port, workers=2)
+
+
 def twilio_request(port: int, token: str = TWILIO_TOKEN) -> tuple[str, bytes]:
     """A signed incoming-call webhook for the router on `port`: its head and its body."""
     params = {"CallSid": "CA" + uuid.uuid4().hex, "From": CALLER, "To": CHANNEL}
@@ -220,10 +229,7 @@ async def test_workers_serve_from_their_own_pids_a_killed_one_is_replaced_and_si
     settings: Settings, tmp_path: Path, servers: Servers, pinned: dict[str, Any]
 ) -> None:
     port = free_port()
-    supervisor = servers.start(
-        ["router", "--workers", "2"], server_env(settings, tmp_path, port), "supervisor"
-    )
-    workers = wait_serving(supervisor, port, workers=2)
+    supervisor, workers = two_workers(servers, "router", server_env(settings, tmp_path, port), port)
     assert supervisor.pid not in workers
     assert await signed_calls(port, 20) == [200] * 20
 
@@ -319,10 +325,7 @@ async def test_any_worker_answers_a_scrape_for_all_and_a_replaced_one_starts_ove
     settings: Settings, tmp_path: Path, servers: Servers, pinned: dict[str, Any]
 ) -> None:
     port = free_port()
-    supervisor = servers.start(
-        ["router", "--workers", "2"], server_env(settings, tmp_path, port), "supervisor"
-    )
-    pids = wait_serving(supervisor, port, workers=2)
+    supervisor, pids = two_workers(servers, "router", server_env(settings, tmp_path, port), port)
     runtime = workers_dir(min(pids))
     assert runtime == workers_dir(max(pids))
     assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
@@ -371,10 +374,7 @@ async def test_admin_workers_answer_a_scrape_for_all(
     settings: Settings, tmp_path: Path, servers: Servers
 ) -> None:
     port = free_port()
-    supervisor = servers.start(
-        ["admin", "--workers", "2"], server_env(settings, tmp_path, port), "supervisor"
-    )
-    wait_serving(supervisor, port, workers=2)
+    two_workers(servers, "admin", server_env(settings, tmp_path, port), port)
     for _ in range(4):
         scraped = await scrape(port)
         assert workers_in(scraped) == {"0", "1"}
