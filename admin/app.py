@@ -15,6 +15,7 @@ from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
+from httpkit.metrics_fanin import EXPOSITION
 from store import partitions, rollups
 from store.db import create_pool
 from store.settings import Settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
+    app[EXPOSITION] = app[METRICS].exposition
     app.cleanup_ctx.extend(
         [_postgres, token_usage, _rollup_compactor, _call_partitions, rollouts.schedule]
     )

@@ -7,7 +7,6 @@ from typing import get_args
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -16,7 +15,7 @@ from prometheus_client import (
 )
 
 from httpkit import health
-from httpkit.endpoint import Raw, endpoint
+from httpkit.endpoint import endpoint
 from httpkit.keys import POOL
 from store import db
 from store.calls import CallRecord
@@ -74,6 +73,9 @@ class AdminMetrics:
             registry=self.registry,
         )
 
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
     def count_analysis(self, call: CallRecord) -> None:
         """Count one posted analysis (a re-post counts again: these count analyses received)."""
         version = version_label(call.version)
@@ -95,13 +97,6 @@ class AdminMetrics:
 
 
 METRICS = web.AppKey("metrics", AdminMetrics)
-
-
-@endpoint("Prometheus exposition of the admin service", responses={200: Raw("text/plain")})
-async def serve(request: web.Request) -> web.Response:
-    """The Prometheus text exposition of this app's registry."""
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @endpoint(

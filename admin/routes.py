@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin import analytics, calls, metrics, rollouts, views, webconsole
-from httpkit import health, openapi
+from httpkit import health, metrics_fanin, openapi
 
 AGENT = "/v1/agents/{agent_id}"
 VERSION = AGENT + r"/versions/{n:\d+}"
@@ -52,7 +52,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/analytics/versions", analytics.versions),
             web.get("/v1/analytics/ab", analytics.ab),
             web.get("/v1/analytics/timeseries", analytics.timeseries),
-            web.get("/metrics", metrics.serve),
+            web.get("/metrics", metrics_fanin.metrics),
             web.get("/healthz", health.healthz),
             web.get("/readyz", metrics.readyz),
             web.get("/v1/audit", views.list_audit),

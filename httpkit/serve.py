@@ -14,14 +14,18 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import structlog
 from aiohttp import web
+
+from httpkit import metrics_fanin
 
 log = structlog.get_logger()
 
@@ -194,14 +198,17 @@ def run(
 ) -> int:
     """Serve `python -m module` as `options` say; its exit status.
 
-    A supervisor's worker (started with LISTEN_FD_VAR set) serves the socket it was handed.
+    A supervisor's worker (started with LISTEN_FD_VAR set) serves the socket it was handed, and
+    its /metrics answers for all of the supervisor's workers (httpkit/metrics_fanin.py).
     Otherwise the app is built first, so a configuration error ends the command before any port
     is taken; then the port is taken and served here, or by `options.workers` workers.
     """
     inherited = os.environ.get(LISTEN_FD_VAR)
     if inherited is not None:
         sock = socket.socket(fileno=int(inherited))
-        run_loop(serve_app(create_app(), sock, shutdown_timeout_s, parent=os.getppid()))
+        worker_app = create_app()
+        metrics_fanin.join(worker_app, metrics_fanin.Workers.from_env(os.environ))
+        run_loop(serve_app(worker_app, sock, shutdown_timeout_s, parent=os.getppid()))
         return 0
     app = create_app()
     try:
@@ -278,6 +285,8 @@ class Supervisor:
     dead one are reset, or handed to the others with `net.ipv4.tcp_migrate_req=1`), and its
     replacement gets a fresh socket from `bind`, which listens once that worker serves.
     Workers run in sessions of their own: a Ctrl-C reaches them once, through the supervisor.
+    Each is told its slot and a directory of the supervisor's own (mode 0700, removed at exit)
+    where the workers exchange their metrics (httpkit/metrics_fanin.py).
     """
 
     def __init__(
@@ -289,6 +298,10 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT; 0 once every worker has drained and exited 0."""
+        with tempfile.TemporaryDirectory(prefix="agentver-workers-") as runtime:
+            return self._supervise(Path(runtime))
+
+    def _supervise(self, runtime: Path) -> int:
         wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_w, False)
         signal.set_wakeup_fd(wakeup_w)
@@ -297,13 +310,13 @@ class Supervisor:
             signal.signal(signum, _ignore)
         log.info("supervisor_started", pid=os.getpid(), workers=len(self._workers))
         for worker in self._workers:
-            self._start(worker)
+            self._start(worker, runtime)
         try:
             while not self._wait_for_signals(wakeup_r):
                 self._reap()
                 for worker in self._workers:
                     if worker.restart_at is not None and worker.restart_at <= time.monotonic():
-                        self._start(worker)
+                        self._start(worker, runtime)
         finally:
             signal.set_wakeup_fd(-1)
             os.close(wakeup_r)
@@ -320,7 +333,7 @@ class Supervisor:
         received = os.read(wakeup_r, 64)
         return signal.SIGTERM in received or signal.SIGINT in received
 
-    def _start(self, worker: _Worker) -> None:
+    def _start(self, worker: _Worker, runtime: Path) -> None:
         slot = self._workers.index(worker)
         try:
             if worker.sock is None:
@@ -332,7 +345,11 @@ class Supervisor:
         fd = worker.sock.fileno()
         worker.process = subprocess.Popen(  # noqa: S603 (our own command line)
             self._command,
-            env={**os.environ, LISTEN_FD_VAR: str(fd)},
+            env={
+                **os.environ,
+                LISTEN_FD_VAR: str(fd),
+                **metrics_fanin.Workers(runtime, slot, len(self._workers)).env(),
+            },
             pass_fds=(fd,),
             start_new_session=True,
         )

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
+from httpkit.metrics_fanin import EXPOSITION
 from httpkit.token_cache import TokenCache
 from router.claims import CallClaims
 from router.keys import (
@@ -222,6 +223,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = RouterMetrics()
+    app[EXPOSITION] = app[METRICS].exposition
     app[FALLBACK] = parse_fallback(settings.fallback)
     app[STREAM_URL] = check_stream_url(settings.media_stream_url)
     app[TOKENS] = TokenCache()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from httpkit import health, openapi
+from httpkit import health, metrics_fanin, openapi
 from router import views, webhooks
 
 INFO = {
@@ -24,7 +24,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/v1/calls/{call_id}/config", views.call_config),
             web.get("/v1/configs/{config_hash}", views.config_blob),
             web.get("/v1/resolve", views.resolve),
-            web.get("/metrics", views.metrics),
+            web.get("/metrics", metrics_fanin.metrics),
             web.get("/healthz", health.healthz),
             web.get("/readyz", views.readyz),
             web.get("/openapi.json", openapi.view(INFO)),

@@ -6,16 +6,15 @@ import asyncio
 import re
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from httpkit import health
 from httpkit.auth import call_in_scope, scopes_of, visible_routing
-from httpkit.endpoint import Raw, endpoint
+from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import dumps, json_response
 from httpkit.keys import GUARD, POOL
 from router import schemas as out
-from router.keys import CONFIGS, METRICS, REDIS, RESOLVER, WRITER
+from router.keys import CONFIGS, REDIS, RESOLVER, WRITER
 from store import agents, calls, codecs, db, schemas
 from store.config import AgentConfig
 from store.errors import ConfigNotFound
@@ -130,13 +129,6 @@ async def resolve(request: web.Request) -> web.Response:
         lambda routing: visible_routing(request, routing),
     )
     return json_response(explanation)
-
-
-@endpoint("Prometheus exposition of this worker", responses={200: Raw("text/plain")})
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
 
 
 @endpoint(

@@ -1,12 +1,14 @@
 """`python -m router` and `python -m admin` as real processes: the command line, a port never
 shared by accident, pre-forked workers under a supervisor (a killed one replaced, SIGTERM drains
-all), and the rolling-restart flag that allows sharing."""
+all, a scrape of any answers for all), and the rolling-restart flag that allows sharing."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,15 +20,18 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+from prometheus_client.samples import Sample
 
 from harness.net import HOST, free_port
 from harness.processes import spawn, stop, wait_until
+from httpkit.metrics_fanin import UNREACHABLE
 from httpkit.serve import ACCEPT_GRACE_S
 from router.signatures import twilio_signature
 from store.settings import Settings
 from tests.conftest import AgentFactory
 from tests.faults import listens
 from tests.router_fixtures import CALLER, CHANNEL
+from tests.test_metrics_fanin import families
 
 # Seconds a server may take to start and to drain on a loaded 2-core machine.
 START_TIMEOUT_S = 60.0
@@ -105,6 +110,15 @@ def wait_serving(proc: subprocess.Popen[bytes], port: int, workers: int = 1) -> 
 
     wait_until(ready, f"{proc.args!r} on port {port}", proc, START_TIMEOUT_S)
     return pids
+
+
+def two_workers(
+    servers: Servers, service: str, env: dict[str, str], port: int
+) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """`python -m <service> --workers 2` on `port` once both workers serve: its supervisor
+    and their pids."""
+    supervisor = servers.start([service, "--workers", "2"], env, "supervisor")
+    return supervisor, wait_serving(supervisor, port, workers=2)
 
 
 def twilio_request(port: int, token: str = TWILIO_TOKEN) -> tuple[str, bytes]:
@@ -215,10 +229,7 @@ async def test_workers_serve_from_their_own_pids_a_killed_one_is_replaced_and_si
     settings: Settings, tmp_path: Path, servers: Servers, pinned: dict[str, Any]
 ) -> None:
     port = free_port()
-    supervisor = servers.start(
-        ["router", "--workers", "2"], server_env(settings, tmp_path, port), "supervisor"
-    )
-    workers = wait_serving(supervisor, port, workers=2)
+    supervisor, workers = two_workers(servers, "router", server_env(settings, tmp_path, port), port)
     assert supervisor.pid not in workers
     assert await signed_calls(port, 20) == [200] * 20
 
@@ -262,3 +273,109 @@ async def test_the_rolling_restart_flag_shares_the_port_and_the_old_router_hands
     assert await signed_calls(port, 20) == [200] * 20
     assert time.monotonic() - started < 10
     assert serving_pids({new.pid}, port) == {new.pid}
+
+
+async def scrape(port: int) -> dict[str, list[Sample]]:
+    """One scrape of `port` on a connection of its own (any worker may take it), by family;
+    fails unless it is answered and valid."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"http://{HOST}:{port}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        return families(await resp.text())
+
+
+def workers_in(scraped: dict[str, list[Sample]]) -> set[str]:
+    return {s.labels["worker"] for s in scraped["process_cpu_seconds"]}
+
+
+def routed_by_worker(scraped: dict[str, list[Sample]]) -> dict[str, float]:
+    """Calls answered, by the worker that answered them."""
+    calls: dict[str, float] = {}
+    for s in scraped["agentver_calls_routed"]:
+        if s.name == "agentver_calls_routed_total":
+            calls[s.labels["worker"]] = calls.get(s.labels["worker"], 0.0) + s.value
+    return calls
+
+
+def counters(scraped: dict[str, list[Sample]]) -> dict[tuple[str, frozenset[Any]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for samples in scraped.values()
+        for s in samples
+        if s.name.endswith(("_total", "_count"))
+    }
+
+
+def unreachable(scraped: dict[str, list[Sample]]) -> float:
+    [sample] = scraped[UNREACHABLE]
+    return sample.value
+
+
+def workers_dir(pid: int) -> Path:
+    """The directory a supervisor gave its worker `pid` (Linux /proc)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    [directory] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"AGENTVER_WORKERS_DIR=")]
+    return Path(directory.decode())
+
+
+async def test_any_worker_answers_a_scrape_for_all_and_a_replaced_one_starts_over(
+    settings: Settings, tmp_path: Path, servers: Servers, pinned: dict[str, Any]
+) -> None:
+    port = free_port()
+    supervisor, pids = two_workers(servers, "router", server_env(settings, tmp_path, port), port)
+    runtime = workers_dir(min(pids))
+    assert runtime == workers_dir(max(pids))
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    sent = 0
+    while len(routed_by_worker(await scrape(port))) < 2:  # until both workers served calls
+        assert sent < 200
+        assert await signed_calls(port, 10) == [200] * 10
+        sent += 10
+
+    scrapes = [await scrape(port) for _ in range(6)]
+    scrapes += await asyncio.gather(*(scrape(port) for _ in range(6)))  # at once
+    for scraped in scrapes:
+        assert workers_in(scraped) == {"0", "1"}
+        assert routed_by_worker(scraped).keys() == {"0", "1"}
+        assert sum(routed_by_worker(scraped).values()) == sent
+        assert unreachable(scraped) == 0
+    for before, after in itertools.pairwise(scrapes[:6]):
+        grown = counters(after)
+        assert [k for k, v in counters(before).items() if grown.get(k, -1.0) < v] == []
+
+    # A killed worker's series are left out (and counted) until its replacement answers; its
+    # slot's counters then start over while the other worker's go on.
+    killed, last = min(pids), routed_by_worker(scrapes[5])
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: killed not in children(supervisor.pid), "reaped", supervisor)
+    during = [await scrape(port)]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while unreachable(during[-1]) > 0:
+        assert time.monotonic() < deadline
+        during.append(await scrape(port))
+    missing = [scraped for scraped in during if unreachable(scraped) == 1]
+    assert missing  # a replacement takes at least RESTART_DELAY_S
+    [survivor] = {worker for scraped in missing for worker in workers_in(scraped)}
+    assert all(routed_by_worker(scraped).keys() == {survivor} for scraped in missing)
+    assert workers_in(during[-1]) == {"0", "1"}
+    assert await signed_calls(port, 20) == [200] * 20
+    now = routed_by_worker(await scrape(port))
+    assert now[survivor] >= last[survivor]
+    assert sum(now.values()) == last[survivor] + 20
+
+    assert stop(supervisor, signal.SIGTERM, START_TIMEOUT_S) == 0
+    assert not runtime.exists()
+
+
+async def test_admin_workers_answer_a_scrape_for_all(
+    settings: Settings, tmp_path: Path, servers: Servers
+) -> None:
+    port = free_port()
+    two_workers(servers, "admin", server_env(settings, tmp_path, port), port)
+    for _ in range(4):
+        scraped = await scrape(port)
+        assert workers_in(scraped) == {"0", "1"}
+        assert unreachable(scraped) == 0
