@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.token_cache import TokenCache
+from router.calls import ROUTED_LOG_INTERVAL_S
 from router.claims import CallClaims
 from router.keys import (
     CLAIMS,
@@ -25,14 +26,16 @@ from router.keys import (
     METRICS,
     REDIS,
     RESOLVER,
+    ROUTED_LOG,
     SNAPSHOTS,
     SPOOL,
+    STREAM_TWIML,
     STREAM_URL,
     TELNYX,
     WRITER,
 )
 from router.metrics import RouterMetrics
-from router.providers import check_stream_url, parse_fallback
+from router.providers import StreamTwiml, check_stream_url, parse_fallback
 from router.recorder import CallWriter
 from router.resolver import Resolver
 from router.routes import setup_routes
@@ -43,6 +46,7 @@ from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
 from store.db import PostgresGuard, create_pool
 from store.feed import Change, ChangeFeed
+from store.logs import Sampler
 from store.settings import Settings
 
 # Webhook bodies are a few KB; anything near this is not a provider.
@@ -190,7 +194,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = RouterMetrics()
     app[FALLBACK] = parse_fallback(settings.fallback)
-    app[STREAM_URL] = check_stream_url(settings.media_stream_url)
+    app[STREAM_URL] = stream_url = check_stream_url(settings.media_stream_url)
+    app[STREAM_TWIML] = StreamTwiml(stream_url)
+    app[ROUTED_LOG] = Sampler(ROUTED_LOG_INTERVAL_S)
     app[TOKENS] = TokenCache()
     app.cleanup_ctx.extend(
         [_postgres, _redis, _change_feed, _spool, _call_writer, _spool_flusher, _telnyx]
