@@ -56,7 +56,7 @@ def test_a_sampled_line_is_due_first_then_once_an_interval_counting_what_it_stan
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(logs.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("store.logs.time.monotonic", lambda: now[0])
     sampler = logs.Sampler(1.0)
 
     ticks = [sampler.tick()]
