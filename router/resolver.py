@@ -34,7 +34,7 @@ WARM_UP_BUDGET_S = 30.0
 @dataclass(frozen=True)
 class Plan:
     """Everything needed to record a routed call; the remembered assignment is settled when
-    the record is written (record_call() in migration 0005)."""
+    the record is written (RECORD_CALLS in store/calls.py)."""
 
     routing: Routing
     draw: Draw

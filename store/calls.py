@@ -249,7 +249,8 @@ def _lock_order(call: NewCall) -> tuple[str, str, str, str]:
 
 
 def candidate_json(c: Candidate) -> dict[str, Any]:
-    """A candidate as the JSON object record_call() and the spool read."""
+    """A candidate as the JSON object the spool writes (and record_call() of migration 0005,
+    which routers of earlier releases call, reads)."""
     return {
         "label": c.label,
         "agent_id": c.agent_id,
