@@ -400,6 +400,14 @@ def _l1_hit_ratio(port: int, kind: str) -> float | None:
     return counts.get("hit", 0.0) / total if total else None
 
 
+def _batches(port: int) -> tuple[float, float]:
+    """Calls and group-commit batches the router has written so far."""
+    text = _metrics(port)
+    found = [re.search(rf"agentver_call_batch_size_{k} (\S+)", text) for k in ("sum", "count")]
+    calls, batches = (float(f.group(1)) if f else 0.0 for f in found)
+    return calls, batches
+
+
 def _spooled(port: int) -> float:
     """Calls the router spooled (Postgres unavailable, or a commit past its budget): a point
     that spooled measured the spool, not the record path."""
@@ -415,9 +423,15 @@ def _webhooks(env: Env, runs: dict[str, Any], seed: Iterator[int]) -> None:
         with serving(env, kind) as s:
             for c in CLOSED_CONNECTIONS:
                 label = f"{kind}_{c}"
+                before = _batches(s.ports[0]) if kind == "router" else None
                 runs[label] = load(
                     env, s, twilio(env, SMALL_SET, next(seed)), connections=c, label=label
                 )
+                if before is not None:
+                    calls, batches = (
+                        a - b for a, b in zip(_batches(s.ports[0]), before, strict=True)
+                    )
+                    runs[label]["calls_per_batch"] = round(calls / batches, 1) if batches else None
             if kind == "ceiling":
                 runs["ceiling_config"] = load(
                     env,
@@ -528,7 +542,8 @@ def summary(runs: dict[str, Any]) -> list[list[str]]:
         want_naive = TARGETS[f"webhook_vs_naive_{c}"]
         rows.append(
             [
-                f"webhook/s {c} conn: router {rate:.0f}, ceiling "
+                f"webhook/s {c} conn: router {rate:.0f} ({router.get('calls_per_batch')} a batch), "
+                "ceiling "
                 f"{ceiling['achieved_rate']:.0f}, naive {naive['achieved_rate']:.0f}",
                 f"{vs_ceiling:.2f}x ceiling, {vs_naive:.2f}x naive",
                 (f">= {want_ceiling}x ceiling, " if want_ceiling else "")

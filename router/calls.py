@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
 from router.keys import METRICS, RESOLVER, ROUTED_LOG, WRITER
-from router.resolver import Plan
 from store.call_routing import Unroutable
-from store.calls import CallRecord, NewCall
+from store.calls import CallRecord
 from store.snapshots import version_label
 
 log = structlog.get_logger()
@@ -40,10 +38,10 @@ async def route_call(
     started = time.perf_counter()
     call_id = "call_" + secrets.token_hex(CALL_ID_BYTES)
     try:
-        plan = await app[RESOLVER].plan(to, raw_from, provider_call_id)
-        if isinstance(plan, Unroutable):
-            return fallback(app, provider, plan.reason)
-        record = await app[WRITER].record(_new_call(plan, call_id, provider, provider_call_id))
+        call = await app[RESOLVER].plan(call_id, provider, to, raw_from, provider_call_id)
+        if isinstance(call, Unroutable):
+            return fallback(app, provider, call.reason)
+        record = await app[WRITER].record(call)
     # Whatever failed, the provider still gets a valid answer: the fallback.
     except Exception:
         log.exception("call_routing_failed", provider=provider)
@@ -66,18 +64,3 @@ async def route_call(
             calls=calls,
         )
     return record
-
-
-def _new_call(plan: Plan, call_id: str, provider: str, provider_call_id: str) -> NewCall:
-    return NewCall(
-        call_id=call_id,
-        provider=provider,
-        provider_call_id=provider_call_id,
-        channel=plan.routing.number,
-        from_number=plan.draw.caller,
-        routing_revision=plan.routing.revision,
-        started_at=datetime.now(UTC),
-        drawn=plan.draw.drawn.label,
-        remember=plan.draw.remember,
-        candidates=plan.candidates,
-    )

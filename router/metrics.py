@@ -21,6 +21,8 @@ from store.stats import CALL_DURATION_BUCKETS_S
 # Seconds: resolution runs from microseconds (L1 hits) to tens of milliseconds (a cold miss and
 # a group commit); the change feed lags milliseconds unless something is wrong.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Calls: a batch holds what arrived while the one before it committed, up to MAX_BATCH (100).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -147,6 +149,12 @@ class RouterMetrics:
             registry=r,
         )
 
+        self.batch_size = Histogram(
+            "agentver_call_batch_size",
+            "Calls per group-commit batch (one statement, one commit).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.spool = Counter(
             "agentver_spool_records_total",
             "Call records and call endings written to the local spool while Postgres was"

@@ -191,6 +191,7 @@ class CallWriter:
             _fail_waiting(batch)
 
     async def _write(self, batch: list[Pending]) -> None:
+        self._metrics.batch_size.observe(len(batch))
         calls = [call for call, _ in batch]
         results = await self._commit(calls)
         if results is None:
