@@ -19,6 +19,7 @@ from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.metrics_fanin import EXPOSITION
 from httpkit.token_cache import TokenCache
+from router.calls import ROUTED_LOG_INTERVAL_S
 from router.claims import CallClaims
 from router.keys import (
     CLAIMS,
@@ -28,14 +29,16 @@ from router.keys import (
     METRICS,
     REDIS,
     RESOLVER,
+    ROUTED_LOG,
     SNAPSHOTS,
     SPOOL,
+    STREAM_TWIML,
     STREAM_URL,
     TELNYX,
     WRITER,
 )
 from router.metrics import RouterMetrics
-from router.providers import check_stream_url, parse_fallback
+from router.providers import StreamTwiml, check_stream_url, parse_fallback
 from router.recorder import CallWriter
 from router.resolver import Resolver
 from router.routes import setup_routes
@@ -46,6 +49,7 @@ from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
 from store.db import PostgresGuard, create_pool
 from store.feed import Change, ChangeFeed
+from store.logs import Sampler
 from store.settings import WEBHOOK_SECRET_VARIABLES, Settings
 
 log = structlog.get_logger()
@@ -225,7 +229,9 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = RouterMetrics()
     app[EXPOSITION] = app[METRICS].exposition
     app[FALLBACK] = parse_fallback(settings.fallback)
-    app[STREAM_URL] = check_stream_url(settings.media_stream_url)
+    app[STREAM_URL] = stream_url = check_stream_url(settings.media_stream_url)
+    app[STREAM_TWIML] = StreamTwiml(stream_url)
+    app[ROUTED_LOG] = Sampler(ROUTED_LOG_INTERVAL_S)
     app[TOKENS] = TokenCache()
     app.cleanup_ctx.extend(
         [

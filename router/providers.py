@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET  # building only; nothing untrusted is parsed
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
-from xml.sax.saxutils import escape
 
 from store.calls import CallRecord
 from store.numbers import normalize_e164
@@ -61,28 +60,44 @@ def _twiml(response: ET.Element) -> str:
     return XML_DECLARATION + ET.tostring(response, encoding="unicode")
 
 
+# What ElementTree escapes in an attribute value: & < > and quotes and line breaks; one pass.
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#09;",
+    }
+)
+
+
 def _attr(value: str) -> str:
     """An XML attribute value, quoted and escaped exactly as ElementTree writes one."""
-    return '"' + escape(value, _ATTR_ENTITIES) + '"'
+    return '"' + value.translate(_ATTR_ESCAPES) + '"'
 
 
-# ElementTree escapes these in attributes too (besides & < >): quotes and line breaks.
-_ATTR_ENTITIES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#09;"}
+class StreamTwiml:
+    """`<Response><Connect><Stream url=...>` with a call's `<Parameter>`s, as the bytes of the
+    hot path's answer: compiled once per stream URL, each call's values escaped into it (the
+    bytes ElementTree would write, a tenth of the time; tests compare the two)."""
+
+    def __init__(self, stream_url: str) -> None:
+        self._head = f"{XML_DECLARATION}<Response><Connect><Stream url={_attr(stream_url)}>"
+
+    def __call__(self, call: CallRecord) -> bytes:
+        parameters = "".join(
+            f"<Parameter name={_attr(name)} value={_attr(value)} />"
+            for name, value in stream_parameters(call).items()
+        )
+        return f"{self._head}{parameters}</Stream></Connect></Response>".encode()
 
 
 def twiml_stream(stream_url: str, call: CallRecord) -> str:
-    """`<Response><Connect><Stream url=...>` with the call's `<Parameter>`s.
-
-    The hot path's answer: written from a template with every value escaped (the same bytes
-    ElementTree would write, a tenth of the time; tests compare the two)."""
-    parameters = "".join(
-        f"<Parameter name={_attr(name)} value={_attr(value)} />"
-        for name, value in stream_parameters(call).items()
-    )
-    return (
-        f"{XML_DECLARATION}<Response><Connect><Stream url={_attr(stream_url)}>"
-        f"{parameters}</Stream></Connect></Response>"
-    )
+    """StreamTwiml's answer as text."""
+    return StreamTwiml(stream_url)(call).decode()
 
 
 def twiml_fallback(fallback: FallbackAction) -> str:

@@ -5,14 +5,14 @@ trip); a few batches commit at once, so their fsyncs overlap.
 While Postgres is unavailable (the worker's Postgres breaker is open, or a commit fails for
 any reason but a data error, or takes longer than store/db.py's WRITE_BUDGET_S) a batch goes to
 the local spool instead, with one fsync for the batch. Spooled calls are answered from an index
-by provider call id until they are replayed into Postgres, where record_call's ON CONFLICT
-(migration 0005) makes a replay idempotent; a retry reaching another worker is answered from
+by provider call id until they are replayed into Postgres, where RECORD_CALLS' ON CONFLICT
+(store/calls.py) makes a replay idempotent; a retry reaching another worker is answered from
 the claim the spooling worker took in Redis (router/claims.py). A background loop
 (`replay_forever`) replays the spool once Postgres is back.
 
 Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
 with end_call, which is idempotent too (it only closes an open call, and keeps an ending for a
-call not recorded yet until record_call finds it).
+call not recorded yet until the call's record finds it).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from store.db import DatabaseUnavailable, PostgresGuard, is_data_error
 MAX_BATCH = 100
 # Batches committing at once, each on its own pooled connection, unless AGENTVER_CALL_WRITERS
 # (store/settings.py) says otherwise. With one, the calls that arrive during a commit make the
-# next batch, so batches grow with the load and Postgres' CPU per call falls; with three, at 32
-# connections, batches were about 10 calls and two of the three backends sat waiting on the
-# router (loadtests/README.md).
+# next batch, so batches grow with the load and Postgres' CPU per call falls: at 32 and 128
+# connections, 15.7 and 63 calls a batch against 10 and 30.5 with three writers, the same
+# throughput, 15-25% less Postgres CPU per call (loadtests/README.md).
 WRITERS = 1
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
@@ -191,6 +191,7 @@ class CallWriter:
             _fail_waiting(batch)
 
     async def _write(self, batch: list[Pending]) -> None:
+        self._metrics.batch_size.observe(len(batch))
         calls = [call for call, _ in batch]
         results = await self._commit(calls)
         if results is None:
@@ -315,7 +316,7 @@ class CallWriter:
     async def _replay_segment(self, records: list[Record]) -> None:
         """Record the segment's calls, then apply its endings: an ending then finds its call
         when both were spooled together. One whose call is elsewhere (another worker's segment,
-        or not written yet) is kept by end_call until record_call applies it."""
+        or not written yet) is kept by end_call until the call's record applies it."""
         calls: list[NewCall] = []
         endings: list[CallEnd] = []
         for record in records:

@@ -1,4 +1,4 @@
-"""The router's Resolver: a call's Plan (number → routing → draw → candidate snapshots), read
+"""The router's Resolver: the call to record (number → routing → draw → candidate snapshots), read
 through the layered cache; the decisions themselves are store/call_routing.py's."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -14,8 +14,8 @@ import structlog
 
 from store import call_routing, channels, codecs, snapshots
 from store.cache import LayeredCache
-from store.call_routing import Draw, Unroutable
-from store.calls import Candidate, find_assignment
+from store.call_routing import Unroutable
+from store.calls import Candidate, NewCall, find_assignment
 from store.channels import Routing, Variant, find_channel
 from store.db import DatabaseUnavailable, PostgresGuard, connection
 from store.draw import live_variants
@@ -29,16 +29,6 @@ T = TypeVar("T")
 # Seconds the warm-up may read for: a generous bound on its normal 2 s per 100,000 channels, so
 # a connection cut off mid-way (a partition) gives the feed's resync back instead of holding it.
 WARM_UP_BUDGET_S = 30.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything needed to record a routed call; the remembered assignment is settled when
-    the record is written (record_call() in migration 0005)."""
-
-    routing: Routing
-    draw: Draw
-    candidates: tuple[Candidate, ...]
 
 
 class Resolver:
@@ -120,8 +110,12 @@ class Resolver:
         s = await self.snapshot(variant)
         return Candidate(variant.label, s.agent_id, s.version, s.draft_revision, s.config_hash)
 
-    async def plan(self, to: str, raw_from: str, provider_call_id: str) -> Plan | Unroutable:
-        """How to serve a call to `to` from `raw_from`, or why it cannot be routed."""
+    async def plan(
+        self, call_id: str, provider: str, to: str, raw_from: str, provider_call_id: str
+    ) -> NewCall | Unroutable:
+        """The call to record for a call to `to` from `raw_from`, with what it may be served
+        (the remembered variant is settled when it is recorded: RECORD_CALLS in
+        store/calls.py), or why it cannot be routed."""
         if "\x00" in provider_call_id:  # no provider sends one, and Postgres text cannot hold it
             return Unroutable("malformed")
         try:
@@ -145,7 +139,18 @@ class Resolver:
                 message=str(exc),
             )
             return Unroutable("unavailable")
-        return Plan(routing, d, tuple(candidates))
+        return NewCall(
+            call_id,
+            provider,
+            provider_call_id,
+            routing.number,
+            d.caller,
+            routing.revision,
+            datetime.now(UTC),
+            d.drawn.label,
+            d.remember,
+            tuple(candidates),
+        )
 
     async def explain(
         self,

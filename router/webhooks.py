@@ -19,7 +19,7 @@ from httpkit.json import json_response, parse_json
 from httpkit.keys import SETTINGS
 from router import providers, schemas, signatures
 from router.calls import fallback, route_call
-from router.keys import FALLBACK, METRICS, STREAM_URL, TELNYX, WRITER
+from router.keys import FALLBACK, METRICS, STREAM_TWIML, STREAM_URL, TELNYX, WRITER
 from store.call_routing import Unroutable
 from store.calls import CallEnd
 from store.schemas import GenericCall, GenericCallEnded
@@ -106,9 +106,8 @@ async def twilio_voice(request: web.Request) -> web.Response:
     )
     if isinstance(result, Unroutable):
         twiml = providers.twiml_fallback(request.app[FALLBACK])
-    else:
-        twiml = providers.twiml_stream(request.app[STREAM_URL], result)
-    return web.Response(text=twiml, content_type=TWIML)
+        return web.Response(text=twiml, content_type=TWIML)
+    return web.Response(body=request.app[STREAM_TWIML](result), content_type=TWIML, charset="utf-8")
 
 
 def _twilio_ended_at(params: dict[str, str]) -> datetime:

@@ -44,8 +44,11 @@ class Draw:
 def caller_of(raw_from: str) -> str:
     """The caller as recorded: E.164 when it is a number, else the printable part of what the
     provider sent (Postgres text cannot hold NUL; logs and the console want no controls)."""
+    number = normalize_e164(raw_from)
+    if number is not None:
+        return number
     printable = "".join(c for c in raw_from[: MAX_FROM_CHARS * 4] if c.isprintable())
-    return normalize_e164(raw_from) or printable.strip()[:MAX_FROM_CHARS] or ANONYMOUS
+    return printable.strip()[:MAX_FROM_CHARS] or ANONYMOUS
 
 
 async def route(to: str, routing_of: RoutingSource) -> Routing | Unroutable:

@@ -49,7 +49,7 @@ def live_variants(variants: Sequence[Variant]) -> list[Variant]:
 
 def keep_or_redraw(remembered: str | None, drawn: Variant, variants: Sequence[Variant]) -> Variant:
     """Sticky by caller: the remembered variant while it is live (present, weight > 0), else
-    the fresh draw. record_call() (migration 0005) applies the same rule atomically in SQL, to
+    the fresh draw. RECORD_CALLS (store/calls.py) applies the same rule atomically in SQL, to
     the live variants it is given; tests/sticky_cases.py holds the cases both must pass."""
     for variant in variants:
         if variant.label == remembered and variant.weight > 0:

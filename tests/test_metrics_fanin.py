@@ -42,10 +42,12 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 def two_routers() -> tuple[bytes, bytes]:
     """Two workers' expositions: counters, a histogram, a gauge, and series only one has."""
     first, second = RouterMetrics(), RouterMetrics()
-    first.call("twilio", "a", "routed", "agt_1", "2").inc(3)
-    second.call("twilio", "a", "routed", "agt_1", "2").inc(5)
-    second.call("twilio", "", "fallback", "", "").inc()
-    first.resolved("twilio", "agt_1", "2").observe(0.003)
+    for _ in range(3):
+        first.calls.inc("twilio", "a", "routed", "agt_1", "2")
+    for _ in range(5):
+        second.calls.inc("twilio", "a", "routed", "agt_1", "2")
+    second.calls.inc("twilio", "", "fallback", "", "")
+    first.resolution.observe(0.003, "twilio", "agt_1", "2")
     second.feed_connected.set(1)
     # A label value with what a line-based merge could trip on.
     first.rejected.labels("generic", 'bad "sig" {x} \\ \r end').inc()
@@ -137,7 +139,7 @@ async def siblings(tmp_path: Path) -> AsyncIterator[Workers]:
     off, 4 never started, 5 a stale socket file left by a killed worker."""
     big = RouterMetrics()
     for n in range(1000):
-        big.resolved("twilio", f"agt_{n}", "1").observe(0.01)
+        big.resolution.observe(0.01, "twilio", f"agt_{n}", "1")
     body = big.exposition()
     assert len(body) > 1_000_000
     sibling = web.Application()
@@ -165,7 +167,8 @@ async def test_siblings_that_do_not_answer_are_left_out_and_counted(
     monkeypatch.setattr(metrics_fanin, "SIBLING_TIMEOUT_S", 0.5)
     view = siblings
     own = RouterMetrics()
-    own.call("twilio", "a", "routed", "agt_1", "1").inc(7)
+    for _ in range(7):
+        own.calls.inc("twilio", "a", "routed", "agt_1", "1")
     app = web.Application()
     app[EXPOSITION] = own.exposition
     app[metrics_fanin.WORKERS] = view
