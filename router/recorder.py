@@ -44,6 +44,10 @@ WRITERS = 1
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
 SPOOL_REPLAY_INTERVAL_S = 1.0
+# Seconds a replayed batch may take. No call waits on a replay, so it gets more than a live
+# batch's WRITE_BUDGET_S: a busy Postgres (or a busy machine) then slows the replay down rather
+# than failing it, while a partitioned one still gives the connection up.
+REPLAY_BUDGET_S = 5.0
 
 log = structlog.get_logger()
 
@@ -351,7 +355,7 @@ class CallWriter:
     async def _replay_calls(self, calls: list[NewCall]) -> None:
         for start in range(0, len(calls), self._max_batch):
             chunk = calls[start : start + self._max_batch]
-            results = await record_calls(self._pool, chunk)
+            results = await record_calls(self._pool, chunk, REPLAY_BUDGET_S)
             for call, result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):
                     self._metrics.spool.labels("dropped").inc()
