@@ -581,7 +581,8 @@ async def resolve(request: web.Request) -> web.Response:
         snapshot_of=lambda variant: snapshots.load_variant(pool, variant),
         assignment_of=lambda number, key: calls.find_assignment(pool, number, key),
     )
-    rollout = await rollouts.active_rollout(pool, explanation.get("channel", ""))
-    if rollout is not None:
-        explanation["rollout"] = rollout.decided(explanation["variant"])
-    return json_response(explanation)
+    return json_response(
+        await rollouts.name_in_dry_run(
+            explanation, lambda number: rollouts.active_rollout(pool, number)
+        )
+    )

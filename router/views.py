@@ -15,7 +15,7 @@ from httpkit.json import dumps, json_response
 from httpkit.keys import GUARD, POOL
 from router import schemas as out
 from router.keys import CONFIGS, REDIS, RESOLVER, WRITER
-from store import agents, calls, codecs, db, schemas
+from store import agents, calls, codecs, db, rollouts, schemas
 from store.config import AgentConfig
 from store.errors import ConfigNotFound
 from store.snapshots import Snapshot
@@ -128,7 +128,13 @@ async def resolve(request: web.Request) -> web.Response:
         request.query.get("call_id"),
         lambda routing: visible_routing(request, routing),
     )
-    return json_response(explanation)
+    pool, guard = request.app[POOL], request.app[GUARD]
+    return json_response(
+        await rollouts.name_in_dry_run(
+            explanation,
+            lambda number: guard.read(pool, lambda conn: rollouts.active_rollout(conn, number)),
+        )
+    )
 
 
 @endpoint(

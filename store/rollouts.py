@@ -10,6 +10,7 @@ state, so a step is applied exactly when it is recorded.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -297,6 +298,17 @@ async def active_rollout(conn: asyncpg.Pool | asyncpg.Connection, number: str) -
     """The channel's running or paused rollout, with its events."""
     row = await conn.fetchrow(SELECT_ACTIVE, number)
     return (await _with_events(conn, [row]))[0] if row else None
+
+
+async def name_in_dry_run(
+    explanation: dict[str, Any], active: Callable[[str], Awaitable[Rollout | None]]
+) -> dict[str, Any]:
+    """A dry run's `explanation` with, when its channel has a running or paused rollout
+    (`active(number)`), the rollout and step that decided its variant (`rollout`)."""
+    rollout = await active(explanation.get("channel", ""))
+    if rollout is not None:
+        explanation["rollout"] = rollout.decided(explanation["variant"])
+    return explanation
 
 
 async def list_rollouts(

@@ -509,5 +509,5 @@ class Resolution(BaseModel):
     config_hash: str | None = None
     u: float | None = Field(None, ge=0, lt=1)
     rollout: RolloutNote | None = Field(
-        None, description="the admin service's dry run: the rollout in progress that split it"
+        None, description="the rollout in progress that split it, if any"
     )

@@ -26,7 +26,7 @@ from store.settings import Settings
 from tests.call_rows import Outcome, insert_calls, new_call
 from tests.conftest import AgentFactory, Api, variant
 from tests.polling import eventually
-from tests.router_fixtures import CHANNEL
+from tests.router_fixtures import CHANNEL, RouterClient
 
 ROLLOUTS = f"/v1/channels/{CHANNEL}/rollouts"
 HOLD_S = 600
@@ -293,16 +293,23 @@ async def test_pause_abort_and_promote_by_an_operator(
     assert entry["actor"] == "publisher-user"
 
 
-async def test_the_dry_run_names_the_rollout_and_step(api: Api, make_agent: AgentFactory) -> None:
+async def test_the_dry_run_names_the_rollout_and_step(
+    api: Api, make_agent: AgentFactory, router: RouterClient
+) -> None:
+    """On both services: the admin's from Postgres, the router's through its cache."""
     agent = await _channel_at_v1(api, make_agent)
     started = await _start(api, agent, steps=[50, 100])
     sides = set()
     for i in range(40):
-        found = await api.ok("GET", f"/v1/resolve?to=%2B{CHANNEL[1:]}&from=%2B1212555{i:04d}")
-        note = found["rollout"]
-        assert (note["id"], note["step"], note["share"]) == (started["id"], 0, 50)
-        assert note["side"] == ("target" if found["variant"] == "rollout" else "start")
-        sides.add(note["side"])
+        url = f"/v1/resolve?to=%2B{CHANNEL[1:]}&from=%2B1212555{i:04d}"
+        found = await api.ok("GET", url)
+        routed = await (await router.get(url, headers=api.bearer("runtime"))).json()
+        for dry_run in (found, routed):
+            note = dry_run["rollout"]
+            assert (note["id"], note["step"], note["share"]) == (started["id"], 0, 50)
+            assert note["side"] == ("target" if dry_run["variant"] == "rollout" else "start")
+        assert routed["variant"] == found["variant"]
+        sides.add(found["rollout"]["side"])
     assert sides == {"target", "start"}
 
 
