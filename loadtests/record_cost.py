@@ -1,7 +1,9 @@
 """Postgres CPU per call of the record statement (store/calls.py record_calls), at batches of
-100 as the group commit sends them under load: `python -m loadtests.record_cost`. Prints one
-JSON line. Runs against a scratch database on the local server (it reads the backend's CPU from
-/proc, so Postgres must run on this machine).
+100 as the group commit sends them under load, with the rollup triggers on and off in turn:
+`python -m loadtests.record_cost`. Prints a JSON line per measurement, then the medians and
+their ratio. Runs against scratch databases on the local server (it reads the backend's CPU
+from /proc, so Postgres must run on this machine). The router's own work is the same either
+way: the rollups are kept by triggers inside Postgres.
 
 Half the calls remember their caller (a sticky A/B channel), one in ten is a provider retry of
 a call recorded in an earlier batch, as a provider's redelivery would be.
@@ -14,8 +16,10 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -34,11 +38,16 @@ CONFIG = {
     "voice": {"tts_provider": "elevenlabs", "tts_voice": "rachel"},
 }
 ADD_CHANNEL = "INSERT INTO channels (number, salt, updated_by) VALUES ($1, 'salt', 'bench')"
+ROLLUPS_OFF = "ALTER TABLE calls DISABLE TRIGGER calls_rollups_insert"
 
 
 async def _candidates(pool: asyncpg.Pool) -> tuple[Candidate, ...]:
     agent = await agents.create_agent(pool, CONFIG, "bench")
-    versions = [await agents.publish(pool, agent.id, f"v{n}", "", "bench") for n in (1, 2)]
+    # Two versions of one config: the statement's cost does not depend on what they hold.
+    versions = [
+        await agents.publish(pool, agent.id, f"v{n}", "", "bench", allow_unchanged=True)
+        for n in (1, 2)
+    ]
     await pool.execute(ADD_CHANNEL, CHANNEL)
     return tuple(
         Candidate(label, agent.id, v.version, None, v.config_hash)
@@ -68,10 +77,12 @@ def _batch(n: int, size: int, offered: tuple[Candidate, ...], started: datetime)
     return calls
 
 
-async def measure(database_url: str, batches: int, size: int) -> dict[str, object]:
+async def measure(database_url: str, batches: int, size: int, rollups: bool) -> dict[str, Any]:
     # One connection, so that every statement runs in the backend whose CPU is read.
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
+        if not rollups:
+            await pool.execute(ROLLUPS_OFF)
         offered = await _candidates(pool)
         backend = await pool.fetchval("SELECT pg_backend_pid()")
         started = datetime.now(UTC)
@@ -86,6 +97,7 @@ async def measure(database_url: str, batches: int, size: int) -> dict[str, objec
         await pool.close()
     calls = batches * size
     return {
+        "rollups": rollups,
         "batches": batches,
         "batch_size": size,
         "calls": calls,
@@ -102,9 +114,17 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    cost: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(args.runs):
-        async with scratch_database(server, "record_cost") as url:
-            print(json.dumps(await measure(url, args.batches, args.size)), flush=True)
+        # On and off alternately, so that a change in the machine's load touches both alike.
+        for rollups in (True, False):
+            async with scratch_database(server, "record_cost") as url:
+                found = await measure(url, args.batches, args.size, rollups)
+            print(json.dumps(found), flush=True)
+            cost[rollups].append(found["postgres_cpu_us_per_call"])
+    on, off = statistics.median(cost[True]), statistics.median(cost[False])
+    summary = {"median_us_rollups_on": on, "median_us_rollups_off": off}
+    print(json.dumps(summary | {"rollups_on_to_off": round(on / off, 3)}))
 
 
 if __name__ == "__main__":
