@@ -29,7 +29,7 @@ test: lint
 run: .venv
 	$(PY) -m harness services -- scripts/dev-run.sh
 
-# The router against a bare aiohttp ceiling and a naive router (loadtests/bench.py): about five
+# The router against a bare aiohttp ceiling and a naive router (loadtests/bench.py): about four
 # minutes; prints the ratio table and saves it under loadtests/results/.
 bench: .venv
 	$(PY) -m harness services -- $(PY) -m loadtests.bench

@@ -1,6 +1,7 @@
 """Group commit of call records: calls that arrive while batches commit share the next commit,
 so a burst costs a few fsyncs instead of one per call. A batch is one statement (one round
-trip); a few batches commit at once, so their fsyncs overlap.
+trip); one batch commits at a time by default (AGENTVER_CALL_WRITERS), so the calls arriving
+meanwhile make the next one.
 
 While Postgres is unavailable (the worker's Postgres breaker is open, or a commit fails for
 any reason but a data error, or takes longer than store/db.py's WRITE_BUDGET_S) a batch goes to
@@ -44,9 +45,9 @@ WRITERS = 1
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
 SPOOL_REPLAY_INTERVAL_S = 1.0
-# Seconds a replayed batch may take. No call waits on a replay, so it gets more than a live
-# batch's WRITE_BUDGET_S: a busy Postgres (or a busy machine) then slows the replay down rather
-# than failing it, while a partitioned one still gives the connection up.
+# Seconds a replayed batch (or ending) may take. No call waits on a replay, so it gets more than
+# a live batch's WRITE_BUDGET_S: a busy Postgres (or a busy machine) then slows the replay down
+# rather than failing it, while a partitioned one still gives the connection up.
 REPLAY_BUDGET_S = 5.0
 
 log = structlog.get_logger()
@@ -342,7 +343,7 @@ class CallWriter:
         """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
         forever, while any other failure stops the replay."""
         try:
-            ended = await end_call(self._pool, ending)
+            ended = await end_call(self._pool, ending, REPLAY_BUDGET_S)
         except Exception as exc:
             if not is_data_error(exc):
                 raise

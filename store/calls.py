@@ -518,11 +518,13 @@ class EndedCall:
     duration_s: float
 
 
-async def end_call(pool: asyncpg.Pool, end: CallEnd) -> EndedCall | None:
+async def end_call(
+    pool: asyncpg.Pool, end: CallEnd, within_s: float = WRITE_BUDGET_S
+) -> EndedCall | None:
     """Close a call; an ending for a call not recorded yet is kept until it is. None when the
     call was not open (unknown yet, or already ended)."""
     args = (end.provider, end.provider_call_id, end.status, end.ended_at, end.duration_s)
-    async with connection(pool, WRITE_BUDGET_S) as conn, conn.transaction():
+    async with connection(pool, within_s) as conn, conn.transaction():
         row = await conn.fetchrow(END_CALL, *args)
         if row is not None:
             return EndedCall(row["agent_id"], row["version"], row["duration_s"])

@@ -54,7 +54,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.IntegrityConstraintViolationError,  # class 23
     asyncpg.CardinalityViolationError,  # class 21
     asyncpg.SyntaxOrAccessError,  # class 42: the SQL, or a missing table or function
-    asyncpg.PLPGSQLError,  # class P0: raised by our functions (record_call's no_data_found)
+    asyncpg.PLPGSQLError,  # class P0: raised by our functions (a partition bound refused)
     asyncpg.ProgramLimitExceededError,  # class 54: a statement too large
     # A parameter asyncpg refused to encode, before sending anything: its client-side DataError,
     # which the package's namespace shadows with the server's class 22 above.
