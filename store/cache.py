@@ -255,13 +255,10 @@ class LayeredCache:
     async def _delete_redis(self, *keys: str) -> None:
         if await self._call_redis("any", lambda: self._redis.unlink(*keys)) is _MISSING:
             # The entry may outlive its change in Redis: keep Redis out of mutable reads.
-            self._suspect("a delete failed")
+            if not self._redis_suspect:
+                log.warning("cache_redis_suspect", prefix=self._prefix, keys=len(keys))
+            self._redis_suspect = True
             self._failed_deletes += 1
-
-    def _suspect(self, why: str) -> None:
-        if not self._redis_suspect:
-            log.warning("cache_redis_suspect", why=why, prefix=self._prefix)
-        self._redis_suspect = True
 
     async def invalidate(self, codec: Codec[Any], key: str) -> None:
         """Forget a mutable entry in every tier (a change notification arrived for it)."""
@@ -298,7 +295,7 @@ class LayeredCache:
         entries) until a later wipe succeeds: the cache is trusted either way.
         """
         self.lose_trust()
-        self._suspect("the change feed resynced")
+        self._redis_suspect = True
         await self._wipe_redis()
         complete = await warm() if warm is not None else True
         # Only now, and only once every entry is fresh: a call whose load fails (Postgres just
