@@ -6,36 +6,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import asyncpg
 
 from admin.app import SHUTDOWN_TIMEOUT_S, create_app
 from admin.seed import report, seed
 from admin.token_cli import add_token_commands, run_token_command
 from httpkit import serve
-from store.db import create_pool
+from store.db import with_pool
 from store.logs import configure_logging
 from store.migrate import migrate
 from store.settings import Settings
-
-T = TypeVar("T")
-
-
-async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Run one command's `work` on a small pool of its own."""
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
-    try:
-        return await work(pool)
-    finally:
-        await pool.close()
 
 
 async def _seed(settings: Settings) -> str:
     # The demo is often the first thing run against a new database.
     await migrate(settings.database_url)
-    result = await _with_pool(settings, seed)
+    result = await with_pool(settings.database_url, seed)
     return report(result, f"http://127.0.0.1:{settings.admin_port}")
 
 

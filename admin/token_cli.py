@@ -8,19 +8,17 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
 from httpkit.json import dumps
 from store import tokens
-from store.db import create_pool
+from store.db import with_pool
 from store.errors import StoreError
 from store.settings import Settings
 
-T = TypeVar("T")
 CLI_ACTOR = "cli"
 _DURATION = re.compile(r"([0-9]{1,10})([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,14 +58,6 @@ def add_token_commands(sub: Any) -> None:
     listing.add_argument("--json", action="store_true", help="print JSON lines")
     revoke = token.add_parser("revoke", help="revoke a token for good")
     revoke.add_argument("id", type=int, help="the token's id, as `token list` shows it")
-
-
-async def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    pool = await create_pool(settings.database_url, min_size=1, max_size=1)
-    try:
-        return await work(pool)
-    finally:
-        await pool.close()
 
 
 def _row(token: tokens.Token) -> str:
@@ -118,7 +108,7 @@ async def _run(args: argparse.Namespace, pool: asyncpg.Pool) -> str:
 def run_token_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run a `token` subcommand: its output on stdout, a refusal on stderr with status 1."""
     try:
-        print(asyncio.run(_with_pool(settings, lambda pool: _run(args, pool))))
+        print(asyncio.run(with_pool(settings.database_url, lambda pool: _run(args, pool))))
     except StoreError as exc:  # an unknown scope or id, a token revoked already
         details = f": {json.dumps(exc.details)}" if exc.details else ""
         print(f"error: {exc.message}{details}", file=sys.stderr)

@@ -112,6 +112,15 @@ async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     return pool
 
 
+async def with_pool(database_url: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run one command's `work` on a small pool of its own, closed afterwards."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
 def _discard(conn: asyncpg.Connection) -> None:
     """Terminate a pooled connection; the pool replaces it on a later acquire."""
     # A connection that closed already has left the pool, and its proxy refuses every call.
