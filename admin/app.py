@@ -17,7 +17,7 @@ from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
 from httpkit.metrics_fanin import EXPOSITION
 from store import partitions, rollups
-from store.db import create_pool
+from store.db import close_pool, create_pool
 from store.settings import Settings
 from store.tokens import ensure_token
 
@@ -35,7 +35,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         await ensure_token(pool, BOOTSTRAP_PRINCIPAL, "admin", settings.bootstrap_token)
     app[POOL] = pool
     yield
-    await pool.close()
+    await close_pool(pool)
 
 
 async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:

@@ -47,7 +47,7 @@ from router.telnyx import TelnyxApi
 from store import codecs
 from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
-from store.db import PostgresGuard, create_pool
+from store.db import PostgresGuard, close_pool, create_pool
 from store.feed import Change, ChangeFeed
 from store.logs import Sampler
 from store.settings import WEBHOOK_SECRET_VARIABLES, Settings
@@ -123,7 +123,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         lambda: float(guard.breaker.available)
     )
     yield
-    await pool.close()
+    await close_pool(pool)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 from asyncpg.exceptions import _base as asyncpg_base
 
 from store.breaker import CircuitBreaker
@@ -27,6 +28,11 @@ T = TypeVar("T")
 # same bound.
 POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
+# Seconds a closing pool waits for its connections to be released: past it they are terminated,
+# so that one a task never gave back cannot hold a worker's shutdown (or a test's) for ever.
+POOL_CLOSE_S = 10.0
+
+log = structlog.get_logger()
 
 # Seconds a batch of call records may take to commit, the wait for a pooled connection included.
 # Measured on the shared two-core test machine (load average 3.5), three writers committing back
@@ -110,6 +116,15 @@ async def create_pool(database_url: str, **overrides: Any) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(database_url, **options)
     assert pool is not None
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close `pool`, terminating its connections if they are not all released in POOL_CLOSE_S."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_S)
+    except TimeoutError:
+        log.warning("pool_close_timed_out", seconds=POOL_CLOSE_S)
+        pool.terminate()
 
 
 async def with_pool(database_url: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:

@@ -33,7 +33,7 @@ from harness.proxy import TcpProxy
 from harness.redis import delete_prefixed
 from router.recorder import CallWriter, pinned_to_draw
 from router.spool import Spool, encode_call
-from store import codecs
+from store import codecs, db
 from store.breaker import RESET_AFTER_S, CircuitBreaker
 from store.cache import LayeredCache
 from store.calls import CallRecord, Candidate, NewCall, record_calls
@@ -376,6 +376,29 @@ async def test_work_past_its_budget_is_cut_off_at_once_and_its_connection_discar
         assert await _backend(pool) == kept
     finally:
         await pool.close()
+
+
+async def test_a_pool_whose_connection_was_never_released_still_closes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown never waits for ever on a connection some task kept: past POOL_CLOSE_S the
+    pool's connections are terminated."""
+    monkeypatch.setattr(db, "POOL_CLOSE_S", 0.3)
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    kept = await pool.acquire()
+    backend = await kept.fetchval("SELECT pg_backend_pid()")
+    started = time.monotonic()
+    await db.close_pool(pool)
+    assert time.monotonic() - started < 2.0
+    assert pool.is_closing()
+    check = await asyncpg.connect(database_url)
+    try:
+        await eventually(
+            lambda: check.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend),
+            lambda found: found == 0,
+        )
+    finally:
+        await check.close()
 
 
 async def test_a_resync_serves_the_last_known_routing_while_postgres_is_not_back(
