@@ -33,7 +33,8 @@ $$;
 -- dirtied page per batch and agent, a multixact when two writers or a publish share the agent).
 -- The lock kept the row from going away before commit; neither can: config blobs refuse UPDATE
 -- and DELETE (0001), and agents are archived, never deleted (0009), which the database now
--- enforces too. About 11 µs of Postgres CPU a call at batches of 15 (loadtests/README.md).
+-- enforces too. The two keys cost 5-11 µs of Postgres CPU a call at batches of 15, the probes
+-- part of that (loadtests/README.md).
 ALTER TABLE calls DROP CONSTRAINT calls_agent_id_fkey1,
     DROP CONSTRAINT calls_config_hash_fkey1;
 
@@ -58,6 +59,6 @@ CREATE TRIGGER agents_no_delete
     FOR EACH ROW EXECUTE FUNCTION agents_are_never_deleted();
 
 -- Served A/B analytics from calls (0001) before the rollups (0007) did; no query leads with
--- (channel, variant) now: the calls of a channel are found by calls_channel_started. About
+-- (channel, variant) now: the calls of a channel are found by calls_channel_started. Up to
 -- 5 µs a call at batches of 15.
 DROP INDEX calls_channel_variant_outcomes;
