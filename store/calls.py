@@ -24,7 +24,9 @@ automated
 # fire once): the caller assignments of the calls that remember (store/draw.py keep_or_redraw's
 # rule: the remembered variant while it is among the call's live candidates, else the fresh
 # draw), then the calls, each served the chosen candidate. The calls travel as parallel arrays,
-# their candidates flattened into parallel arrays tagged with the call's ordinal `n`. An ending
+# their candidates flattened into parallel arrays tagged with the call's ordinal `n`. The agent
+# and config blob a call names must exist (migration 0012: the statement checks what the foreign
+# keys did, with the foreign key's error, call_names_nothing's, where one does not). An ending
 # that arrived before the call is applied on the way in. A call's key goes into call_keys first
 # (migration 0011: `calls` is partitioned by time, so its own unique constraints cannot span
 # months); a provider retry inserts no key, hence no row, and returns nothing (`record_calls`
@@ -65,8 +67,13 @@ WITH c AS (
 INSERT INTO calls (call_id, provider, provider_call_id, channel, from_number, agent_id, version,
                    draft_revision, config_hash, variant, routing_revision, started_at, status,
                    ended_at, duration_s)
-SELECT c.call_id, c.provider, c.provider_call_id, c.channel, c.from_number, v.agent_id, v.version,
-       v.draft_revision, v.config_hash, v.label, c.routing_revision, c.started_at,
+SELECT c.call_id, c.provider, c.provider_call_id, c.channel, c.from_number,
+       coalesce((SELECT id FROM agents WHERE id = v.agent_id),
+                call_names_nothing('agent', v.agent_id)),
+       v.version, v.draft_revision,
+       coalesce((SELECT hash FROM config_blobs WHERE hash = v.config_hash),
+                call_names_nothing('config blob', v.config_hash)),
+       v.label, c.routing_revision, c.started_at,
        coalesce(e.status, 'initiated'), e.ended_at,
        coalesce(e.duration_s,
                 CASE WHEN e.ended_at IS NOT NULL

@@ -18,7 +18,7 @@ from harness.postgres import scratch_database
 from store import agents, calls, partitions
 from store.calls import CallRecord, Candidate
 from store.db import create_pool
-from store.migrate import migrate
+from store.migrate import migrate, migration_files
 from tests.call_rows import new_call
 from tests.conftest import minimal_config
 
@@ -90,7 +90,9 @@ async def test_the_migration_moves_every_call_and_counts_none_twice(database: st
         before: list[Any] = [tuple(r) for r in await pool.fetch(ALL_CALLS)]
         rollups_before = [tuple(r) for r in await pool.fetch(ROLLUPS)]
 
-        assert await migrate(database) == [PARTITIONED]
+        # This migration, then every later one: the record path below is today's.
+        later = [name for name, _ in migration_files() if name >= PARTITIONED]
+        assert await migrate(database) == later
         await pool.expire_connections()  # plans and types cached for the old table
 
         assert [tuple(r) for r in await pool.fetch(ALL_CALLS)] == before
