@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import workload
+from loadtests import profile_buckets, workload
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -45,3 +45,23 @@ def test_templated_twiml_is_what_elementtree_writes(agent_id: str) -> None:
     call = replace(RECORDED_CALL, agent_id=agent_id)
     url = "wss://media.example.com/a&b"
     assert providers.twiml_stream(url, call) == _reference_twiml(url, call)
+
+
+def test_a_profile_sample_goes_to_the_innermost_part_its_frames_name() -> None:
+    raw = [
+        "run (asyncio/runners.py:118);twilio_voice (router/webhooks.py:113);"
+        "verify_twilio (router/signatures.py:95);_hmac (hmac.py:1) 3",
+        "run (asyncio/runners.py:118);twilio_voice (router/webhooks.py:113);"
+        "write_eof (aiohttp/http_writer.py:314) 2",
+        "_commit (router/recorder.py:237);_do_execute (asyncpg/connection.py:2066) 4",
+        "run (asyncio/runners.py:118) 1",
+        "somewhere (elsewhere.py:1) 1",
+    ]
+
+    assert profile_buckets.buckets(raw) == {
+        "signature check (HMAC-SHA1 over the sorted fields)": 3,
+        "response building and writing (aiohttp)": 2,
+        "record: writer, batch columns, asyncpg": 4,
+        "event loop (uvloop, asyncio)": 1,
+        profile_buckets.OTHER: 1,
+    }
