@@ -155,7 +155,15 @@ async def measure(
         started = datetime.now(UTC)
 
         def batch(n: int) -> list[NewCall]:
-            return _batch(n, size, offered, started, retries=variant.retries, sticky=variant.sticky)
+            return _batch(
+                n,
+                size,
+                offered,
+                started,
+                retries=variant.retries,
+                sticky=variant.sticky,
+                channels=variant.channels,
+            )
 
         for n in range(10):  # warm-up: plans cached, pages in memory
             await record_calls(pool, batch(-1 - n))

@@ -2,8 +2,8 @@
 -- that Postgres inlines into the calling query, and the plan of the trigger's INSERT is then
 -- cached for the session, but only when no argument is a sub-select: with the transition table
 -- read by ARRAY(SELECT …) in the call, the function was planned again at every statement that
--- wrote calls, about 0.6 ms for each record batch (30% of the Postgres CPU of a batch of 15
--- calls, docs/design.md section 12). The same rows, read into variables first.
+-- wrote calls, once for each record batch (docs/design.md section 12; loadtests/README.md has
+-- what it cost). The same rows, read into variables first.
 
 CREATE OR REPLACE FUNCTION call_rollups_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -33,8 +33,7 @@ $$;
 -- dirtied page per batch and agent, a multixact when two writers or a publish share the agent).
 -- The lock kept the row from going away before commit; neither can: config blobs refuse UPDATE
 -- and DELETE (0001), and agents are archived, never deleted (0009), which the database now
--- enforces too. The two keys cost 5-11 µs of Postgres CPU a call at batches of 15, the probes
--- part of that (loadtests/README.md).
+-- enforces too (loadtests/README.md has what the keys and the probes cost).
 ALTER TABLE calls DROP CONSTRAINT calls_agent_id_fkey1,
     DROP CONSTRAINT calls_config_hash_fkey1;
 
@@ -59,6 +58,5 @@ CREATE TRIGGER agents_no_delete
     FOR EACH ROW EXECUTE FUNCTION agents_are_never_deleted();
 
 -- Served A/B analytics from calls (0001) before the rollups (0007) did; no query leads with
--- (channel, variant) now: the calls of a channel are found by calls_channel_started. Up to
--- 5 µs a call at batches of 15.
+-- (channel, variant) now: the calls of a channel are found by calls_channel_started.
 DROP INDEX calls_channel_variant_outcomes;
