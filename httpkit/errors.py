@@ -60,11 +60,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         if request.writer.output_size > 0:
             raise
-        return _error_answer(request, exc)
+        return error_answer(request.method, request.path, exc)
 
 
-def _error_answer(request: web.Request, failure: Exception) -> web.Response:
-    """The JSON error for `failure`."""
+def error_answer(method: str, path: str, failure: Exception) -> web.Response:
+    """The JSON error for `failure`, raised serving `method` `path`."""
     try:
         raise failure
     except ApiError as exc:
@@ -81,7 +81,7 @@ def _error_answer(request: web.Request, failure: Exception) -> web.Response:
         )
     except DATABASE_UNAVAILABLE as exc:
         # Postgres is out of reach and nothing cached could answer: a retry may succeed.
-        log.warning("dependency_unavailable", path=request.path, error=type(exc).__name__)
+        log.warning("dependency_unavailable", path=path, error=type(exc).__name__)
         return error_response(503, "unavailable", "a dependency is unavailable; retry", None)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -89,5 +89,5 @@ def _error_answer(request: web.Request, failure: Exception) -> web.Response:
         code = exc.reason.lower().replace(" ", "_")
         return error_response(exc.status, code, exc.reason, None)
     except Exception:
-        log.exception("unhandled_error", method=request.method, path=request.path)
+        log.exception("unhandled_error", method=method, path=path)
         return error_response(500, "internal_error", "internal error", None)

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 
 from httpkit import metrics_fanin
+from httpkit.fastlane import FastLaneRunner
 
 log = structlog.get_logger()
 
@@ -237,7 +238,7 @@ async def serve_app(
     just-accepted connections ACCEPT_GRACE_S to deliver their request, let requests in flight
     finish (at most `shutdown_timeout_s`), then close the app's resources.
     """
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
+    runner = FastLaneRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout_s)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()  # listens: connections come only now that the app is ready

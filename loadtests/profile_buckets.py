@@ -31,6 +31,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("TwiML answer", ("router/providers.py",)),
     ("token check", ("httpkit/auth.py", "httpkit/token_cache.py", "httpkit/token_usage.py")),
     ("config lookup: served snapshot, config bytes", ("router/views.py",)),
+    ("fast lane: HTTP parsing and the answer's write", ("httpkit/fastlane.py",)),
     ("response building and writing (aiohttp)", ("http_writer.py", "web_response.py")),
     ("our handler and its glue", ("router/webhooks.py", "router/calls.py", "httpkit/")),
     ("aiohttp request parsing and dispatch", ("aiohttp/",)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from httpkit import health, metrics_fanin, openapi
+from httpkit import fastlane, health, metrics_fanin, openapi
 from router import views, webhooks
 
 INFO = {
@@ -16,7 +16,13 @@ INFO = {
 def setup_routes(app: web.Application) -> None:
     app.router.add_routes(
         [
-            web.post("/webhooks/twilio/voice", webhooks.twilio_voice),
+            fastlane.route(
+                app,
+                "POST",
+                "/webhooks/twilio/voice",
+                webhooks.twilio_voice_lane,
+                webhooks.twilio_voice,
+            ),
             web.post("/webhooks/twilio/status", webhooks.twilio_status),
             web.post("/webhooks/telnyx", webhooks.telnyx_event),
             web.post("/webhooks/generic/call", webhooks.generic_call),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from httpkit.endpoint import Raw, endpoint
 from httpkit.errors import ApiError
+from httpkit.fastlane import LaneAnswer, LaneRequest, lane_view
 from httpkit.json import json_response, parse_json
 from httpkit.keys import SETTINGS
 from router import providers, schemas, signatures
@@ -30,6 +32,7 @@ from store.validation import InvalidRequest, parse
 log = structlog.get_logger()
 
 TWIML = "application/xml"
+TWIML_UTF8 = "application/xml; charset=utf-8"
 FORM = "application/x-www-form-urlencoded"
 # Twilio's final call statuses: the call is over and CallDuration is set.
 TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -37,10 +40,10 @@ TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"
 ENCODED_SEPARATOR = re.compile("%(?:26|3[dD])")
 
 
-def _reject(request: web.Request, provider: str, reason: str | None) -> None:
+def _reject(app: web.Application, provider: str, reason: str | None) -> None:
     if reason is None:
         return
-    request.app[METRICS].rejected.labels(provider, reason).inc()
+    app[METRICS].rejected.labels(provider, reason).inc()
     if reason == signatures.NOT_CONFIGURED:
         variable = WEBHOOK_SECRET_VARIABLES[provider]
         log.warning("webhook_rejected", provider=provider, reason=reason, set_variable=variable)
@@ -82,21 +85,38 @@ def form_pairs(raw: bytes) -> list[tuple[str, str]] | None:
     return pairs
 
 
-async def _twilio_params(request: web.Request) -> dict[str, str]:
+def _twilio_params(
+    app: web.Application, target: str, headers: Mapping[str, str], raw: bytes
+) -> dict[str, str]:
     """The form parameters of a Twilio webhook whose X-Twilio-Signature checks out."""
-    pairs = form_pairs(await request.read())
-    settings = request.app[SETTINGS]
-    url = settings.public_base_url + request.raw_path
-    signature = request.headers.get("X-Twilio-Signature")
+    pairs = form_pairs(raw)
+    settings = app[SETTINGS]
+    url = settings.public_base_url + target
+    signature = headers.get("x-twilio-signature")
     reason = signatures.verify_twilio(settings.twilio_auth_token, url, pairs or [], signature)
-    _reject(request, "twilio", reason if pairs is not None else signatures.BAD)
+    _reject(app, "twilio", reason if pairs is not None else signatures.BAD)
     return dict(pairs or [])
 
 
 # --- Twilio ----------------------------------------------------------------------------------
 
 
-@endpoint(
+async def twilio_voice_lane(app: web.Application, request: LaneRequest) -> LaneAnswer:
+    """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback).
+    On every call's path: served by the fast lane (httpkit/fastlane.py)."""
+    params = _twilio_params(app, request.target, request.headers, request.body)
+    sid = params.get("CallSid")
+    result = (
+        await route_call(app, "twilio", params.get("To", ""), params.get("From", ""), sid)
+        if sid
+        else fallback(app, "twilio", "malformed")
+    )
+    if isinstance(result, Unroutable):
+        return LaneAnswer(200, TWIML_UTF8, providers.twiml_fallback(app[FALLBACK]).encode())
+    return LaneAnswer(200, TWIML_UTF8, app[STREAM_TWIML](result))
+
+
+twilio_voice = endpoint(
     "An incoming Twilio call: TwiML that streams it to the voice agent (or the fallback)",
     headers=schemas.TwilioSignature,
     body=schemas.TwilioCall,
@@ -104,20 +124,7 @@ async def _twilio_params(request: web.Request) -> dict[str, str]:
     responses={200: Raw(TWIML)},
     body_errors=(413,),
     errors=(403,),
-)
-async def twilio_voice(request: web.Request) -> web.Response:
-    """An incoming Twilio call → TwiML that connects it to the media stream (or the fallback)."""
-    params = await _twilio_params(request)
-    sid = params.get("CallSid")
-    result = (
-        await route_call(request.app, "twilio", params.get("To", ""), params.get("From", ""), sid)
-        if sid
-        else fallback(request.app, "twilio", "malformed")
-    )
-    if isinstance(result, Unroutable):
-        twiml = providers.twiml_fallback(request.app[FALLBACK])
-        return web.Response(text=twiml, content_type=TWIML)
-    return web.Response(body=request.app[STREAM_TWIML](result), content_type=TWIML, charset="utf-8")
+)(lane_view(twilio_voice_lane))
 
 
 def _twilio_ended_at(params: dict[str, str]) -> datetime:
@@ -145,7 +152,8 @@ def _float(raw: str | None) -> float | None:
 )
 async def twilio_status(request: web.Request) -> web.Response:
     """A Twilio status callback: progress, or the end of the call with its duration."""
-    params = await _twilio_params(request)
+    raw = await request.read()
+    params = _twilio_params(request.app, request.raw_path, request.headers, raw)
     sid, status = params.get("CallSid"), params.get("CallStatus", "")
     if sid and status in TWILIO_FINAL:
         ending = CallEnd(
@@ -181,7 +189,7 @@ async def telnyx_event(request: web.Request) -> web.Response:
     raw = await request.read()
     settings = request.app[SETTINGS]
     _reject(
-        request,
+        request.app,
         "telnyx",
         signatures.verify_telnyx(
             settings.telnyx_public_key,
@@ -248,7 +256,7 @@ async def _generic_body(request: web.Request) -> bytes:
     raw = await request.read()
     signature = request.headers.get("X-Agentver-Signature")
     secret = request.app[SETTINGS].generic_secret
-    _reject(request, "generic", signatures.verify_generic(secret, raw, signature))
+    _reject(request.app, "generic", signatures.verify_generic(secret, raw, signature))
     return raw
 
 

@@ -24,6 +24,7 @@ from nacl.signing import SigningKey
 from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
+from httpkit.fastlane import FastLaneRunner
 from router import signatures, testcall
 from router.app import create_app
 from router.claims import CallClaims
@@ -111,6 +112,13 @@ async def clean_redis(settings: Settings) -> AsyncIterator[None]:
     await delete_prefixed(settings.redis_url, settings.redis_prefix)
 
 
+class RouterServer(TestServer):
+    """A TestServer serving the app as `python -m router` does: through its fast lanes."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return FastLaneRunner(self.app, **kwargs)
+
+
 RouterClient = TestClient[web.Request, web.Application]
 RouterFactory = Callable[..., Awaitable[RouterClient]]
 
@@ -124,7 +132,7 @@ async def start_router(
 
     async def start(**overrides: Any) -> RouterClient:
         client: RouterClient = TestClient(
-            TestServer(create_app(dataclasses.replace(router_settings, **overrides)))
+            RouterServer(create_app(dataclasses.replace(router_settings, **overrides)))
         )
         await client.start_server()
         clients.append(client)

@@ -9,6 +9,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
@@ -29,6 +30,7 @@ from tests.router_fixtures import (
     list_calls,
     metric,
     pin,
+    stream_parameters,
     telnyx_event,
     telnyx_incoming,
 )
@@ -113,6 +115,59 @@ async def test_retried_call_sid_gets_the_same_answer_and_one_record(
     assert sorted(c["provider_call_id"] for c in calls) == ["CA-burst", "CA-retry"]
     labels = {"provider": "twilio", "variant": "default", "agent_id": agent["id"], "version": "1"}
     assert metric(router, "agentver_calls_routed_total", {**labels, "outcome": "retry"}) == 8
+
+
+async def test_a_webhook_the_fast_lane_hands_to_aiohttp_is_answered_alike(
+    api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    """The same Twilio webhook plainly framed (the fast lane's) and chunked (aiohttp's), and a
+    forged one each way: the same answers, and the calls recorded once each."""
+    agent = await make_pinned_agent(versions=1, pinned=1)
+    path = "/webhooks/twilio/voice"
+
+    def request(sid: str, chunked: bool, forged: bool = False) -> bytes:
+        params = {"CallSid": sid, "From": CALLER, "To": CHANNEL}
+        signature = webhooks.twilio_signature(path, {**params, "To": "+1555"} if forged else params)
+        body = urlencode(params).encode()
+        framing = (
+            f"Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+            if chunked
+            else f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: router\r\nX-Twilio-Signature: {signature}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+        )
+        return head.encode() + framing
+
+    answers = {}
+    for sid, chunked, forged in [
+        ("CA-lane", False, False),
+        ("CA-aiohttp", True, False),
+        ("CA-forged-lane", False, True),
+        ("CA-forged-aiohttp", True, True),
+    ]:
+        reader, writer = await asyncio.open_connection(router.host, router.port)
+        writer.write(request(sid, chunked, forged))
+        head, _, body = (await reader.read(65536)).partition(b"\r\n\r\n")
+        writer.close()
+        content_type = [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-type")]
+        answers[sid] = (head.split(b" ")[1], content_type, body)
+
+    assert (
+        answers["CA-lane"][:2]
+        == answers["CA-aiohttp"][:2]
+        == (b"200", [b"Content-Type: application/xml; charset=utf-8"])
+    )
+    streams = [stream_parameters(answers[sid][2].decode()) for sid in ("CA-lane", "CA-aiohttp")]
+    for stream in streams:
+        assert (stream["agent_id"], stream["version"]) == (agent["id"], "1")
+    assert answers["CA-forged-lane"] == answers["CA-forged-aiohttp"]
+    assert answers["CA-forged-lane"][0] == b"403"
+    calls = await list_calls(api)
+    assert sorted(c["provider_call_id"] for c in calls) == ["CA-aiohttp", "CA-lane"]
 
 
 async def test_bad_signatures_are_refused_and_record_nothing(
