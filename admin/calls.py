@@ -16,7 +16,7 @@ from httpkit import query
 from httpkit.auth import call_in_scope, scopes_of
 from httpkit.endpoint import Raw, endpoint
 from httpkit.json import dumps, json_response
-from httpkit.keys import POOL
+from httpkit.keys import POOL, PRINCIPAL
 from store import calls
 from store.snapshots import DRAFT
 
@@ -108,7 +108,7 @@ async def visible_call(request: web.Request) -> calls.CallRecord:
     call = await calls.find_call(
         request.app[POOL], calls.CallRef.parse(request.match_info["call_id"])
     )
-    call_in_scope(request, call.call_id, call.agent_id)
+    call_in_scope(request[PRINCIPAL], call.call_id, call.agent_id)
     return call
 
 

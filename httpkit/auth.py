@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
@@ -21,11 +21,11 @@ from store.tokens import ROLES, Principal, authenticate, token_digest, well_form
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _lookup(request: web.Request, secret: str) -> Principal | None:
+async def _lookup(app: web.Application, secret: str) -> Principal | None:
     """The token's principal: from the application's TokenCache when it has one (the router),
     else, and on a miss, from Postgres: through the router's guard, so that while Postgres is
     out of reach a lookup is answered at once rather than after a timeout each."""
-    pool, tokens = request.app[POOL], request.app.get(TOKENS)
+    pool, tokens = app[POOL], app.get(TOKENS)
     if tokens is None:
         return await authenticate(pool, secret)
     digest = token_digest(secret)
@@ -35,7 +35,7 @@ async def _lookup(request: web.Request, secret: str) -> Principal | None:
     if principal is not None:
         return principal
     try:
-        principal = await request.app[GUARD].read(pool, lambda conn: authenticate(conn, secret))
+        principal = await app[GUARD].read(pool, lambda conn: authenticate(conn, secret))
     except DatabaseUnavailable:
         return _validated_before(tokens, digest)
     if principal is None:
@@ -56,15 +56,15 @@ def _validated_before(tokens: TokenCache, digest: str) -> Principal:
     return principal
 
 
-async def principal_of(request: web.Request) -> Principal:
+async def principal_of(app: web.Application, headers: Mapping[str, str]) -> Principal:
     """The token's principal; ApiError 401 when the token is missing, malformed, unknown,
     revoked or expired."""
-    header = request.headers.get("Authorization", "")
+    header = headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not well_formed(secret):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    principal = await _lookup(request, secret)
+    principal = await _lookup(app, secret)
     if principal is None:
         raise ApiError(401, "unauthorized", "the token is not valid")
     return principal
@@ -84,24 +84,32 @@ def allowed(principal: Principal, roles: tuple[str, ...]) -> bool:
     )
 
 
+async def authorize(
+    app: web.Application, headers: Mapping[str, str], roles: tuple[str, ...]
+) -> Principal:
+    """The principal of a token `allowed` for `roles`, its use marked: 401 without one, 403
+    below."""
+    principal = await principal_of(app, headers)
+    if not allowed(principal, roles):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this needs the {' or '.join(roles)} role; the token has {principal.role}",
+        )
+    usage = app.get(USAGE)
+    if usage is not None and principal.id is not None:
+        usage.mark(principal.id)
+    return principal
+
+
 def requires(*roles: str) -> Callable[[View], View]:
-    """Let a view run only for tokens `allowed` for `roles`: 401 without one, 403 below."""
+    """Let a view run only for tokens `allowed` for `roles` (`authorize`)."""
     assert roles and all(r in ROLES for r in roles)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         async def checked(request: web.Request) -> web.StreamResponse:
-            principal = await principal_of(request)
-            if not allowed(principal, roles):
-                raise ApiError(
-                    403,
-                    "forbidden",
-                    f"this needs the {' or '.join(roles)} role; the token has {principal.role}",
-                )
-            usage = request.app.get(USAGE)
-            if usage is not None and principal.id is not None:
-                usage.mark(principal.id)
-            request[PRINCIPAL] = principal
+            request[PRINCIPAL] = await authorize(request.app, request.headers, roles)
             return await view(request)
 
         return checked
@@ -130,9 +138,9 @@ def visible_agent(request: web.Request, agent_id: str) -> str:
     return agent_id
 
 
-def call_in_scope(request: web.Request, call_id: str, agent_id: str) -> None:
+def call_in_scope(principal: Principal, call_id: str, agent_id: str) -> None:
     """The 404 of an unknown call for a call served by an agent the token may not see."""
-    if not sees(request, [agent_id]):
+    if not principal.sees([agent_id]):
         raise CallNotFound(f"no call {call_id}")
 
 

@@ -61,9 +61,12 @@ def endpoint(
     response_headers: Mapping[str, str] | None = None,
     body_errors: tuple[int, ...] = JSON_BODY_ERRORS,
     errors: tuple[int, ...] = (),
+    checks_role_itself: bool = False,
 ) -> Callable[[View], View]:
     """Describe a handler; with `role` (the lowest allowed, or several ladders) it runs only for
-    tokens that hold it (see httpkit.auth.requires). None: no token needed."""
+    tokens that hold it (see httpkit.auth.requires). None: no token needed.
+    `checks_role_itself`: the handler calls httpkit.auth.authorize itself (a fast lane's view,
+    httpkit/fastlane.py, whose lane must check it too); `role` is then documented only."""
     roles = (role,) if isinstance(role, str) else (role or ())
     described = Endpoint(
         summary=summary,
@@ -80,7 +83,7 @@ def endpoint(
     )
 
     def decorate(view: View) -> View:
-        handler = requires(*roles)(view) if roles else view
+        handler = requires(*roles)(view) if roles and not checks_role_itself else view
         vars(handler)[_KEY] = described
         return handler
 

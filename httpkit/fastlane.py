@@ -47,11 +47,12 @@ UNUSUAL_HEADERS = ("transfer-encoding", "expect", "upgrade")
 @dataclass(frozen=True, slots=True)
 class LaneRequest:
     """What a lane is given: the request target as sent (path and query, aiohttp's `raw_path`),
-    the headers (looked up by lower-case name) and the body."""
+    the headers (looked up by lower-case name), the body, and the path's variables by name."""
 
     target: str
     headers: Mapping[str, str]
     body: bytes
+    params: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,35 @@ class LaneAnswer:
 
 
 Lane = Callable[[web.Application, LaneRequest], Awaitable[LaneAnswer]]
-# An app's lanes by (method, path).
+# An app's lanes by (method, path); a path may hold one variable segment, as in aiohttp's
+# `/v1/calls/{call_id}/config`.
 LANES = web.AppKey("fast_lanes", dict[tuple[str, str], Lane])
+
+
+class _Routes:
+    """Which lane serves a request, and its path's variable."""
+
+    def __init__(self, lanes: Mapping[tuple[str, str], Lane]) -> None:
+        self._exact = {key: lane for key, lane in lanes.items() if "{" not in key[1]}
+        self._templates = []
+        for (method, path), lane in lanes.items():
+            if "{" in path:
+                prefix, _, rest = path.partition("{")
+                name, _, suffix = rest.partition("}")
+                assert "{" not in suffix, f"{path}: one variable a lane's path"
+                self._templates.append((method, prefix, suffix, name, lane))
+
+    def match(self, method: str, path: str) -> tuple[Lane, dict[str, str]] | None:
+        lane = self._exact.get((method, path))
+        if lane is not None:
+            return lane, {}
+        for lane_method, prefix, suffix, name, lane in self._templates:
+            if method == lane_method and path.startswith(prefix) and path.endswith(suffix):
+                value = path[len(prefix) : len(path) - len(suffix)]
+                # An escaped or empty segment is aiohttp's to decode or refuse.
+                if value and "/" not in value and "%" not in value:
+                    return lane, {name: value}
+        return None
 
 
 def route(app: web.Application, method: str, path: str, lane: Lane, view: View) -> web.RouteDef:
@@ -79,7 +107,8 @@ def lane_view(lane: Lane) -> Callable[[web.Request], Awaitable[web.Response]]:
     @functools.wraps(lane)  # its name, doc and endpoint description (httpkit/endpoint.py)
     async def view(request: web.Request) -> web.Response:
         body = await request.read()
-        answer = await lane(request.app, LaneRequest(request.raw_path, request.headers, body))
+        request_ = LaneRequest(request.raw_path, request.headers, body, request.match_info)
+        answer = await lane(request.app, request_)
         return web.Response(
             status=answer.status, body=answer.body, headers={"Content-Type": answer.content_type}
         )
@@ -128,9 +157,7 @@ class _Parsed:
 _INCOMPLETE = object()
 
 
-def _parse(
-    buffer: bytes, lanes: Mapping[tuple[str, str], Lane], max_body: int
-) -> _Parsed | object | None:
+def _parse(buffer: bytes, routes: _Routes, max_body: int) -> _Parsed | object | None:
     """The request at the start of `buffer` if a lane serves it; _INCOMPLETE while its bytes are
     still arriving; None when aiohttp must serve it."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
@@ -145,8 +172,8 @@ def _parse(
     if len(parts) != 3 or parts[2] != "HTTP/1.1":
         return None
     method, target, _ = parts
-    lane = lanes.get((method, target.partition("?")[0]))
-    if lane is None:
+    matched = routes.match(method, target.partition("?")[0])
+    if matched is None:
         return None
     headers: dict[str, str] = {}
     for line in lines:
@@ -158,7 +185,8 @@ def _parse(
         if name in headers:
             return None
         headers[name] = value.strip(" \t")
-    length = headers.get("content-length", "")
+    # Without Content-Length (and transfer coding) a request has no body (RFC 9112, 6.3).
+    length = headers.get("content-length", "0")
     if not (length.isascii() and length.isdigit()) or any(h in headers for h in UNUSUAL_HEADERS):
         return None
     size = int(length)
@@ -168,7 +196,8 @@ def _parse(
     if len(buffer) < start + size:
         return _INCOMPLETE
     keep_alive = "close" not in headers.get("connection", "").lower()
-    request = LaneRequest(target, headers, buffer[start : start + size])
+    lane, params = matched
+    request = LaneRequest(target, headers, buffer[start : start + size], params)
     return _Parsed(lane, method, request, keep_alive, start + size)
 
 
@@ -209,7 +238,7 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         if self._closing:
             return
-        parsed = _parse(self._buffer, self._server.lanes, self._server.max_body)
+        parsed = _parse(self._buffer, self._server.routes, self._server.max_body)
         if parsed is _INCOMPLETE:
             return
         if not isinstance(parsed, _Parsed):
@@ -290,7 +319,7 @@ class FastLaneServer(Server):
         self, inner: Server, app: web.Application, lanes: Mapping[tuple[str, str], Lane]
     ) -> None:
         super().__init__(inner.request_handler, request_factory=inner.request_factory)
-        self.app, self.lanes, self.inner = app, lanes, inner
+        self.app, self.routes, self.inner = app, _Routes(lanes), inner
         self.loop = asyncio.get_running_loop()
         # The app's own body limit: a larger body goes to aiohttp, which answers 413.
         self.max_body: int = app._client_max_size

@@ -27,7 +27,9 @@ def setup_routes(app: web.Application) -> None:
             web.post("/webhooks/telnyx", webhooks.telnyx_event),
             web.post("/webhooks/generic/call", webhooks.generic_call),
             web.post("/webhooks/generic/ended", webhooks.generic_ended),
-            web.get("/v1/calls/{call_id}/config", views.call_config),
+            fastlane.route(
+                app, "GET", "/v1/calls/{call_id}/config", views.call_config_lane, views.call_config
+            ),
             web.get("/v1/configs/{config_hash}", views.config_blob),
             web.get("/v1/resolve", views.resolve),
             web.get("/metrics", metrics_fanin.metrics),

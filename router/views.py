@@ -9,9 +9,10 @@ from json.encoder import encode_basestring
 from aiohttp import web
 
 from httpkit import health
-from httpkit.auth import call_in_scope, scopes_of, visible_routing
+from httpkit.auth import authorize, call_in_scope, scopes_of, visible_routing
 from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
+from httpkit.fastlane import LaneAnswer, LaneRequest, lane_view
 from httpkit.json import dumps, json_response
 from httpkit.keys import GUARD, POOL
 from router import schemas as out
@@ -27,14 +28,14 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
-async def _config_json(request: web.Request, digest: str) -> bytes:
+async def _config_json(app: web.Application, digest: str) -> bytes:
     """A config blob as JSON bytes: encoded once per blob (immutable), not once per request."""
-    pool, guard = request.app[POOL], request.app[GUARD]
+    pool, guard = app[POOL], app[GUARD]
 
     async def load() -> bytes:
         return dumps(await guard.read(pool, lambda conn: agents.get_config(conn, digest))).encode()
 
-    return await request.app[CONFIGS].get(codecs.CONFIG_JSON, digest, load)
+    return await app[CONFIGS].get(codecs.CONFIG_JSON, digest, load)
 
 
 def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -42,29 +43,27 @@ def _json_bytes(body: bytes, headers: dict[str, str] | None = None) -> web.Respo
     return web.Response(body=body, headers={"Content-Type": JSON_UTF8, **(headers or {})})
 
 
-async def _served(request: web.Request, call_id: str) -> Snapshot:
+async def _served(app: web.Application, call_id: str) -> Snapshot:
     """What `call_id` was served: remembered when this worker recorded it, else from Postgres."""
-    served = request.app[WRITER].served.get(call_id)
+    served = app[WRITER].served.get(call_id)
     if served is not None:
         return served
-    call = await request.app[GUARD].read(
-        request.app[POOL], lambda conn: calls.get_call(conn, call_id)
-    )
+    call = await app[GUARD].read(app[POOL], lambda conn: calls.get_call(conn, call_id))
     return Snapshot(call.agent_id, call.version, call.draft_revision, call.config_hash)
 
 
-@endpoint(
-    "The exact configuration a call was served",
-    role=("runtime", "viewer"),
-    path=out.CallPath,
-    responses={200: out.CallConfig},
-    errors=(404, 503),
-)
-async def call_config(request: web.Request) -> web.Response:
-    """The exact configuration a call was served, whatever happened to the draft or routing."""
-    call_id = request.match_info["call_id"]
-    call = await _served(request, call_id)
-    call_in_scope(request, call_id, call.agent_id)
+# Who may look a call's config up: the voice agent (runtime), or anyone who may read.
+CALL_CONFIG_ROLES = ("runtime", "viewer")
+
+
+async def call_config_lane(app: web.Application, request: LaneRequest) -> LaneAnswer:
+    """The exact configuration a call was served, whatever happened to the draft or routing.
+    Asked by the voice agent as each call starts: served by the fast lane (httpkit/fastlane.py).
+    """
+    principal = await authorize(app, request.headers, CALL_CONFIG_ROLES)
+    call_id = request.params["call_id"]
+    call = await _served(app, call_id)
+    call_in_scope(principal, call_id, call.agent_id)
     # What dumps of the whole would write, the encoded config spliced in as the last member;
     # the scalars written directly, a fifth of the encoder's time per lookup.
     head = (
@@ -74,8 +73,18 @@ async def call_config(request: web.Request) -> web.Response:
         f'"draft_revision": {_json_int(call.draft_revision)}, '
         f'"config_hash": {encode_basestring(call.config_hash)}, "config": '
     )
-    config = await _config_json(request, call.config_hash)
-    return _json_bytes(b"".join((head.encode(), config, b"}")))
+    config = await _config_json(app, call.config_hash)
+    return LaneAnswer(200, JSON_UTF8, b"".join((head.encode(), config, b"}")))
+
+
+call_config = endpoint(
+    "The exact configuration a call was served",
+    role=CALL_CONFIG_ROLES,
+    checks_role_itself=True,
+    path=out.CallPath,
+    responses={200: out.CallConfig},
+    errors=(404, 503),
+)(lane_view(call_config_lane))
 
 
 def _json_int(value: int | None) -> str:
@@ -112,7 +121,7 @@ async def config_blob(request: web.Request) -> web.Response:
     headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL}
     if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
         return web.Response(status=304, headers=headers)
-    return _json_bytes(await _config_json(request, digest), headers)
+    return _json_bytes(await _config_json(request.app, digest), headers)
 
 
 @endpoint(

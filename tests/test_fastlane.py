@@ -42,6 +42,10 @@ async def slow(app: web.Application, request: LaneRequest) -> LaneAnswer:
     return LaneAnswer(200, "text/plain", b"released")
 
 
+async def item(app: web.Application, request: LaneRequest) -> LaneAnswer:
+    return LaneAnswer(200, "text/plain", f"item {request.params['item']}".encode())
+
+
 async def plain(request: web.Request) -> web.Response:
     return web.Response(text="aiohttp")
 
@@ -54,7 +58,8 @@ async def served() -> AsyncIterator[tuple[int, FastLaneRunner]]:
         fastlane.route(app, "POST", f"/{lane.__name__}", lane, lane_view(lane))
         for lane in (echo, fail, refuse, slow)
     ]
-    app.router.add_routes([*routes, web.get("/plain", plain)])
+    item_route = fastlane.route(app, "GET", "/items/{item}", item, lane_view(item))
+    app.router.add_routes([*routes, item_route, web.get("/plain", plain)])
     runner = FastLaneRunner(app, shutdown_timeout=5.0)
     await runner.setup()
     sock = socket.socket()
@@ -131,6 +136,21 @@ async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(
     bodies = [(await client.answer())[2] for _ in range(4)]
     # The fourth is aiohttp's too: after a hand-over the connection stays with it.
     assert bodies == [b"/echo|p|1", b"/echo|p|2", b"aiohttp", b"/echo|p|3"]
+
+
+async def test_a_lane_with_a_path_variable_and_aiohttp_read_it_alike(client: Client) -> None:
+    answers = []
+    for path in ("/items/abc", "/items/a%20b", "/items/", "/items/a/b"):
+        await client.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, _, body = await client.answer()
+        answers.append((status, body if status == 200 else json.loads(body)["error"]["code"]))
+    # The escaped one went to aiohttp, which decodes it; aiohttp has no route for the others.
+    assert answers == [
+        (200, b"item abc"),
+        (200, b"item a b"),
+        (404, "not_found"),
+        (404, "not_found"),
+    ]
 
 
 @pytest.mark.parametrize(

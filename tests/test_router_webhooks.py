@@ -278,6 +278,12 @@ async def test_runtime_lookup_returns_the_served_config_after_a_re_pin(
     }
     assert (await router.get(f"/v1/calls/{answer['call_id']}/config")).status == 401
     assert (await router.get("/v1/calls/nope/config", headers=auth)).status == 404
+    # An escaped call id is aiohttp's to decode (the fast lane hands it over): the same answer.
+    escaped = answer["call_id"].replace("_", "%5F")
+    resp = await router.get(f"/v1/calls/{escaped}/config", headers=auth)
+    assert resp.status == 200
+    assert (await resp.json())["config"] == pinned_v1["config"]
+    assert (await router.get(f"/v1/calls/{escaped}/config")).status == 401
 
 
 async def test_config_blobs_are_immutable_and_cacheable(
