@@ -212,6 +212,8 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self._last_active = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._writing_paused = False
+        self._reading_paused = False
 
     # --- asyncio.Protocol ---
 
@@ -225,6 +227,18 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buffer = self._buffer + data if self._buffer else data
         self._last_active = self._server.loop.time()
+        if self._serving is None and not self._writing_paused:
+            self._next()
+        elif len(self._buffer) > self._server.max_buffered:
+            # A client pipelining requests faster than they are answered (or not reading the
+            # answers) waits in its socket, not in this worker's memory.
+            self._read(paused=True)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
         if self._serving is None:
             self._next()
 
@@ -238,6 +252,8 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         if self._closing:
             return
+        if len(self._buffer) <= self._server.max_buffered:
+            self._read(paused=False)
         parsed = _parse(self._buffer, self._server.routes, self._server.max_body)
         if parsed is _INCOMPLETE:
             return
@@ -266,14 +282,23 @@ class _Connection(asyncio.Protocol):
         )
         if close:
             transport.close()
-        elif self._buffer:
+        elif self._buffer and not self._writing_paused:
             self._next()
+
+    def _read(self, *, paused: bool) -> None:
+        if paused != self._reading_paused and self._transport is not None:
+            self._reading_paused = paused
+            if paused:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
 
     def _hand_over(self) -> None:
         """From here on aiohttp serves the connection, from the first byte the lane has not
         answered."""
         transport = self._transport
         assert transport is not None
+        self._read(paused=False)
         self._forget()
         handler = self._server.aiohttp_protocol()
         transport.set_protocol(handler)
@@ -323,6 +348,8 @@ class FastLaneServer(Server):
         self.loop = asyncio.get_running_loop()
         # The app's own body limit: a larger body goes to aiohttp, which answers 413.
         self.max_body: int = app._client_max_size
+        # Bytes a connection buffers beyond the request being answered: one more whole request.
+        self.max_buffered = MAX_HEAD_BYTES + 4 + self.max_body
         self.lane_connections: set[_Connection] = set()
 
     def aiohttp_protocol(self) -> RequestHandler:

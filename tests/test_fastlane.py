@@ -120,6 +120,19 @@ async def test_a_lane_answers_requests_on_a_kept_alive_connection(client: Client
         assert "connection" not in headers
 
 
+async def test_a_client_pipelining_faster_than_it_reads_is_answered_in_full(
+    client: Client,
+) -> None:
+    """Reading pauses while a connection's buffer holds more than one request beyond the one
+    being answered, and writing back-pressure holds the next answers: none are lost."""
+    bodies = [b"%d:" % i + b"x" * 1000 for i in range(12_000)]  # 12 MB of answers
+    sender = asyncio.create_task(client.send(b"".join(post("/echo", body) for body in bodies)))
+    await asyncio.sleep(0.5)  # the client reads nothing yet: the sockets' buffers fill
+    answers = [(await client.answer())[2] for _ in bodies]
+    await sender
+    assert answers == [b"/echo|p|" + body for body in bodies]
+
+
 async def test_requests_arriving_a_byte_at_a_time_are_answered(client: Client) -> None:
     for byte in post("/echo", b"abc"):
         await client.send(bytes([byte]))
