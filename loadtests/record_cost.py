@@ -50,6 +50,12 @@ INSERT INTO channels (number, salt, updated_by)
 SELECT '+1415555' || lpad(n::text, 4, '0'), 'salt', 'bench' FROM generate_series(0, $1 - 1) n
 """
 ROLLUPS_OFF = "ALTER TABLE calls DISABLE TRIGGER calls_rollups_insert"
+# How the connection's prepared record statement was planned: Postgres plans the first five
+# executions for their parameters (custom plans), then keeps the cached generic plan unless its
+# estimated cost is higher than theirs.
+PLANS = """
+SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1
+"""
 
 
 def _channel(n: int) -> str:
@@ -172,6 +178,7 @@ async def measure(
             await record_calls(pool, batch(n))
         cpu, wall = run_seconds(backend) - cpu, time.perf_counter() - wall
         recorded = await pool.fetchval("SELECT count(*) FROM calls")
+        plans = await pool.fetchrow(PLANS, RECORD_CALLS)
         explained = None
         if variant.explain:
             # Inside a transaction rolled back: the plan and its timings, nothing recorded.
@@ -195,6 +202,8 @@ async def measure(
         "rows": recorded,
         "postgres_cpu_us_per_call": round(cpu / calls * 1e6, 1),
         "wall_us_per_call": round(wall / calls * 1e6, 1),
+        "generic_plans": plans["generic_plans"],
+        "custom_plans": plans["custom_plans"],
     }
     if explained is not None:
         found["explain"] = explained
@@ -222,9 +231,20 @@ VARIANTS = {
 EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, WAL, COSTS OFF) "
 
 
+def fixed_and_per_call(us_per_call: dict[int, float]) -> dict[str, float]:
+    """A batch's cost as a fixed part plus a part per call: the least-squares line through
+    (size, µs a batch) at each size measured (at least two)."""
+    sizes = list(us_per_call)
+    per_call, fixed = statistics.linear_regression(
+        sizes, [us_per_call[size] * size for size in sizes]
+    )
+    return {"fixed_us_per_batch": round(fixed, 1), "us_per_call": round(per_call, 1)}
+
+
 async def components(server: str, batches: int, sizes: list[int], runs: int) -> None:
     """Every variant at every size, `runs` rounds; then per size the median of each variant,
-    and its difference to "as is": what the component it takes away costs a call."""
+    and its difference to "as is": what the component it takes away costs a call; then each
+    variant's fixed and per-call parts."""
     cost: dict[tuple[int, str], list[float]] = {}
     for _ in range(runs):
         for size in sizes:
@@ -241,6 +261,10 @@ async def components(server: str, batches: int, sizes: list[int], runs: int) -> 
             median = statistics.median(cost[size, name])
             summary = {"batch_size": size, "variant": name, "median_us_per_call": median}
             print(json.dumps(summary | {"saves_us_per_call": round(whole - median, 1)}))
+    if len(set(sizes)) > 1:
+        for name in VARIANTS:
+            medians = {size: statistics.median(cost[size, name]) for size in sizes}
+            print(json.dumps({"variant": name} | fixed_and_per_call(medians)))
 
 
 async def main() -> None:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import profile_buckets, workload
+from loadtests import profile_buckets, record_cost, workload
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -64,4 +64,14 @@ def test_a_profile_sample_goes_to_the_innermost_part_its_frames_name() -> None:
         "record: writer, batch columns, asyncpg": 4,
         "event loop (uvloop, asyncio)": 1,
         profile_buckets.OTHER: 1,
+    }
+
+
+def test_a_batch_cost_splits_into_a_fixed_part_and_a_part_per_call() -> None:
+    # 400 µs a batch plus 30 a call, given as µs a call at each size.
+    measured = {n: (400 + 30 * n) / n for n in (1, 15, 100)}
+
+    assert record_cost.fixed_and_per_call(measured) == {
+        "fixed_us_per_batch": 400.0,
+        "us_per_call": 30.0,
     }

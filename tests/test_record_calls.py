@@ -12,12 +12,14 @@ import pytest
 
 from store.calls import (
     CALL_COLUMNS,
+    RECORD_CALLS,
     CallNotRecorded,
     CallRecord,
     Candidate,
     record_calls,
 )
 from store.channels import Variant
+from store.db import create_pool
 from store.draw import live_variants
 from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api, variant
@@ -44,6 +46,33 @@ async def ab(api: Api, make_agent: AgentFactory) -> tuple[Candidate, Candidate]:
     variants = [variant(agent, "a", 1, 50), variant(agent, "b", 2, 50)]
     await pin(api, {"variants": variants, "sticky": "caller"})
     return candidates[0], candidates[1]
+
+
+async def test_the_record_statement_is_planned_once_a_connection(
+    database_url: str, ab: tuple[Candidate, Candidate]
+) -> None:
+    """Postgres plans a prepared statement's first five executions for their parameters, then
+    keeps its generic plan while that is estimated no dearer: planning the record statement
+    costs more than a batch of 15 calls (loadtests/README.md), so every later batch, of any
+    size, must run the cached plan."""
+    own = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        for n, size in enumerate([1, 15, 2, 100, 1, 15, 3, 1, 100, 1]):
+            calls = [
+                new_call(
+                    f"CA{n}-{i}", "ab"[i % 2], ab, caller=f"+1212555{i:04d}", remember=i % 3 == 0
+                )
+                for i in range(size)
+            ]
+            assert all(isinstance(r, CallRecord) for r in await record_calls(own, calls))
+        plans = await own.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            RECORD_CALLS,
+        )
+    finally:
+        await own.close()
+
+    assert tuple(plans) == (5, 5)
 
 
 def _served(results: list[CallRecord | Exception]) -> list[tuple[str, str]]:
