@@ -52,6 +52,8 @@ FIGURES = (
     "p99_ms",
     "calls_per_batch",
 )
+# Figures split into parts per batch and per call.
+FITTED = ("writer_cpu_us_per_call", "postgres_us_per_call")
 CHANNELS = 1000
 AGENTS = 50
 # One call in this many remembers its caller, as the bench's A/B channels' 15% do.
@@ -111,9 +113,21 @@ def percentile(sorted_values: Sequence[float], share: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(share * len(sorted_values)))]
 
 
+def per_batch_and_call(runs: list[dict[str, Any]], figure: str) -> dict[str, float]:
+    """`figure` (µs a call) split into a part per batch and a part per call: a least-squares
+    line through the runs' figure against their batches per call. The batch sizes a rate gets
+    move with the machine's load (how long a commit takes), and the CPU per call with them:
+    this is what compares trees whose runs got different batch sizes."""
+    slope, intercept = statistics.linear_regression(
+        [run["batches"] / run["calls"] for run in runs], [run[figure] for run in runs]
+    )
+    return {"per_batch_us": round(slope, 1), "per_call_us": round(intercept, 1)}
+
+
 def summarize(runs: list[dict[str, Any]], trees: list[str]) -> list[dict[str, Any]]:
     """Per rate and tree: each figure's median over the runs, min and max, and the median's
-    ratio to the first tree's at the same rate."""
+    ratio to the first tree's at the same rate; then per tree, over all its runs, the writer's
+    and Postgres' CPU split into parts per batch and per call."""
     rows = []
     for rate in sorted({run["rate"] for run in runs}):
         medians: dict[str, float] = {}
@@ -131,6 +145,11 @@ def summarize(runs: list[dict[str, Any]], trees: list[str]) -> list[dict[str, An
                     "to_first": round(median / medians[figure], 3) if medians[figure] else None,
                 }
             rows.append(row)
+    for tree in trees:
+        mine = [run for run in runs if run["tree"] == tree]
+        if len({run["batches"] / run["calls"] for run in mine}) > 1:
+            fits = {f: per_batch_and_call(mine, f) for f in FITTED}
+            rows.append({"tree": tree, "runs": len(mine)} | fits)
     return rows
 
 
