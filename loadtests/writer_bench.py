@@ -48,6 +48,7 @@ FIGURES = (
     "cpu_us_per_call",
     "writer_cpu_us_per_call",
     "postgres_us_per_call",
+    "loop_waited_us_per_call",
     "p50_ms",
     "p99_ms",
     "calls_per_batch",
