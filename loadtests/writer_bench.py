@@ -13,11 +13,13 @@ A run offers `--rate` calls a second for `--duration` seconds after a warm-up, e
 intended time; its latency runs from that time to `record` returning (no coordinated omission).
 It reports the process's CPU per call (getrusage: the writer, the event loop, asyncpg, and the
 load's own making of calls and tasks, the same for every tree), the same less what offering
-calls to a `record` that does nothing costs (measured first, at the same rate), its Postgres
-backends' CPU per call (from /proc, so Postgres must run on this machine), the record latency
-and the calls per batch. Each run prints a JSON line; the summary gives per rate and tree the
-median of each figure over the rounds, its spread (min and max), and its ratio to the first
-tree's median.
+calls to a `record` that does nothing costs (measured first, at the same rate) per call and per
+batch, its Postgres backends' CPU per call and per batch (from /proc, so Postgres must run on
+this machine), the event loop's time runnable but off the CPU, the record latency and the calls
+per batch. A change to the writer's cost per batch also moves the batch sizes (a quicker turn
+gathers fewer calls), and with them both CPUs per call: compare per batch too. Each run
+prints a JSON line; the summary gives per rate and tree the median of each figure over the
+rounds, its spread (min and max), and its ratio to the first tree's median.
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ from typing import Any
 FIGURES = (
     "cpu_us_per_call",
     "writer_cpu_us_per_call",
+    "writer_cpu_us_per_batch",
     "postgres_us_per_call",
+    "postgres_us_per_batch",
     "loop_waited_us_per_call",
     "p50_ms",
     "p99_ms",
     "calls_per_batch",
 )
-# Figures split into parts per batch and per call.
-FITTED = ("writer_cpu_us_per_call", "postgres_us_per_call")
 CHANNELS = 1000
 AGENTS = 50
 # One call in this many remembers its caller, as the bench's A/B channels' 15% do.
@@ -114,21 +116,9 @@ def percentile(sorted_values: Sequence[float], share: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(share * len(sorted_values)))]
 
 
-def per_batch_and_call(runs: list[dict[str, Any]], figure: str) -> dict[str, float]:
-    """`figure` (µs a call) split into a part per batch and a part per call: a least-squares
-    line through the runs' figure against their batches per call. The batch sizes a rate gets
-    move with the machine's load (how long a commit takes), and the CPU per call with them:
-    this is what compares trees whose runs got different batch sizes."""
-    slope, intercept = statistics.linear_regression(
-        [run["batches"] / run["calls"] for run in runs], [run[figure] for run in runs]
-    )
-    return {"per_batch_us": round(slope, 1), "per_call_us": round(intercept, 1)}
-
-
 def summarize(runs: list[dict[str, Any]], trees: list[str]) -> list[dict[str, Any]]:
     """Per rate and tree: each figure's median over the runs, min and max, and the median's
-    ratio to the first tree's at the same rate; then per tree, over all its runs, the writer's
-    and Postgres' CPU split into parts per batch and per call."""
+    ratio to the first tree's at the same rate."""
     rows = []
     for rate in sorted({run["rate"] for run in runs}):
         medians: dict[str, float] = {}
@@ -146,11 +136,6 @@ def summarize(runs: list[dict[str, Any]], trees: list[str]) -> list[dict[str, An
                     "to_first": round(median / medians[figure], 3) if medians[figure] else None,
                 }
             rows.append(row)
-    for tree in trees:
-        mine = [run for run in runs if run["tree"] == tree]
-        if len({run["batches"] / run["calls"] for run in mine}) > 1:
-            fits = {f: per_batch_and_call(mine, f) for f in FITTED}
-            rows.append({"tree": tree, "runs": len(mine)} | fits)
     return rows
 
 
@@ -240,12 +225,14 @@ async def _run(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": calls - len(done),
         "spooled": spooled,
         "batches": batches,
-        "calls_per_batch": round(calls / batches, 2) if batches else 0.0,
+        "calls_per_batch": round(calls / batches, 2),
         "cpu_us_per_call": round(cpu / calls * 1e6, 1),
         # Less what offering the calls costs alone (an estimate: with the writer running, some
         # of the loop's wake-ups serve both).
         "writer_cpu_us_per_call": round((cpu / calls - idle) * 1e6, 1),
+        "writer_cpu_us_per_batch": round((cpu - idle * calls) / batches * 1e6, 1),
         "postgres_us_per_call": round(postgres / calls * 1e6, 1),
+        "postgres_us_per_batch": round(postgres / batches * 1e6, 1),
         # The event loop runnable but off the CPU: behind Postgres' backend or anything else.
         "loop_waited_us_per_call": round(waited / calls * 1e6, 1),
         "p50_ms": round(percentile(done, 0.5) * 1e3, 2),

@@ -89,7 +89,7 @@ async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> 
 
 
 def test_the_summary_gives_each_tree_its_medians_and_their_ratio_to_the_first() -> None:
-    figures = dict.fromkeys(writer_bench.FIGURES, 1.0) | {"calls": 1000, "batches": 800}
+    figures = dict.fromkeys(writer_bench.FIGURES, 1.0)
     runs = [
         figures | {"rate": 500, "tree": "before", "cpu_us_per_call": us}
         for us in (300.0, 320.0, 900.0)
@@ -100,12 +100,3 @@ def test_the_summary_gives_each_tree_its_medians_and_their_ratio_to_the_first() 
     assert before["cpu_us_per_call"] == {"median": 320, "min": 300, "max": 900, "to_first": 1.0}
     assert after["cpu_us_per_call"] == {"median": 245, "min": 240, "max": 250, "to_first": 0.766}
     assert after["runs"] == 2 and after["p99_ms"]["to_first"] == 1.0
-
-
-def test_the_cost_per_call_splits_into_parts_per_batch_and_per_call() -> None:
-    runs = [
-        {"calls": 1000, "batches": batches, "writer_cpu_us_per_call": 20 + 300 * batches / 1000}
-        for batches in (1000, 700, 250)
-    ]
-    found = writer_bench.per_batch_and_call(runs, "writer_cpu_us_per_call")
-    assert found == {"per_batch_us": 300.0, "per_call_us": 20.0}
