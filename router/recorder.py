@@ -31,8 +31,23 @@ from router.claims import CallClaims, CallKey
 from router.metrics import RouterMetrics
 from router.served import ServedSnapshots
 from router.spool import Record, Spool, SpoolFull, decode_record, encode_call, encode_ending
-from store.calls import CallEnd, CallRecord, EndedCall, NewCall, end_call, record_calls, set_status
-from store.db import DatabaseUnavailable, PostgresGuard, is_data_error
+from store.calls import (
+    CallEnd,
+    CallRecord,
+    EndedCall,
+    NewCall,
+    end_call,
+    record_calls,
+    record_calls_on,
+    set_status,
+)
+from store.db import (
+    WRITE_BUDGET_S,
+    DatabaseUnavailable,
+    KeptConnection,
+    PostgresGuard,
+    is_data_error,
+)
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
 MAX_BATCH = 100
@@ -42,6 +57,10 @@ MAX_BATCH = 100
 # connections, 15.7 and 63 calls a batch against 10 and 30.5 with three writers, the same
 # throughput, 15-25% less Postgres CPU per call (loadtests/README.md).
 WRITERS = 1
+# Seconds a writer keeps its pooled connection with no batch to write. Under a steady load, even
+# a light one (100 calls/s), every batch finds it kept and saves an acquire and a release
+# (loadtests/README.md, the writer alone); an idle worker gives it back to the cache misses.
+KEEP_IDLE_S = 0.01
 # Seconds between attempts to replay the spool: a recovered Postgres gets its records soon,
 # and an idle worker does one directory listing per second.
 SPOOL_REPLAY_INTERVAL_S = 1.0
@@ -119,6 +138,12 @@ def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
         )
 
 
+async def _record(kept: KeptConnection, calls: list[NewCall]) -> list[Result]:
+    """The calls recorded on the writer's kept connection, within WRITE_BUDGET_S."""
+    async with kept.use(WRITE_BUDGET_S) as conn:
+        return await record_calls_on(conn, calls)
+
+
 def _fail_waiting(batch: list[Pending]) -> None:
     """Fail the calls still waiting in `batch`: the writer is stopping."""
     for _, done in batch:
@@ -185,20 +210,22 @@ class CallWriter:
     async def _drain(self) -> None:
         """One writer: take what is queued (up to a batch), commit it, repeat."""
         batch: list[Pending] = []
+        kept = KeptConnection(self._pool, KEEP_IDLE_S)
         try:
             while True:
                 batch = [await self._queue.get()]
                 while len(batch) < self._max_batch and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                await self._write(batch)
+                await self._write(batch, kept)
                 batch = []
         finally:
             _fail_waiting(batch)
+            await kept.close()
 
-    async def _write(self, batch: list[Pending]) -> None:
+    async def _write(self, batch: list[Pending], kept: KeptConnection) -> None:
         self._metrics.batch_size.observe(len(batch))
         calls = [call for call, _ in batch]
-        results = await self._commit(calls)
+        results = await self._commit(calls, kept)
         if results is None:
             results = await self._to_spool(calls)
         for (_, done), result in zip(batch, results, strict=True):
@@ -219,7 +246,7 @@ class CallWriter:
             log.warning(event, error=type(exc.__cause__ or exc).__name__)
             return UNAVAILABLE
 
-    async def _commit(self, calls: list[NewCall]) -> list[Result] | None:
+    async def _commit(self, calls: list[NewCall], kept: KeptConnection) -> list[Result] | None:
         """Each call's committed record or error; None when Postgres is unavailable.
 
         A commit cut off (a lost connection, WRITE_BUDGET_S reached) may or may not have
@@ -234,9 +261,7 @@ class CallWriter:
         (`_spooled`); after it retries, other workers' lookups and the analytics see the record.
         The replay logs each such call (`spooled_call_recorded_otherwise`)."""
         try:
-            results = await self._attempt(
-                lambda: record_calls(self._pool, calls), "call_batch_unavailable"
-            )
+            results = await self._attempt(lambda: _record(kept, calls), "call_batch_unavailable")
         # A data error the batch could not pin on its calls: the writer outlives it, and each
         # waiting call gets the error and falls back.
         except Exception as exc:

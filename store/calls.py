@@ -496,20 +496,28 @@ async def _record_each(
 async def record_calls(
     pool: asyncpg.Pool, calls: Sequence[NewCall], within_s: float = WRITE_BUDGET_S
 ) -> list[CallRecord | Exception]:
+    """Record `calls` with one statement (one round trip, one commit) on a pooled connection,
+    within `within_s` (see `record_calls_on`)."""
+    async with connection(pool, within_s) as conn:
+        return await record_calls_on(conn, calls)
+
+
+async def record_calls_on(
+    conn: asyncpg.Connection, calls: Sequence[NewCall]
+) -> list[CallRecord | Exception]:
     """Record `calls` with one statement (one round trip, one commit); each call gets its row,
     the existing one for a provider retry, or the error that kept it out. When the statement
     fails on data, the batch is redone call by call (`_record_each`) to tell the bad calls
-    apart; any other failure raises (past `within_s`: the commit may have landed or not)."""
+    apart; any other failure raises (the commit may have landed or not)."""
     order = sorted(range(len(calls)), key=lambda i: _lock_order(calls[i]))
     ordered = [calls[i] for i in order]
-    async with connection(pool, within_s) as conn:
-        try:
-            # Outside a transaction block the statement commits itself: no BEGIN, no COMMIT.
-            results = await _record_batch(conn, ordered)
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            results = await _record_each(conn, ordered)
+    try:
+        # Outside a transaction block the statement commits itself: no BEGIN, no COMMIT.
+        results = await _record_batch(conn, ordered)
+    except Exception as exc:
+        if not is_data_error(exc):
+            raise
+        results = await _record_each(conn, ordered)
     in_order: list[CallRecord | Exception] = list(results)
     for position, index in enumerate(order):
         in_order[index] = results[position]

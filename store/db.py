@@ -20,12 +20,12 @@ from store.errors import StoreError
 
 T = TypeVar("T")
 
-# A router worker holds one connection per call-writer batch in flight (AGENTVER_CALL_WRITERS,
-# 1 by default) plus one for the spool replay; the rest serve cache misses and runtime lookups,
-# which are single short queries, so the 8 left with one writer absorb a burst of misses
-# without queuing behind the commits. Bounded so many workers never exhaust Postgres'
-# max_connections (100 by default): 8 workers take 80. Admin traffic is light and shares the
-# same bound.
+# A router worker holds one connection per call writer (AGENTVER_CALL_WRITERS, 1 by default;
+# kept between batches, given back once the writer idles) plus one for the spool replay; the
+# rest serve cache misses and runtime lookups, which are single short queries, so the 8 left
+# with one writer absorb a burst of misses without queuing behind the commits. Bounded so many
+# workers never exhaust Postgres' max_connections (100 by default): 8 workers take 80. Admin
+# traffic is light and shares the same bound.
 POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
 # Seconds a closing pool waits for its connections to be released: past it they are terminated,
@@ -143,6 +143,33 @@ def _discard(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
+class _Budget:
+    """The deadline of work on a connection (see `connection`): past it the connection is
+    terminated; work that failed for any reason but a data error terminates it too."""
+
+    __slots__ = ("_conn", "_expired", "_timer")
+
+    def __init__(self, conn: asyncpg.Connection, deadline: float) -> None:
+        self._conn = conn
+        self._expired = False
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        _discard(self._conn)
+
+    def failed(self, exc: BaseException, within_s: float) -> None:
+        """Work on the connection raised `exc`: terminate the connection unless `exc` is a data
+        error; raise TimeoutError (from `exc`) if the deadline cut it off."""
+        if not is_data_error(exc):
+            _discard(self._conn)
+        if self._expired:
+            raise TimeoutError(f"the database work took over {within_s} s") from exc
+
+    def end(self) -> None:
+        self._timer.cancel()
+
+
 @contextlib.asynccontextmanager
 async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for work that must be over within `within_s` seconds, the wait for
@@ -156,26 +183,87 @@ async def connection(pool: asyncpg.Pool, within_s: float) -> AsyncIterator[async
     "cannot switch to state ...; another operation is in progress" for the next user), and the
     pool's reset is a no-op (`_keep_session`); the pool replaces it on a later acquire.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    expired = asyncio.Event()
-
-    def expire() -> None:
-        expired.set()
-        _discard(conn)
-
+    deadline = asyncio.get_running_loop().time() + within_s
     async with pool.acquire(timeout=within_s) as conn:
-        expiry = loop.call_at(deadline, expire)
+        budget = _Budget(conn, deadline)
         try:
             yield conn
         except BaseException as exc:
-            if not is_data_error(exc):
-                _discard(conn)
-            if expired.is_set():
-                raise TimeoutError(f"the database work took over {within_s} s") from exc
+            budget.failed(exc, within_s)
             raise
         finally:
-            expiry.cancel()
+            budget.end()
+
+
+def _open(conn: asyncpg.Connection) -> bool:
+    """Whether a pooled connection is still open and ours: one whose server closed it has been
+    handed back to the pool by asyncpg, and its proxy refuses every call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
+
+
+class KeptConnection:
+    """A pooled connection kept between one task's pieces of work that come back to back (a
+    call writer's batches), so that each does not pay for an acquire and a release: given back
+    to the pool once `idle_s` pass with no work, or when the task ends (`close`). Each piece
+    follows `connection`'s rules: it must be over within its budget, the acquire included, and
+    a connection whose work failed for any reason but a data error is terminated, never used
+    again. Pieces run one at a time."""
+
+    def __init__(self, pool: asyncpg.Pool, idle_s: float) -> None:
+        self._pool = pool
+        self._idle_s = idle_s
+        self._conn: asyncpg.Connection | None = None  # kept between pieces, None while in use
+        self._idle: asyncio.TimerHandle | None = None
+        self._giving_back: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def use(self, within_s: float) -> AsyncIterator[asyncpg.Connection]:
+        """The kept connection, or a new one from the pool, for work within `within_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not _open(conn):
+            # The server closed it while it was kept (a restart, pg_terminate_backend): the
+            # pool replaces it, as it does its own closed connections.
+            await self._pool.release(conn)
+            conn = None
+        if conn is None:
+            conn = await self._pool.acquire(timeout=within_s)
+        budget = _Budget(conn, deadline)
+        try:
+            yield conn
+        except BaseException as exc:
+            budget.end()
+            try:
+                budget.failed(exc, within_s)
+            finally:
+                # Terminated (the work failed) or not (a data error): the pool has it back.
+                await self._pool.release(conn)
+            raise
+        budget.end()
+        self._conn = conn
+        self._idle = loop.call_later(self._idle_s, self._give_back)
+
+    def _give_back(self) -> None:
+        """Release the kept connection to the pool: no work came for `idle_s`."""
+        conn, self._conn, self._idle = self._conn, None, None
+        if conn is not None:
+            task = asyncio.create_task(self._pool.release(conn))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+
+    async def close(self) -> None:
+        """Release the kept connection now, and wait for any idle release under way."""
+        if self._idle is not None:
+            self._idle.cancel()
+        self._give_back()
+        await asyncio.gather(*self._giving_back)
 
 
 async def read(

@@ -1,15 +1,19 @@
 """The benchmark's fast request builder and the router's templated TwiML agree byte for byte
-with the slow, obviously right versions they replace."""
+with the slow, obviously right versions they replace; the writer benchmark's open loop charges
+each call from its intended time, and its summary compares trees by their medians."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import profile_buckets, record_cost, workload
+from loadtests import profile_buckets, record_cost, workload, writer_bench
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -75,3 +79,34 @@ def test_a_batch_cost_splits_into_a_fixed_part_and_a_part_per_call() -> None:
         "fixed_us_per_batch": 400.0,
         "us_per_call": 30.0,
     }
+
+
+async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> None:
+    started: list[float] = []
+
+    async def record() -> None:
+        started.append(time.perf_counter())
+        if len(started) == 3:
+            raise ValueError("a failed call")
+        await asyncio.sleep(0.03)  # longer than the interval: calls overlap
+
+    latencies = await writer_bench.offer(200, 0.1, record)
+
+    assert len(latencies) == len(started) == 20
+    assert started[-1] - started[0] < 0.095 + 0.03  # not one after the other
+    assert math.isnan(latencies[2])
+    assert all(0.03 <= x < 0.2 for i, x in enumerate(latencies) if i != 2)
+
+
+def test_the_summary_gives_each_tree_its_medians_and_their_ratio_to_the_first() -> None:
+    figures = dict.fromkeys(writer_bench.FIGURES, 1.0)
+    runs = [
+        figures | {"rate": 500, "tree": "before", "cpu_us_per_call": us}
+        for us in (300.0, 320.0, 900.0)
+    ] + [figures | {"rate": 500, "tree": "after", "cpu_us_per_call": us} for us in (240.0, 250.0)]
+
+    before, after = writer_bench.summarize(runs, ["before", "after"])
+
+    assert before["cpu_us_per_call"] == {"median": 320, "min": 300, "max": 900, "to_first": 1.0}
+    assert after["cpu_us_per_call"] == {"median": 245, "min": 240, "max": 250, "to_first": 0.766}
+    assert after["runs"] == 2 and after["p99_ms"]["to_first"] == 1.0
