@@ -261,7 +261,9 @@ class _Connection(asyncio.Protocol):
             self._hand_over()
             return
         self._buffer = self._buffer[parsed.end :]
-        self._serving = self._server.loop.create_task(self._serve(parsed))
+        self._serving = task = self._server.loop.create_task(self._serve(parsed))
+        self._server.lane_requests.add(task)
+        task.add_done_callback(self._server.lane_requests.discard)
 
     async def _serve(self, parsed: _Parsed) -> None:
         try:
@@ -324,10 +326,6 @@ class _Connection(asyncio.Protocol):
 
     # --- shutdown ---
 
-    @property
-    def serving(self) -> asyncio.Task[None] | None:
-        return self._serving
-
     def close(self) -> None:
         """Close now if idle, else once the request in flight is answered."""
         self._closing = True
@@ -351,6 +349,8 @@ class FastLaneServer(Server):
         # Bytes a connection buffers beyond the request being answered: one more whole request.
         self.max_buffered = MAX_HEAD_BYTES + 4 + self.max_body
         self.lane_connections: set[_Connection] = set()
+        # Requests in flight, their connections open or not: shutdown waits for them all.
+        self.lane_requests: set[asyncio.Task[None]] = set()
 
     def aiohttp_protocol(self) -> RequestHandler:
         return self.inner()
@@ -370,9 +370,8 @@ class FastLaneServer(Server):
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
         """Let requests in flight finish (within `timeout`), then close what is left."""
-        serving = {c.serving for c in self.lane_connections if c.serving is not None}
-        if serving:
-            _, late = await asyncio.wait(serving, timeout=timeout)
+        if self.lane_requests:
+            _, late = await asyncio.wait(self.lane_requests, timeout=timeout)
             for task in late:
                 task.cancel()
             if late:

@@ -35,10 +35,12 @@ async def refuse(app: web.Application, request: LaneRequest) -> LaneAnswer:
 
 
 RELEASE = web.AppKey("release", asyncio.Event)
+RELEASED = web.AppKey("released", list[str])
 
 
 async def slow(app: web.Application, request: LaneRequest) -> LaneAnswer:
     await app[RELEASE].wait()
+    app[RELEASED].append(request.target)
     return LaneAnswer(200, "text/plain", b"released")
 
 
@@ -54,6 +56,7 @@ async def plain(request: web.Request) -> web.Response:
 async def served() -> AsyncIterator[tuple[int, FastLaneRunner]]:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[RELEASE] = asyncio.Event()
+    app[RELEASED] = []
     routes = [
         fastlane.route(app, "POST", f"/{lane.__name__}", lane, lane_view(lane))
         for lane in (echo, fail, refuse, slow)
@@ -283,3 +286,23 @@ async def test_shutdown_finishes_requests_in_flight_and_closes_idle_connections(
     await asyncio.wait_for(cleanup, 5)
     for client in (busy, idle):
         client.writer.close()
+
+
+async def test_shutdown_waits_for_a_request_whose_client_hung_up(
+    served: tuple[int, FastLaneRunner],
+) -> None:
+    """A provider that hung up mid-request: its call is still routed and recorded before the
+    worker stops."""
+    port, runner = served
+    gone = Client(*await asyncio.open_connection(HOST, port))
+    await gone.send(post("/slow?gone"))
+    await asyncio.sleep(0.1)
+    gone.writer.close()
+    await asyncio.sleep(0.1)
+    cleanup = asyncio.create_task(runner.cleanup())
+    await asyncio.sleep(0.3)
+    assert not cleanup.done()
+    app: Any = runner.app
+    app[RELEASE].set()
+    await asyncio.wait_for(cleanup, 5)
+    assert app[RELEASED] == ["/slow?gone"]
