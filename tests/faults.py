@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,14 @@ from harness.processes import spawn, stop, wait_until
 from harness.redis import RedisServer
 from router.signatures import twilio_signature
 from store.agents import create_agent, publish, update_draft
+from store.calls import Candidate, NewCall
 from store.channels import Variant, set_channel
 from store.db import create_pool
 from store.migrate import migrate
+from store.snapshots import load_version
 from store.tokens import create_token
-from tests.conftest import minimal_config
+from tests.call_rows import new_call
+from tests.conftest import AgentFactory, minimal_config
 from tests.polling import eventually
 from tests.router_fixtures import stream_parameters
 
@@ -439,3 +442,12 @@ def report(
     }
     print(json.dumps(figures))
     return figures
+
+
+@pytest.fixture
+async def call_to(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[str], NewCall]:
+    """Calls (by provider call id) served version 1 of a new agent."""
+    agent = await make_agent(versions=1)
+    served = await load_version(pool, agent["id"], 1)
+    candidate = Candidate("a", served.agent_id, 1, None, served.config_hash)
+    return lambda sid: new_call(sid, "a", (candidate,), remember=False)

@@ -232,15 +232,6 @@ async def test_postgres_partitioned_for_10_s(durable: Rig, routers: list[RouterP
 # --- on a real Postgres: what a lost server does to a batch and to its connection ----------------
 
 
-@pytest.fixture
-async def call_to(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[str], NewCall]:
-    """Calls (by provider call id) served version 1 of a new agent."""
-    agent = await make_agent(versions=1)
-    served = await load_version(pool, agent["id"], 1)
-    candidate = Candidate("a", served.agent_id, 1, None, served.config_hash)
-    return lambda sid: new_call(sid, "a", (candidate,), remember=False)
-
-
 @dataclass
 class Writer:
     writer: CallWriter

@@ -16,11 +16,8 @@ import pytest
 from router import recorder
 from router.spool import Spool
 from store.breaker import CircuitBreaker
-from store.calls import CallRecord, Candidate, NewCall
+from store.calls import CallRecord, NewCall
 from store.db import KeptConnection, create_pool
-from store.snapshots import load_version
-from tests.call_rows import new_call
-from tests.conftest import AgentFactory
 from tests.polling import eventually
 from tests.router_fixtures import running_writer
 
@@ -119,15 +116,6 @@ async def test_a_kept_connection_the_server_closed_is_replaced_unseen(
 
 async def _is_gone(pool: asyncpg.Pool, pid: int) -> bool:
     return not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
-
-
-@pytest.fixture
-async def call_to(pool: asyncpg.Pool, make_agent: AgentFactory) -> Callable[[str], NewCall]:
-    """Calls (by provider call id) served version 1 of a new agent."""
-    agent = await make_agent(versions=1)
-    served = await load_version(pool, agent["id"], 1)
-    candidate = Candidate("a", served.agent_id, 1, None, served.config_hash)
-    return lambda sid: new_call(sid, "a", (candidate,), remember=False)
 
 
 async def test_the_writer_records_on_through_hostile_calls_and_hands_its_connection_back(
