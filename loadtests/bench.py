@@ -230,7 +230,8 @@ def load(
     print(
         f"  {label:<28} {report['achieved_rate']:>9.0f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
         f"p99 {lat.get('p99', 0):7.2f} ms  errors {report['errors']}  "
-        f"server {report['server_cpu_us_per_call']:.0f} us/call  "
+        f"server {report['server_cpu_us_per_call']:.0f} us/call "
+        f"(waited {report['server_wait_us_per_call']:.0f})  "
         f"db {report['db_cpu_us_per_call']:.0f} us/call  "
         f"client {report['client_cpu_share_of_machine']:.0%}",
         flush=True,

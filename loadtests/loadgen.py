@@ -180,6 +180,7 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
 class Snapshot:
     at: float
     server_cpu: float
+    server_wait: float
     db_cpu: float
     client_cpu: float
     done: int
@@ -189,6 +190,7 @@ def _snapshot(run: Run) -> Snapshot:
     return Snapshot(
         time.perf_counter(),
         procstat.total_cpu_seconds(run.spec.server_pids),
+        sum(procstat.wait_seconds(pid) for pid in run.spec.server_pids),
         procstat.total_cpu_seconds(run.spec.db_pids),
         time.process_time(),
         len(run.done),
@@ -244,6 +246,8 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         "latency_ms": {k: round(v, 3) for k, v in percentiles(ok).items()},
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_us_per_call": round(server_cpu * per_call, 1),
+        # Runnable but off the CPU: the open loop's tail follows it (loadtests/README.md).
+        "server_wait_us_per_call": round((last.server_wait - first.server_wait) * per_call, 1),
         "db_cpu_us_per_call": round(db_cpu * per_call, 1),
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_share_of_machine": round(client_cpu / (window * cpus), 3) if window else 0,

@@ -27,14 +27,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _schedstat(pid: int, field: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[field]) / 1e9
+    except OSError:
+        return 0.0
+
+
 def run_seconds(pid: int) -> float:
     """Time `pid` has run on a CPU, in seconds to the nanosecond (0 once the process is gone):
     cpu_seconds counts clock ticks of 10 ms, too coarse to tell components of a few µs a call
     apart over a few seconds of one backend."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except OSError:
-        return 0.0
+    return _schedstat(pid, 0)
+
+
+def wait_seconds(pid: int) -> float:
+    """Time `pid` was runnable but waiting for a CPU, in seconds (0 once the process is gone):
+    what the other processes on the machine cost it in latency."""
+    return _schedstat(pid, 1)
 
 
 def total_cpu_seconds(pids: Iterable[int]) -> float:

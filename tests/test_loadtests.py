@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -13,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import profile_buckets, record_cost, workload, writer_bench
+from loadtests import procstat, profile_buckets, record_cost, workload, writer_bench
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -110,3 +113,20 @@ def test_the_summary_gives_each_tree_its_medians_and_their_ratio_to_the_first() 
     assert before["cpu_us_per_call"] == {"median": 320, "min": 300, "max": 900, "to_first": 1.0}
     assert after["cpu_us_per_call"] == {"median": 245, "min": 240, "max": 250, "to_first": 0.766}
     assert after["runs"] == 2 and after["p99_ms"]["to_first"] == 1.0
+
+
+def test_a_process_sharing_its_cpu_is_counted_as_waiting_for_it() -> None:
+    """Two busy processes pinned to one CPU for half a second: each runs about half the time
+    and waits about half; a process that is gone reads as 0."""
+    busy = "import time\nend = time.monotonic() + 0.5\nwhile time.monotonic() < end: pass"
+    cpu = min(os.sched_getaffinity(0))
+    children = [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(2)]  # noqa: S603
+    for child in children:
+        os.sched_setaffinity(child.pid, {cpu})
+    time.sleep(0.4)
+    waited = [procstat.wait_seconds(child.pid) for child in children]
+    ran = [procstat.run_seconds(child.pid) for child in children]
+    for child in children:
+        child.wait()
+    assert all(w > 0.05 for w in waited), (waited, ran)
+    assert procstat.wait_seconds(children[0].pid) == 0.0  # reaped: no /proc entry
