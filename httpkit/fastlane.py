@@ -282,6 +282,8 @@ class _Connection(asyncio.Protocol):
         transport.write(
             _head(answer.status, answer.content_type, len(answer.body), close) + answer.body
         )
+        # Idle from the answer on, as aiohttp counts its keep-alive.
+        self._last_active = self._server.loop.time()
         if close:
             transport.close()
         elif self._buffer and not self._writing_paused:
@@ -313,10 +315,10 @@ class _Connection(asyncio.Protocol):
         idle = self._server.loop.time() - self._last_active
         if self._serving is None and idle >= KEEPALIVE_S:
             self.close()
-        else:
-            self._idle_timer = self._server.loop.call_later(
-                max(0.0, KEEPALIVE_S - idle), self._check_idle
-            )
+            return
+        # A request in flight is not idleness, and its answer restarts the count.
+        wait = KEEPALIVE_S if self._serving is not None else KEEPALIVE_S - idle
+        self._idle_timer = self._server.loop.call_later(wait, self._check_idle)
 
     def _forget(self) -> None:
         self._server.lane_connections.discard(self)

@@ -306,3 +306,24 @@ async def test_shutdown_waits_for_a_request_whose_client_hung_up(
     app[RELEASE].set()
     await asyncio.wait_for(cleanup, 5)
     assert app[RELEASED] == ["/slow?gone"]
+
+
+async def test_an_idle_connection_closes_after_the_keep_alive_counted_from_its_answer(
+    served: tuple[int, FastLaneRunner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastlane, "KEEPALIVE_S", 0.3)
+    port, runner = served
+    idle = Client(*await asyncio.open_connection(HOST, port))
+    slow_one = Client(*await asyncio.open_connection(HOST, port))
+    await slow_one.send(post("/slow"))
+    await asyncio.sleep(0.6)  # past the keep-alive with the request in flight: still open
+    app: Any = runner.app
+    app[RELEASE].set()
+    answered = asyncio.get_running_loop().time()
+    assert (await slow_one.answer())[2] == b"released"
+    assert await idle.closed()
+    assert await slow_one.closed()
+    # Counted from the answer, not from the request's bytes 0.6 s before it.
+    assert asyncio.get_running_loop().time() - answered >= 0.25
+    for client in (idle, slow_one):
+        client.writer.close()
