@@ -35,7 +35,7 @@ import asyncpg
 from harness.postgres import scratch_database
 from loadtests.procstat import run_seconds
 from store import agents
-from store.calls import RECORD_CALLS, Candidate, NewCall, _columns, record_calls
+from store.calls import RECORD_CALLS, Candidate, NewCall, _parameters, record_calls
 from store.db import create_pool
 from store.settings import DEFAULT_DATABASE_URL
 
@@ -187,7 +187,7 @@ async def measure(
                 await tx.start()
                 plan = await conn.fetch(
                     EXPLAIN + RECORD_CALLS,
-                    *_columns(batch(batches)),
+                    *_parameters(batch(batches)),
                 )
                 await tx.rollback()
             explained = [r[0] for r in plan]
