@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import io
 import json
@@ -303,7 +302,7 @@ async def _seed(url: str) -> list[list[dict[str, Any]]]:
         await pool.execute(ADD_CHANNELS, CHANNELS)
     finally:
         await pool.close()
-    return [[dataclasses.asdict(c) for c in pair] for pair in offered]
+    return [[c._asdict() for c in pair] for pair in offered]
 
 
 async def rounds(args: argparse.Namespace) -> None:

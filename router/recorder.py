@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import TypeVar
 
 import asyncpg
@@ -92,7 +91,7 @@ def pinned_to_draw(call: NewCall) -> NewCall:
     remembered variant) is out of reach. Recording it later records that same variant, and
     makes it the caller's remembered one."""
     drawn = next(c for c in call.candidates if c.label == call.drawn)
-    return replace(call, candidates=(drawn,))
+    return call._replace(candidates=(drawn,))
 
 
 def spooled_record(call: NewCall) -> CallRecord:

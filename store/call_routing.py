@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from store.channels import Routing, Variant
 from store.draw import SCALE, draw_point, keep_or_redraw, pick
@@ -29,8 +29,7 @@ class Unroutable:
     reason: str
 
 
-@dataclass(frozen=True)
-class Draw:
+class Draw(NamedTuple):
     """A call's draw on a channel: the key it hashed and the variant it landed on. With
     `remember`, the caller's remembered variant wins over `drawn` while it is live."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import asyncpg
 
@@ -219,8 +219,10 @@ EXPORT_CALLS = "SELECT" + CALL_COLUMNS + "FROM calls" + CALL_FILTER + "ORDER BY 
 EXPORT_PREFETCH = 1000
 
 
-@dataclass(frozen=True)
-class Candidate:
+# The hot path's plain data (Candidate, NewCall, CallRecord) is named tuples: a frozen
+# dataclass sets each field through object.__setattr__, which made building a call's four
+# records cost about ten times as much (loadtests/README.md).
+class Candidate(NamedTuple):
     """A live variant the call may be served from, with the snapshot it would get."""
 
     label: str
@@ -230,8 +232,7 @@ class Candidate:
     config_hash: str
 
 
-@dataclass(frozen=True)
-class NewCall:
+class NewCall(NamedTuple):
     """A call to record. `drawn` is the fresh draw; with `remember`, the caller's remembered
     variant wins while it is among `candidates` (which then hold every live variant)."""
 
@@ -258,8 +259,7 @@ class CallEnd:
     duration_s: float | None
 
 
-@dataclass(frozen=True)
-class CallRecord:
+class CallRecord(NamedTuple):
     """A recorded call: its row in `calls`, fields in CALL_COLUMNS' order."""
 
     call_id: str
@@ -310,7 +310,7 @@ class CallRecord:
         return {"sentiment": self.sentiment, "automated": self.automated, **self.analysis}
 
 
-_RECORD_FIELD_COUNT = len(CallRecord.__dataclass_fields__)
+_RECORD_FIELD_COUNT = len(CallRecord._fields)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ a provider retry reaching another worker; whatever does not decode is refused, n
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,23 +14,22 @@ from store.codecs import CALL_CLAIM, SCHEMA_VERSION, CacheDecodeError
 from tests.call_rows import RECORDED_CALL
 
 # Microseconds too: a retry's answer must be the record, to the last digit.
-SPOOLED = replace(RECORDED_CALL, started_at=RECORDED_CALL.started_at.replace(microsecond=678901))
+SPOOLED = RECORDED_CALL._replace(started_at=RECORDED_CALL.started_at.replace(microsecond=678901))
 
 
 @pytest.mark.parametrize(
     "record",
     [
         SPOOLED,
-        replace(SPOOLED, version=3, draft_revision=None, provider="generic", variant="b"),
-        replace(
-            SPOOLED,
+        SPOOLED._replace(version=3, draft_revision=None, provider="generic", variant="b"),
+        SPOOLED._replace(
             status="completed",
             ended_at=datetime(2026, 1, 2, 3, 5, tzinfo=UTC),
             duration_s=54.3,
             sentiment="positive",
             automated=False,
         ),
-        replace(SPOOLED, duration_s=0, from_number="anonymous ☎"),
+        SPOOLED._replace(duration_s=0, from_number="anonymous ☎"),
     ],
     ids=["draft", "version", "ended", "integral duration"],
 )

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from urllib.parse import parse_qsl
 
 import pytest
@@ -49,7 +48,7 @@ def _reference_twiml(stream_url: str, call: CallRecord) -> str:
     "agent_id", ["agt_0123456789abcdef", 'a"b<c>&d', "tab\there\nline\rfeed", "'quote' é ☎"]
 )
 def test_templated_twiml_is_what_elementtree_writes(agent_id: str) -> None:
-    call = replace(RECORDED_CALL, agent_id=agent_id)
+    call = RECORDED_CALL._replace(agent_id=agent_id)
     url = "wss://media.example.com/a&b"
     assert providers.twiml_stream(url, call) == _reference_twiml(url, call)
 

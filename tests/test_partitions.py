@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -112,8 +111,7 @@ async def test_the_migration_moves_every_call_and_counts_none_twice(database: st
 
         # The record path works on the new table: a retry (a month later) gets the old row, a
         # new call is recorded and counted by the re-created rollup triggers.
-        retry = replace(
-            new_call("CA2", "a", _candidate(agent_id, config_hash), remember=False),
+        retry = new_call("CA2", "a", _candidate(agent_id, config_hash), remember=False)._replace(
             call_id="call_retry",
             started_at=NOW + timedelta(days=40),
         )
@@ -138,7 +136,7 @@ async def test_a_retry_in_another_month_is_recorded_once_even_at_once(database: 
         offered = _candidate(agent_id, config_hash)
         first = new_call("CA1", "a", offered, remember=False, started_at=NOW)
         retries = [
-            replace(first, call_id=f"call_retry{n}", started_at=NOW + timedelta(days=31 * n))
+            first._replace(call_id=f"call_retry{n}", started_at=NOW + timedelta(days=31 * n))
             for n in range(1, 4)
         ]
         results = await asyncio.gather(*(calls.record_calls(pool, [c]) for c in (first, *retries)))

@@ -5,7 +5,6 @@ is the dry run's (tests/sticky_cases.py)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -32,7 +31,7 @@ OTHER_CALLER = "+12125550199"
 def test_call_columns_are_the_record_fields_in_order() -> None:
     """call_record reads a row by position."""
     columns = [c.strip() for c in CALL_COLUMNS.split(",")]
-    assert [*columns, "analysis"] == list(CallRecord.__dataclass_fields__)
+    assert [*columns, "analysis"] == list(CallRecord._fields)
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ async def test_the_same_provider_call_id_twice_in_a_batch_records_it_once(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
     first, retry = new_call("CA1", "a", ab), new_call("CA1", "b", ab)
-    retry = replace(retry, call_id="call_retry")
+    retry = retry._replace(call_id="call_retry")
 
     results = await record_calls(pool, [first, retry])
 
@@ -121,7 +120,7 @@ async def test_a_retry_of_a_call_recorded_earlier_gets_its_row(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
     [earlier] = await record_calls(pool, [new_call("CA1", "a", ab)])
-    retry = replace(new_call("CA1", "a", ab), call_id="call_retry")
+    retry = new_call("CA1", "a", ab)._replace(call_id="call_retry")
 
     [again] = await record_calls(pool, [retry])
 
@@ -217,7 +216,7 @@ async def test_one_provider_call_in_two_batches_at_once_is_recorded_once(
 ) -> None:
     """A provider retry reaching another worker while the first is committing: both answers
     name the one row."""
-    retry = replace(new_call("CA1", "a", ab), call_id="call_retry")
+    retry = new_call("CA1", "a", ab)._replace(call_id="call_retry")
     first, second = await asyncio.gather(
         record_calls(pool, [new_call("CA1", "a", ab)]), record_calls(pool, [retry])
     )

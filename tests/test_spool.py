@@ -8,7 +8,7 @@ import contextlib
 import fcntl
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -314,7 +314,7 @@ async def claims(settings: Settings) -> AsyncIterator[CallClaims]:
 async def test_a_claim_is_taken_once_and_released(claims: CallClaims) -> None:
     first = spooled_record(_call("CA-claim"))
     assert await claims.claim([first]) == {}
-    retry = replace(first, call_id="call_retry")
+    retry = first._replace(call_id="call_retry")
     assert await claims.claim([retry, spooled_record(_call("CA-other"))]) == {
         ("twilio", "CA-claim"): first
     }
@@ -340,7 +340,7 @@ async def test_a_retry_spooled_by_another_worker_gets_the_first_answer(
         _writer(pool, tmp_path / "b", candidate, claims) as other_worker,
     ):
         answered = await first_worker.writer.record(first_worker.call("CA-retried"))
-        retry = replace(first_worker.call("CA-retried"), call_id="call_of_the_retry")
+        retry = first_worker.call("CA-retried")._replace(call_id="call_of_the_retry")
         assert await other_worker.writer.record(retry) == answered
         assert other_worker.writer.spooled == 0 and other_worker.spool.pending_bytes() == 0
 
