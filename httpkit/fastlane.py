@@ -17,10 +17,9 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
 from aiohttp import web
@@ -44,8 +43,9 @@ KEEPALIVE_S = 3630.0
 UNUSUAL_HEADERS = ("transfer-encoding", "expect", "upgrade")
 
 
-@dataclass(frozen=True, slots=True)
-class LaneRequest:
+# Named tuples, not frozen dataclasses, which set each field through object.__setattr__: the
+# lane builds three of these a request.
+class LaneRequest(NamedTuple):
     """What a lane is given: the request target as sent (path and query, aiohttp's `raw_path`),
     the headers (looked up by lower-case name), the body, and the path's variables by name."""
 
@@ -55,8 +55,7 @@ class LaneRequest:
     params: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class LaneAnswer:
+class LaneAnswer(NamedTuple):
     status: int
     content_type: str
     body: bytes
@@ -144,8 +143,7 @@ def _head(status: int, content_type: str, length: int, close: bool) -> bytes:
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     lane: Lane
     method: str
     request: LaneRequest

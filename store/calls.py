@@ -219,9 +219,9 @@ EXPORT_CALLS = "SELECT" + CALL_COLUMNS + "FROM calls" + CALL_FILTER + "ORDER BY 
 EXPORT_PREFETCH = 1000
 
 
-# The hot path's plain data (Candidate, NewCall, CallRecord) is named tuples: a frozen
-# dataclass sets each field through object.__setattr__, which made building a call's four
-# records cost about ten times as much (loadtests/README.md).
+# What every call builds (Candidate, NewCall, CallRecord; store/call_routing.py's Draw) is
+# named tuples: a frozen dataclass sets each field through object.__setattr__, which made
+# building them cost about nine times as much (loadtests/README.md).
 class Candidate(NamedTuple):
     """A live variant the call may be served from, with the snapshot it would get."""
 
