@@ -476,8 +476,9 @@ def _router_extras(env: Env, runs: dict[str, Any], seed: Iterator[int], s: Serve
 
 def _large_set(env: Env, runs: dict[str, Any], seed: Iterator[int], rate: int) -> None:
     """1k and 100k channels on one freshly started worker, open loop at `rate`: all 100k
-    routed once (closed loop), then LARGE_SET_ROUNDS rounds alternating between the two sets,
-    so that neither set's points all come first or all follow the heavy closed loop."""
+    routed once (closed loop), then LARGE_SET_ROUNDS rounds of one point of each set, the sets'
+    order reversed every other round, so that neither set's points all come first or all
+    follow the heavy closed loop."""
     print("1 worker, 1,000 vs 100,000 channels at the same arrival rate", flush=True)
     with serving(env, "router") as s:
         runs["router_large_startup_s"] = round(s.startup_s, 2)
@@ -494,7 +495,9 @@ def _large_set(env: Env, runs: dict[str, Any], seed: Iterator[int], rate: int) -
         for name, _, _ in sets:
             runs[f"router_{name}_open"] = []
         for round_ in range(1, LARGE_SET_ROUNDS + 1):
-            for name, size, label in sets:
+            # Each set first in turn (ABA...), so that a drift of the machine within a round
+            # does not always favour the same set.
+            for name, size, label in sets if round_ % 2 else sets[::-1]:
                 runs[f"router_{name}_open"].append(
                     load(
                         env,
