@@ -221,7 +221,7 @@ EXPORT_PREFETCH = 1000
 
 # What every call builds (Candidate, NewCall, CallRecord; store/call_routing.py's Draw) is
 # named tuples: a frozen dataclass sets each field through object.__setattr__, which made
-# building them cost about nine times as much (loadtests/README.md).
+# building them cost four times as much (loadtests/README.md).
 class Candidate(NamedTuple):
     """A live variant the call may be served from, with the snapshot it would get."""
 
