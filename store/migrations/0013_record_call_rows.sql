@@ -1,9 +1,10 @@
 -- The record statement's input as two arrays of rows (the calls, and the variants each may be
 -- served from) instead of fifteen arrays of one column each. asyncpg checks every element of
 -- an array parameter against the collections ABCs before encoding it, and Postgres decodes
--- each array parameter on its own: the fifteen arrays cost the router about 90 µs a batch
--- more than two arrays of rows holding the same values, and Postgres about 25 µs more at one
--- call a batch (loadtests/README.md). Types only: nothing stores them.
+-- each array parameter on its own: the fifteen arrays cost the router 40-90 µs a batch more
+-- than two arrays of rows holding the same values (one to fifteen calls), and Postgres about
+-- 25 µs more at one or two calls a batch (loadtests/README.md). Types only: nothing stores
+-- them.
 CREATE TYPE record_call_input AS (
     call_id          text,
     provider         text,
