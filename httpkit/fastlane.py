@@ -302,7 +302,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         self._read(paused=False)
         self._forget()
-        handler = self._server.aiohttp_protocol()
+        handler = self._server.inner()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self._buffer:
@@ -351,9 +351,6 @@ class FastLaneServer(Server):
         self.lane_connections: set[_Connection] = set()
         # Requests in flight, their connections open or not: shutdown waits for them all.
         self.lane_requests: set[asyncio.Task[None]] = set()
-
-    def aiohttp_protocol(self) -> RequestHandler:
-        return self.inner()
 
     # The lane's protocol, not aiohttp's: asyncio needs only a Protocol from the factory.
     def __call__(self) -> Any:

@@ -32,7 +32,7 @@ from store.validation import InvalidRequest, parse
 log = structlog.get_logger()
 
 TWIML = "application/xml"
-TWIML_UTF8 = "application/xml; charset=utf-8"
+TWIML_UTF8 = f"{TWIML}; charset=utf-8"
 FORM = "application/x-www-form-urlencoded"
 # Twilio's final call statuses: the call is over and CallDuration is set.
 TWILIO_FINAL = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})

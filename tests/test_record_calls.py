@@ -9,6 +9,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from loadtests.record_cost import PLANS
 from store.calls import (
     CALL_COLUMNS,
     RECORD_CALLS,
@@ -64,10 +65,7 @@ async def test_the_record_statement_is_planned_once_a_connection(
                 for i in range(size)
             ]
             assert all(isinstance(r, CallRecord) for r in await record_calls(own, calls))
-        plans = await own.fetchrow(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
-            RECORD_CALLS,
-        )
+        plans = await own.fetchrow(PLANS, RECORD_CALLS)
     finally:
         await own.close()
 
