@@ -217,15 +217,23 @@ def load(
     }
     spec_path = env.workdir / f"{label}.spec.json"
     out_path = env.workdir / f"{label}.out.json"
+    speed_path = env.workdir / f"{label}.speed.json"
     spec_path.write_text(json.dumps(spec))
     limit = env.duration_s + env.warmup_s + 120
-    subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)],
-        check=True,
-        timeout=limit,
-    )
+    # How fast the machine ran Python during the measured window (loadtests/speed.py).
+    window = [str(env.warmup_s), str(env.duration_s), str(speed_path)]
+    speed = subprocess.Popen([sys.executable, "-m", "loadtests.speed", *window])  # noqa: S603
+    try:
+        subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)],
+            check=True,
+            timeout=limit,
+        )
+    finally:
+        speed.wait(timeout=limit)
     report: dict[str, Any] = json.loads(out_path.read_text())
     report["server"] = f"{servers.kind} x{len(servers.ports)}"
+    report["cpu_speed"] = json.loads(speed_path.read_text())
     lat = report["latency_ms"]
     print(
         f"  {label:<28} {report['achieved_rate']:>9.0f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
@@ -233,10 +241,15 @@ def load(
         f"server {report['server_cpu_us_per_call']:.0f} us/call "
         f"(waited {report['server_wait_us_per_call']:.0f})  "
         f"db {report['db_cpu_us_per_call']:.0f} us/call  "
-        f"client {report['client_cpu_share_of_machine']:.0%}",
+        f"client {report['client_cpu_share_of_machine']:.0%}  probe {_probe_ms(report)} ms",
         flush=True,
     )
     return report
+
+
+def _probe_ms(report: dict[str, Any]) -> str:
+    """The speed probe's median ms per CPU during a point, as `0.87/1.52`."""
+    return "/".join(f"{cpu['median_ms']:.2f}" for cpu in report["cpu_speed"].values())
 
 
 def twilio(env: Env, channels: int, seed: int) -> dict[str, Any]:
@@ -569,13 +582,18 @@ def summary(runs: dict[str, Any]) -> list[list[str]]:
                 _verdict(vs_ceiling >= want_ceiling and vs_naive >= want_naive),
             ]
         )
-    router, naive = runs[f"router_{CLOSED_CONNECTIONS[0]}"], runs[f"naive_{CLOSED_CONNECTIONS[0]}"]
+    router, naive, ceiling = (
+        runs[f"{k}_{CLOSED_CONNECTIONS[0]}"] for k in ("router", "naive", "ceiling")
+    )
     cpu, db = router["server_cpu_us_per_call"], router["db_cpu_us_per_call"]
+    bare = ceiling["server_cpu_us_per_call"]
     rows.append(
         [
-            f"CPU per call {CLOSED_CONNECTIONS[0]} conn, router (naive)",
+            f"CPU per call {CLOSED_CONNECTIONS[0]} conn, router (naive); "
+            f"speed probe {_probe_ms(router)} ms (ceiling's {_probe_ms(ceiling)})",
             f"router {cpu:.0f} us ({naive['server_cpu_us_per_call']:.0f}), "
-            f"Postgres {db:.0f} us ({naive['db_cpu_us_per_call']:.0f})",
+            f"Postgres {db:.0f} us ({naive['db_cpu_us_per_call']:.0f}); "
+            f"{_ratio(cpu, bare):.1f}x, {_ratio(db, bare):.1f}x the ceiling's {bare:.0f} us",
             f"router <= {TARGETS['router_cpu_us_per_call']:.0f} us, "
             f"Postgres <= {TARGETS['db_cpu_us_per_call']:.0f} us",
             _verdict(

@@ -98,6 +98,10 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
+# (intended or sent time, done time, ok) of a finished request.
+Done = tuple[float, float, bool]
+
+
 class Run:
     """One measurement: the requests, the outcome of each, the accounting around the window."""
 
@@ -107,8 +111,7 @@ class Run:
         self.requests = requests
         self.expect = spec.expect.encode() if spec.expect else None
         self.next = 0
-        # (intended or sent time, done time, ok) of every finished request.
-        self.done: list[tuple[float, float, bool]] = []
+        self.done: list[Done] = []
         self.errors: dict[str, int] = {}
         self.exhausted = False
 
@@ -244,6 +247,7 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         "error_kinds": dict(run.errors),
         "exhausted_requests": run.exhausted,
         "latency_ms": {k: round(v, 3) for k, v in percentiles(ok).items()},
+        "p99_ms_by_second": _p99_by_second(measured, first.at, spec.rate is not None),
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_us_per_call": round(server_cpu * per_call, 1),
         # Runnable but off the CPU: the open loop's tail follows it (loadtests/README.md).
@@ -254,6 +258,18 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         "client_cpu_us_per_call": round(client_cpu * per_call, 1),
         "server_rss_mb": [round(procstat.rss_bytes(p) / 2**20, 1) for p in spec.server_pids],
     }
+
+
+def _p99_by_second(measured: list[Done], start: float, open_loop: bool) -> list[float]:
+    """The p99 of each whole second of the window (requests due in it in the open loop,
+    finished in it in the closed loop): whether a tail is spread over the run or comes from a
+    few bad seconds."""
+    seconds: dict[int, list[float]] = {}
+    for sent, done, good in measured:
+        if good:
+            at = sent if open_loop else done
+            seconds.setdefault(int(at - start), []).append(done - sent)
+    return [round(percentiles(seconds[s])["p99"], 2) for s in sorted(seconds)]
 
 
 def run_spec(spec: Spec, started_file: Path | None = None) -> dict[str, Any]:

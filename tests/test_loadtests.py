@@ -5,17 +5,19 @@ each call from its intended time, and its summary compares trees by their median
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import procstat, profile_buckets, record_cost, workload, writer_bench
+from loadtests import procstat, profile_buckets, record_cost, speed, workload, writer_bench
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -129,3 +131,24 @@ def test_a_process_sharing_its_cpu_is_counted_as_waiting_for_it() -> None:
         child.wait()
     assert all(w > 0.05 for w in waited), (waited, ran)
     assert procstat.wait_seconds(children[0].pid) == 0.0  # reaped: no /proc entry
+
+
+def test_the_speed_probe_times_its_work_on_every_cpu_in_turn(tmp_path: Path) -> None:
+    """Run as the bench runs it, in a process of its own: a median and a least time for each
+    CPU this process may use."""
+    out = tmp_path / "speed.json"
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "loadtests.speed", "0", "1", str(out)], check=True, timeout=30
+    )
+    found = json.loads(out.read_text())
+
+    assert sorted(found) == [str(cpu) for cpu in sorted(os.sched_getaffinity(0))]
+    for cpu in found.values():
+        assert 0 < cpu["least_ms"] <= cpu["median_ms"]
+
+
+def test_a_probe_summary_gives_each_cpu_its_median_and_least() -> None:
+    assert speed.summary({0: [1.0, 3.0, 2.0], 1: [], 2: [5.0]}) == {
+        "0": {"median_ms": 2.0, "least_ms": 1.0},
+        "2": {"median_ms": 5.0, "least_ms": 5.0},
+    }

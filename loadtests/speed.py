@@ -1,0 +1,72 @@
+"""`python -m loadtests.speed DELAY_S DURATION_S OUT`: how fast each CPU of this machine ran
+Python while a point was measured.
+
+A shared host does not run a virtual CPU at one speed: the same pure-Python work takes 16-18 ms
+in some seconds and 27-30 ms in others, on either CPU, idle or not, flipping within seconds
+(loadtests/README.md). A point's CPU µs per call moves with it, so the bench runs this probe
+beside every point: after DELAY_S (the warm-up), every INTERVAL_S it pins itself to the next CPU
+and times one small fixed piece of work, for DURATION_S, about 1% of one CPU. OUT gets, per
+CPU, the median and the least milliseconds of the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+INTERVAL_S = 0.1
+# Rounds of the work a probe times: about 1 ms at the host's fast speed.
+ROUNDS = 1_000
+
+
+def work(rounds: int = ROUNDS) -> None:
+    """The kinds of work a webhook costs the router: formatting, partitioning, a dict, a
+    digest."""
+    seen: dict[str, bytes] = {}
+    for n in range(rounds):
+        name, _, value = f"Field{n % 25}=value+{n}".partition("=")
+        seen[name] = hashlib.sha256(value.replace("+", " ").encode()).digest()
+
+
+def probe(cpus: list[int], duration_s: float) -> dict[int, list[float]]:
+    """Milliseconds of CPU the work took, per CPU, the CPUs taken in turn."""
+    taken: dict[int, list[float]] = {cpu: [] for cpu in cpus}
+    deadline = time.monotonic() + duration_s
+    turn = 0
+    while time.monotonic() < deadline:
+        cpu = cpus[turn % len(cpus)]
+        turn += 1
+        os.sched_setaffinity(0, {cpu})
+        started = time.thread_time()
+        work()
+        taken[cpu].append((time.thread_time() - started) * 1000)
+        time.sleep(INTERVAL_S)
+    return taken
+
+
+def summary(taken: dict[int, list[float]]) -> dict[str, dict[str, float]]:
+    """Per CPU: the median and the least ms of the work."""
+    return {
+        str(cpu): {"median_ms": round(statistics.median(runs), 2), "least_ms": round(min(runs), 2)}
+        for cpu, runs in taken.items()
+        if runs
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    delay, duration, out = float(argv[0]), float(argv[1]), Path(argv[2])
+    time.sleep(delay)
+    out.write_text(json.dumps(summary(probe(sorted(os.sched_getaffinity(0)), duration))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
