@@ -164,6 +164,13 @@ class RouterMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.commit = Histogram(
+            "agentver_call_commit_seconds",
+            "A group-commit batch from sending its record statement to its durable commit: what"
+            " every call of the batch waits before its answer (a slow disk flush shows here).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.spool = Counter(
             "agentver_spool_records_total",
             "Call records and call endings written to the local spool while Postgres was"

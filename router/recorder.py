@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -224,9 +225,12 @@ class CallWriter:
     async def _write(self, batch: list[Pending], kept: KeptConnection) -> None:
         self._metrics.batch_size.observe(len(batch))
         calls = [call for call, _ in batch]
+        started = time.perf_counter()
         results = await self._commit(calls, kept)
         if results is None:
             results = await self._to_spool(calls)
+        else:
+            self._metrics.commit.observe(time.perf_counter() - started)
         for (_, done), result in zip(batch, results, strict=True):
             if done.done():
                 continue

@@ -117,6 +117,21 @@ async def test_retried_call_sid_gets_the_same_answer_and_one_record(
     assert metric(router, "agentver_calls_routed_total", {**labels, "outcome": "retry"}) == 8
 
 
+async def test_every_committed_batch_is_timed(
+    make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
+) -> None:
+    """agentver_call_commit_seconds: one observation per batch that reached Postgres, the time
+    its calls waited on the commit."""
+    await make_pinned_agent(versions=1, pinned=1)
+
+    await asyncio.gather(*(webhooks.twilio_call(f"CA-timed-{n}") for n in range(20)))
+
+    batches = metric(router, "agentver_call_batch_size_count", {})
+    assert batches >= 1
+    assert metric(router, "agentver_call_commit_seconds_count", {}) == batches
+    assert metric(router, "agentver_call_commit_seconds_sum", {}) > 0
+
+
 async def test_a_webhook_the_fast_lane_hands_to_aiohttp_is_answered_alike(
     api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks, router: RouterClient
 ) -> None:
