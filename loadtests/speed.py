@@ -1,12 +1,14 @@
 """`python -m loadtests.speed DELAY_S DURATION_S OUT`: how fast each CPU of this machine ran
 Python while a point was measured.
 
-A shared host does not run a virtual CPU at one speed: the same pure-Python work takes 16-18 ms
-in some seconds and 27-30 ms in others, on either CPU, idle or not, flipping within seconds
-(loadtests/README.md). A point's CPU µs per call moves with it, so the bench runs this probe
-beside every point: after DELAY_S (the warm-up), every INTERVAL_S it pins itself to the next CPU
-and times one small fixed piece of work, for DURATION_S, about 1% of one CPU. OUT gets, per
-CPU, the median and the least milliseconds of the work.
+A shared host does not run a virtual CPU at one speed: on an idle machine, 20 rounds of `work`
+took 16-18 ms of CPU in some seconds and 27-30 ms in others, on either CPU, flipping within
+seconds; and under a point's load, where each CPU switches between the servers, Postgres and
+the client thousands of times a second, the same work costs more again (loadtests/README.md).
+A point's CPU µs per call moves with both, so the bench runs this probe beside every point:
+after DELAY_S (the warm-up), every INTERVAL_S it pins itself to the next CPU and times one
+round of `work`, for DURATION_S, about 1% of one CPU. OUT gets, per CPU, the median and the
+least milliseconds of the work.
 """
 
 from __future__ import annotations
