@@ -244,9 +244,10 @@ def load(
         calls, batches, *slow = (a - b for a, b in zip(_writes(servers.ports), before, strict=True))
         report["calls_per_batch"] = round(calls / batches, 1) if batches else None
         report["commits_over_ms"] = dict(zip(map(str, SLOW_COMMIT_MS), slow, strict=True))
-        writes = f"  {report['calls_per_batch']} a batch, commits over " + ", ".join(
-            f"{ms} ms {n:.0f}" for ms, n in zip(SLOW_COMMIT_MS, slow, strict=True)
-        )
+        if batches:
+            writes = f"  {report['calls_per_batch']} a batch, commits over " + ", ".join(
+                f"{ms} ms {n:.0f}" for ms, n in zip(SLOW_COMMIT_MS, slow, strict=True)
+            )
     lat = report["latency_ms"]
     print(
         f"  {label:<28} {report['achieved_rate']:>9.0f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
