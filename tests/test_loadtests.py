@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from loadtests import procstat, profile_buckets, record_cost, speed, workload, writer_bench
+from loadtests import loadgen, procstat, profile_buckets, record_cost, speed, workload, writer_bench
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -100,6 +100,17 @@ async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> 
     assert started[-1] - started[0] < 0.095 + 0.03  # not one after the other
     assert math.isnan(latencies[2])
     assert all(0.03 <= x < 0.2 for i, x in enumerate(latencies) if i != 2)
+
+
+def test_each_second_of_a_point_gets_its_own_p99() -> None:
+    """Open loop: a request counts in the second it was due, however late it finished; closed
+    loop: in the second it finished. Failed requests count in neither."""
+    start = 100.0
+    done = [(100.2, 100.21, True), (100.9, 101.5, True), (101.1, 101.12, True)]
+    done += [(101.3, 101.35, False)]
+
+    assert loadgen._p99_by_second(done, start, open_loop=True) == [600.0, 20.0]
+    assert loadgen._p99_by_second(done, start, open_loop=False) == [10.0, 600.0]
 
 
 def test_the_summary_gives_each_tree_its_medians_and_their_ratio_to_the_first() -> None:
