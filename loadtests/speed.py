@@ -2,9 +2,9 @@
 Python while a point was measured.
 
 A shared host does not run a virtual CPU at one speed: on an idle machine, 20 rounds of `work`
-took 16-18 ms of CPU in some seconds and 27-30 ms in others, on either CPU, flipping within
+took 16.2-18.5 ms of CPU in some seconds and 27-30 ms in others, on either CPU, flipping within
 seconds; and under a point's load, where each CPU switches between the servers, Postgres and
-the client thousands of times a second, the same work costs more again (loadtests/README.md).
+the client, the same work costs more again (loadtests/README.md).
 A point's CPU µs per call moves with both, so the bench runs this probe beside every point:
 after DELAY_S (the warm-up), every INTERVAL_S it pins itself to the next CPU and times one
 round of `work`, for DURATION_S, about 1% of one CPU. OUT gets, per CPU, the median and the
