@@ -18,7 +18,7 @@ from pathlib import Path
 # today) goes to the first listed.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("signature check (HMAC-SHA1 over the sorted fields)", ("router/signatures.py",)),
-    ("form read and parse", ("form_pairs", "unquote", "web_request.py", "streams.py")),
+    ("form read and parse", ("form_fields", "unquote", "web_request.py", "streams.py")),
     ("metrics (tallies, cache observations)", ("router/metrics.py",)),
     (
         "resolve: L1 lookups, routing, draw",

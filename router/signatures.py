@@ -10,7 +10,8 @@ import binascii
 import functools
 import hashlib
 import hmac
-from collections.abc import Iterable
+import operator
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from nacl.exceptions import BadSignatureError
@@ -29,15 +30,27 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 PORT_VARIANTS_CACHE = 256
 
 
-def twilio_signature(token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+# A form's parameters as (name, value) pairs, or as the fields `name=value` split by
+# str.partition("="): (name, "=", value). Both give the name first and the value last.
+Params = Collection[tuple[str, ...]]
+_NAME = operator.itemgetter(0)
+
+
+def twilio_signature(token: str, url: str, params: Params) -> str:
     """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by every parameter name and
     value, names sorted, each name's distinct values sorted (as Twilio's RequestValidator)."""
     return _twilio_mac(token, url + _signed_params(params))
 
 
-def _signed_params(params: Iterable[tuple[str, str]]) -> str:
-    # Sorting the distinct (name, value) pairs orders names, then each name's values.
-    return "".join(name + value for name, value in sorted(set(params)))
+def _signed_params(params: Params) -> str:
+    if len(set(map(_NAME, params))) == len(params):
+        # Names all distinct (every webhook Twilio sends): the name alone orders them, and no
+        # pair repeats. The fields as they are, without a (name, value) tuple built for each.
+        ordered: Iterable[tuple[str, ...]] = sorted(params)
+    else:
+        # Sorting the distinct (name, value) pairs orders names, then each name's values.
+        ordered = sorted({(p[0], p[-1]) for p in params})
+    return "".join([p[0] + p[-1] for p in ordered])
 
 
 def _twilio_mac(token: str, signed: str) -> str:
@@ -84,9 +97,7 @@ def _other_port_variants(url: str) -> set[str]:
     return variants
 
 
-def verify_twilio(
-    token: str | None, url: str, params: Iterable[tuple[str, str]], signature: str | None
-) -> str | None:
+def verify_twilio(token: str | None, url: str, params: Params, signature: str | None) -> str | None:
     """Check X-Twilio-Signature for a request to `url` (as Twilio saw it) with form `params`."""
     if not token:
         return NOT_CONFIGURED

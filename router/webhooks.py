@@ -57,9 +57,12 @@ def _reject(app: web.Application, provider: str, reason: str | None) -> None:
     raise ApiError(403, "forbidden", "the webhook signature is missing, invalid or stale")
 
 
-def form_pairs(raw: bytes) -> list[tuple[str, str]] | None:
-    """A form body's fields exactly as `parse_qsl(raw.decode(), keep_blank_values=True)` reads
-    them (a test compares the two), or None when it is not UTF-8.
+def form_fields(raw: bytes) -> list[tuple[str, str, str]] | None:
+    """A form body's fields as `str.partition("=")` splits them, (name, "=", value), holding
+    exactly the (name, value) pairs `parse_qsl(raw.decode(), keep_blank_values=True)` reads (a
+    test compares the two), or None when it is not UTF-8. The partitions as they are, not pairs
+    built from them: they take a third of the time, and router/signatures.py and the params'
+    dict read them as well.
 
     A fraction of parse_qsl's work on a webhook's 25 fields: `+` is replaced once in the whole
     body (it cannot encode `&` or `=`), and the whole body is unquoted once when no escape in it
@@ -73,29 +76,32 @@ def form_pairs(raw: bytes) -> list[tuple[str, str]] | None:
     except UnicodeDecodeError:
         return None
     if ENCODED_SEPARATOR.search(text) is None:
-        fields = (field.partition("=") for field in unquote(text).split("&") if field)
-        return [(name, value) for name, _, value in fields]
-    pairs = []
+        return [field.partition("=") for field in unquote(text).split("&") if field]
+    fields = []
     for field in text.split("&"):
         if field:
-            name, _, value = field.partition("=")
-            pairs.append(
-                (unquote(name) if "%" in name else name, unquote(value) if "%" in value else value)
+            name, equals, value = field.partition("=")
+            fields.append(
+                (
+                    unquote(name) if "%" in name else name,
+                    equals,
+                    unquote(value) if "%" in value else value,
+                )
             )
-    return pairs
+    return fields
 
 
 def _twilio_params(
     app: web.Application, target: str, headers: Mapping[str, str], raw: bytes
 ) -> dict[str, str]:
     """The form parameters of a Twilio webhook whose X-Twilio-Signature checks out."""
-    pairs = form_pairs(raw)
+    fields = form_fields(raw)
     settings = app[SETTINGS]
     url = settings.public_base_url + target
     signature = headers.get("x-twilio-signature")
-    reason = signatures.verify_twilio(settings.twilio_auth_token, url, pairs or [], signature)
-    _reject(app, "twilio", reason if pairs is not None else signatures.BAD)
-    return dict(pairs or [])
+    reason = signatures.verify_twilio(settings.twilio_auth_token, url, fields or [], signature)
+    _reject(app, "twilio", reason if fields is not None else signatures.BAD)
+    return {name: value for name, _, value in fields or []}
 
 
 # --- Twilio ----------------------------------------------------------------------------------

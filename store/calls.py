@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -358,11 +359,19 @@ def call_record(row: asyncpg.Record) -> CallRecord:
     return CallRecord(*row[:_RECORD_FIELD_COUNT])
 
 
+# A call's provider key and its caller on its channel, as _rounds compares them.
+_CALL_KEY = operator.itemgetter(1, 2)
+_CALLER = operator.itemgetter(3, 4)
+
+
 def _rounds(calls: Sequence[NewCall]) -> list[list[int]]:
     """The calls' indexes in statements to run one after the other: a call goes in the round
     after the last one holding its provider call id or, when it remembers, its caller on its
     channel, so each statement sees the calls before it as committed rows. Almost every batch
     is one round."""
+    callers = [_CALLER(call) for call in calls if call.remember]
+    if len(set(map(_CALL_KEY, calls))) == len(calls) and len(set(callers)) == len(callers):
+        return [list(range(len(calls)))]  # no key repeats: the usual batch, checked in C
     last: dict[tuple[str, str, bool], int] = {}
     rounds: list[list[int]] = []
     for i, call in enumerate(calls):

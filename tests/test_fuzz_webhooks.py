@@ -5,6 +5,8 @@ reader. Whatever the bytes, each returns or raises its one documented error."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -17,7 +19,7 @@ from httpkit.errors import ApiError
 from httpkit.json import parse_json
 from router import signatures
 from router.spool import decode_records, encode_record
-from router.webhooks import form_pairs
+from router.webhooks import form_fields
 from store.call_routing import MAX_FROM_CHARS, caller_of
 from store.numbers import normalize_e164
 
@@ -129,9 +131,25 @@ form_bytes = st.binary(max_size=300) | st.text(alphabet="ab=&+%2BCé", max_size=
 
 @FUZZ
 @given(raw=form_bytes)
-def test_form_pairs_read_a_body_as_parse_qsl_does(raw: bytes) -> None:
+def test_form_fields_read_a_body_as_parse_qsl_does(raw: bytes) -> None:
     try:
         expected = parse_qsl(raw.decode(), keep_blank_values=True)
     except UnicodeDecodeError:
         expected = None
-    assert form_pairs(raw) == expected
+    fields = form_fields(raw)
+    assert (None if fields is None else [(name, value) for name, _, value in fields]) == expected
+
+
+@FUZZ
+@given(raw=form_bytes, repeat=st.booleans())
+def test_fields_are_signed_as_their_pairs(raw: bytes, repeat: bool) -> None:
+    """Repeated names, repeated fields and fields without `=` included: what is signed is every
+    distinct (name, value) once, sorted, whether given as fields or as pairs."""
+    fields = form_fields(raw + b"&" + raw if repeat else raw) or []
+    pairs = [(name, value) for name, _, value in fields]
+    signed = "".join(name + value for name, value in sorted(set(pairs)))
+    mac = hmac.new(b"token", ("https://x/v" + signed).encode(), hashlib.sha1)
+    reference = base64.b64encode(mac.digest()).decode()
+    assert signatures.twilio_signature("token", "https://x/v", fields) == reference
+    assert signatures.twilio_signature("token", "https://x/v", pairs) == reference
+    assert signatures.verify_twilio("token", "https://x/v", fields, reference) is None

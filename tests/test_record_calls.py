@@ -16,6 +16,7 @@ from store.calls import (
     CallNotRecorded,
     CallRecord,
     Candidate,
+    _rounds,
     record_calls,
 )
 from store.channels import Variant
@@ -74,6 +75,20 @@ async def test_the_record_statement_is_planned_once_a_connection(
 
 def _served(results: list[CallRecord | Exception]) -> list[tuple[str, str]]:
     return [(r.call_id, r.variant) if isinstance(r, CallRecord) else ("error", "") for r in results]
+
+
+def test_a_call_waits_a_round_only_for_an_earlier_call_with_its_key() -> None:
+    """Its provider call id, or its caller on its channel when both remember: a caller who is
+    not remembered shares no row, and without any repeated key the batch is one statement."""
+    ab = (Candidate("a", "agent_1", 1, None, "h"),)
+    distinct = [new_call(f"CA{n}", "a", ab, caller=f"+1212555010{n}") for n in range(4)]
+    assert _rounds(distinct) == [[0, 1, 2, 3]]
+    unremembered = [new_call(f"CA{n}", "a", ab, remember=n == 0) for n in range(3)]
+    assert _rounds(unremembered) == [[0, 1, 2]]
+    remembered = [new_call(f"CA{n}", "a", ab) for n in range(3)]
+    assert _rounds(remembered) == [[0], [1], [2]]
+    retried = [*distinct[:2], distinct[0]._replace(call_id="call_retry"), distinct[2]]
+    assert _rounds(retried) == [[0, 1, 3], [2]]
 
 
 async def test_the_same_caller_twice_in_a_batch_keeps_the_first_draw(
