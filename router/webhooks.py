@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import structlog
 from aiohttp import web
@@ -76,7 +76,10 @@ def form_fields(raw: bytes) -> list[tuple[str, str, str]] | None:
     except UnicodeDecodeError:
         return None
     if ENCODED_SEPARATOR.search(text) is None:
-        return [field.partition("=") for field in unquote(text).split("&") if field]
+        # An ASCII body (every webhook Twilio sends) is a single run of unquote's, which it
+        # unquotes as bytes and decodes: done here directly, without its split into runs.
+        plain = unquote_to_bytes(text).decode(errors="replace") if text.isascii() else unquote(text)
+        return [field.partition("=") for field in plain.split("&") if field]
     fields = []
     for field in text.split("&"):
         if field:

@@ -362,6 +362,7 @@ def call_record(row: asyncpg.Record) -> CallRecord:
 # A call's provider key and its caller on its channel, as _rounds compares them.
 _CALL_KEY = operator.itemgetter(1, 2)
 _CALLER = operator.itemgetter(3, 4)
+_LABEL = operator.attrgetter("label")
 
 
 def _rounds(calls: Sequence[NewCall]) -> list[list[int]]:
@@ -415,7 +416,11 @@ def _parameters(calls: Sequence[NewCall]) -> tuple[list[tuple[Any, ...]], list[t
 
 def _inserted(call: NewCall, variant: str, status: str, ended: Any, duration: Any) -> CallRecord:
     """The row RECORD_CALLS inserted for `call`, from what the statement returned of it."""
-    v = next(c for c in call.candidates if c.label == variant)
+    for v in call.candidates:  # the one served: a loop, not a generator, on every call's path
+        if v.label == variant:
+            break
+    else:  # the statement joins the call to the candidate it records
+        raise AssertionError(f"{call.provider_call_id} recorded as {variant}, not a candidate")
     return CallRecord(
         call.call_id,
         call.provider,
@@ -473,9 +478,7 @@ async def _record_batch(
         CallNotRecorded(f"call {c.provider_call_id} matched no variant") for c in calls
     ]
     for indexes in _rounds(calls):
-        sendable = [
-            i for i in indexes if any(v.label == calls[i].drawn for v in calls[i].candidates)
-        ]
+        sendable = [i for i in indexes if calls[i].drawn in map(_LABEL, calls[i].candidates)]
         if sendable:
             recorded = await _record_round(conn, [calls[i] for i in sendable])
             for i, result in zip(sendable, recorded, strict=True):
