@@ -5,6 +5,7 @@ is the dry run's (tests/sticky_cases.py)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -13,10 +14,13 @@ from loadtests.record_cost import PLANS
 from store.calls import (
     CALL_COLUMNS,
     RECORD_CALLS,
+    CallEnd,
     CallNotRecorded,
     CallRecord,
     Candidate,
+    EndedCall,
     _rounds,
+    end_call,
     record_calls,
 )
 from store.channels import Variant
@@ -158,6 +162,29 @@ async def test_an_early_ending_is_applied_on_the_way_in(
         call.started_at,
         0,
     )
+
+
+async def test_an_ending_closes_an_open_call_once_or_waits_for_its_call(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """end_call's one statement: the update of an open call, else the ending kept for a call not
+    recorded yet (the first one kept), else nothing for a call already ended."""
+    a, _ = ab
+    recorded = new_call("CA1", "a", ab)
+    await record_calls(pool, [recorded])
+    ended_at = recorded.started_at + timedelta(seconds=30)
+    ending = CallEnd("twilio", "CA1", "completed", ended_at, None)
+
+    assert await end_call(pool, ending) == EndedCall(a.agent_id, a.version, 30.0)
+    assert await end_call(pool, CallEnd("twilio", "CA1", "failed", ended_at, None)) is None
+    early = CallEnd("twilio", "CA2", "busy", ended_at, 0.0)
+    assert await end_call(pool, early) is None
+    assert await end_call(pool, CallEnd("twilio", "CA2", "failed", ended_at, 1.0)) is None
+
+    kept = await pool.fetch("SELECT provider_call_id, status FROM call_endings")
+    assert [tuple(r) for r in kept] == [("CA2", "busy")]
+    status = await pool.fetchval("SELECT status FROM calls WHERE provider_call_id = 'CA1'")
+    assert status == "completed"
 
 
 async def test_one_bad_call_does_not_sink_the_batch(
