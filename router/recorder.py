@@ -11,9 +11,11 @@ by provider call id until they are replayed into Postgres, where RECORD_CALLS' O
 the claim the spooling worker took in Redis (router/claims.py). A background loop
 (`replay_forever`) replays the spool once Postgres is back.
 
-Call endings take the same way: spooled while Postgres is unavailable, applied by the replay
-with end_call, which is idempotent too (it only closes an open call, and keeps an ending for a
-call not recorded yet until the call's record finds it).
+Call endings are group-committed the same way, by a writer of their own (so that a batch of
+calls, whose callers wait for their answers, never waits for a batch of endings): one statement
+a batch, spooled while Postgres is unavailable, applied by the replay in a statement a segment;
+END_CALLS is idempotent too (it only closes an open call, and keeps an ending for a call not
+recorded yet until the call's record finds it).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -36,7 +38,8 @@ from store.calls import (
     CallRecord,
     EndedCall,
     NewCall,
-    end_call,
+    end_calls,
+    end_calls_on,
     record_calls,
     record_calls_on,
     set_status,
@@ -46,7 +49,6 @@ from store.db import (
     DatabaseUnavailable,
     KeptConnection,
     PostgresGuard,
-    is_data_error,
 )
 
 # Calls per transaction: large enough to absorb a burst, small enough to keep one commit short.
@@ -72,12 +74,14 @@ REPLAY_BUDGET_S = 5.0
 log = structlog.get_logger()
 
 Pending = tuple[NewCall, "asyncio.Future[CallRecord]"]
+Ending = tuple[CallEnd, "asyncio.Future[EndedCall | None]"]
 Result = CallRecord | Exception
 T = TypeVar("T")
+Item = TypeVar("Item", Pending, Ending)
 
 
 class _Unavailable:
-    """What `_attempt` returns when Postgres is unavailable (None is a result of end_call)."""
+    """What `_attempt` returns when Postgres is unavailable (None is an ending's result)."""
 
 
 UNAVAILABLE = _Unavailable()
@@ -144,8 +148,14 @@ async def _record(kept: KeptConnection, calls: list[NewCall]) -> list[Result]:
         return await record_calls_on(conn, calls)
 
 
-def _fail_waiting(batch: list[Pending]) -> None:
-    """Fail the calls still waiting in `batch`: the writer is stopping."""
+async def _end(kept: KeptConnection, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
+    """The endings applied on the endings writer's kept connection, within WRITE_BUDGET_S."""
+    async with kept.use(WRITE_BUDGET_S) as conn:
+        return await end_calls_on(conn, endings)
+
+
+def _fail_waiting(batch: Sequence[tuple[object, asyncio.Future[Any]]]) -> None:
+    """Fail the calls (or endings) still waiting in `batch`: the writer is stopping."""
     for _, done in batch:
         if not done.done():
             done.set_exception(RuntimeError("the call writer stopped"))
@@ -173,6 +183,7 @@ class CallWriter:
         self._max_batch = max_batch
         self._writers = writers
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._endings: asyncio.Queue[Ending] = asyncio.Queue()
         self._spooled: dict[CallKey, CallRecord] = {}
         self.served = ServedSnapshots()
 
@@ -200,23 +211,29 @@ class CallWriter:
         return await done
 
     async def run(self) -> None:
-        """Write batches until cancelled: `writers` of them in flight at a time, so their
-        commits (and fsyncs) overlap instead of queuing behind each other."""
+        """Write batches until cancelled: `writers` of calls in flight at a time, so their
+        commits (and fsyncs) overlap instead of queuing behind each other, and one of endings."""
+        calls = (self._drain(self._queue, self._write) for _ in range(self._writers))
         try:
-            await asyncio.gather(*(self._drain() for _ in range(self._writers)))
+            await asyncio.gather(*calls, self._drain(self._endings, self._write_endings))
         finally:
             _fail_waiting([self._queue.get_nowait() for _ in range(self._queue.qsize())])
+            _fail_waiting([self._endings.get_nowait() for _ in range(self._endings.qsize())])
 
-    async def _drain(self) -> None:
+    async def _drain(
+        self,
+        queue: asyncio.Queue[Item],
+        write: Callable[[list[Item], KeptConnection], Awaitable[None]],
+    ) -> None:
         """One writer: take what is queued (up to a batch), commit it, repeat."""
-        batch: list[Pending] = []
+        batch: list[Item] = []
         kept = KeptConnection(self._pool, KEEP_IDLE_S)
         try:
             while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._write(batch, kept)
+                batch = [await queue.get()]
+                while len(batch) < self._max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+                await write(batch, kept)
                 batch = []
         finally:
             _fail_waiting(batch)
@@ -296,21 +313,47 @@ class CallWriter:
         return [earlier.get(_key(call)) or self._spooled[_key(call)] for call in calls]
 
     async def end(self, ending: CallEnd) -> EndedCall | None:
-        """Close the call: in Postgres, or, while it is unavailable, by spooling the ending for
-        the replay (one fsync; endings come one per call, not in bursts worth batching). None
-        when the call was not open, or the ending was spooled. Raises when it could be neither
-        applied nor spooled, so the provider sees an error and may retry."""
-        ended = await self._attempt(lambda: end_call(self._pool, ending), "call_ending_unavailable")
-        if not isinstance(ended, _Unavailable):
-            return ended
+        """Close the call, in one statement with the endings that arrive meanwhile: in
+        Postgres, or, while it is unavailable, by spooling the batch of endings for the replay
+        (one fsync). None when the call was not open, or the ending was spooled. Raises when it
+        could be neither applied nor spooled, so the provider sees an error and may retry."""
+        done: asyncio.Future[EndedCall | None] = asyncio.get_running_loop().create_future()
+        self._endings.put_nowait((ending, done))
+        return await done
+
+    async def _write_endings(self, batch: list[Ending], kept: KeptConnection) -> None:
+        endings = [ending for ending, _ in batch]
+        attempted: list[EndedCall | Exception | None] | _Unavailable
         try:
-            await self._spool.append([encode_ending(ending)])
+            attempted = await self._attempt(lambda: _end(kept, endings), "call_ending_unavailable")
+        # end_calls_on pins data errors on their endings: whatever else fails the batch fails
+        # each of its endings, and the writer outlives it.
+        except Exception as exc:
+            log.warning("call_endings_failed", endings=len(endings), error=type(exc).__name__)
+            attempted = [exc] * len(endings)
+        if isinstance(attempted, _Unavailable):
+            results = await self._spool_endings(endings)
+        else:
+            results = attempted
+        for (_, done), result in zip(batch, results, strict=True):
+            if done.done():
+                continue
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+    async def _spool_endings(self, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
+        """The endings spooled for the replay (one fsync): None each, or the error that kept
+        them out of the spool."""
+        try:
+            await self._spool.append([encode_ending(ending) for ending in endings])
         except (SpoolFull, OSError) as exc:
-            self._metrics.spool.labels("dropped").inc()
-            log.error("call_ending_spool_failed", error=type(exc).__name__)
-            raise
-        self._metrics.spool.labels("spooled").inc()
-        return None
+            self._metrics.spool.labels("dropped").inc(len(endings))
+            log.error("call_ending_spool_failed", endings=len(endings), error=type(exc).__name__)
+            return [exc] * len(endings)
+        self._metrics.spool.labels("spooled").inc(len(endings))
+        return [None] * len(endings)
 
     async def progress(self, provider: str, provider_call_id: str, status: str) -> None:
         """Note a progress status (ringing, in-progress...) of a call. While Postgres is
@@ -349,7 +392,7 @@ class CallWriter:
     async def _replay_segment(self, records: list[Record]) -> None:
         """Record the segment's calls, then apply its endings: an ending then finds its call
         when both were spooled together. One whose call is elsewhere (another worker's segment,
-        or not written yet) is kept by end_call until the call's record applies it."""
+        or not written yet) is kept by END_CALLS until the call's record applies it."""
         calls: list[NewCall] = []
         endings: list[CallEnd] = []
         for record in records:
@@ -364,22 +407,21 @@ class CallWriter:
             else:
                 endings.append(item)
         await self._replay_calls(calls)
-        for ending in endings:
-            await self._replay_ending(ending)
+        await self._replay_endings(endings)
 
-    async def _replay_ending(self, ending: CallEnd) -> None:
-        """Apply one spooled ending; one Postgres refuses (bad data) is dropped, not retried
-        forever, while any other failure stops the replay."""
-        try:
-            ended = await end_call(self._pool, ending, REPLAY_BUDGET_S)
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            self._metrics.spool.labels("dropped").inc()
-            log.error("spool_replay_refused", error=type(exc).__name__)
-            return
-        self._metrics.observe_ended(ended)
-        self._metrics.spool.labels("replayed").inc()
+    async def _replay_endings(self, endings: list[CallEnd]) -> None:
+        """Apply spooled endings, a batch a statement; one Postgres refuses (bad data) is
+        dropped, not retried forever, while any other failure stops the replay."""
+        for start in range(0, len(endings), self._max_batch):
+            chunk = endings[start : start + self._max_batch]
+            results = await end_calls(self._pool, chunk, REPLAY_BUDGET_S)
+            for result in results:
+                if isinstance(result, Exception):
+                    self._metrics.spool.labels("dropped").inc()
+                    log.error("spool_replay_refused", error=type(result).__name__)
+                else:
+                    self._metrics.observe_ended(result)
+                    self._metrics.spool.labels("replayed").inc()
 
     async def _replay_calls(self, calls: list[NewCall]) -> None:
         for start in range(0, len(calls), self._max_batch):

@@ -21,9 +21,10 @@ from store.errors import StoreError
 T = TypeVar("T")
 
 # A router worker holds one connection per call writer (AGENTVER_CALL_WRITERS, 1 by default;
-# kept between batches, given back once the writer idles) plus one for the spool replay; the
-# rest serve cache misses and runtime lookups, which are single short queries, so the 8 left
-# with one writer absorb a burst of misses without queuing behind the commits. Bounded so many
+# kept between batches, given back once the writer idles), one for the writer of call endings
+# and one for the spool replay; the rest serve cache misses and runtime lookups, which are
+# single short queries, so the 7 left with one writer absorb a burst of misses without queuing
+# behind the commits. Bounded so many
 # workers never exhaust Postgres' max_connections (100 by default): 8 workers take 80. Admin
 # traffic is light and shares the same bound.
 POOL_MIN_SIZE = 4

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from router import recorder
 from router.spool import Spool
 from store.breaker import CircuitBreaker
-from store.calls import CallRecord, NewCall
+from store.calls import CallEnd, CallRecord, EndedCall, NewCall, end_calls_on
 from store.db import KeptConnection, create_pool
 from tests.polling import eventually
 from tests.router_fixtures import running_writer
@@ -140,3 +141,39 @@ async def test_the_writer_records_on_through_hostile_calls_and_hands_its_connect
         await asyncio.sleep(IDLE_S * 2)
         assert await one.fetchval("SELECT count(*) FROM calls") == 3
     assert await pool.fetchval("SELECT count(*) FROM calls") == 3
+
+
+async def test_endings_arriving_together_close_their_calls_in_few_statements(
+    one: asyncpg.Pool,
+    tmp_path: Path,
+    call_to: Callable[[str], NewCall],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endings writer shares the calls writer's pool (here of one connection): thirty
+    endings sent at once are group-committed, a hostile one refused on its own, and every call
+    is closed once."""
+    statements: list[int] = []
+
+    async def counted(conn: asyncpg.Connection, endings: list[CallEnd]) -> Any:
+        statements.append(len(endings))
+        return await end_calls_on(conn, endings)
+
+    monkeypatch.setattr(recorder, "KEEP_IDLE_S", IDLE_S)
+    monkeypatch.setattr(recorder, "end_calls_on", counted)
+    async with running_writer(one, Spool(tmp_path), CircuitBreaker()) as writer:
+        calls = [call_to(f"CA-end-{n}") for n in range(30)]
+        await asyncio.gather(*(writer.record(c) for c in calls))
+        endings = [
+            CallEnd("twilio", c.provider_call_id, "completed", c.started_at, 0.0) for c in calls
+        ]
+        hostile = CallEnd("twilio", "CA\x00nul", "completed", calls[0].started_at, 0.0)
+
+        answers = await asyncio.gather(
+            *(writer.end(e) for e in [*endings, hostile, endings[0]]), return_exceptions=True
+        )
+
+        assert all(isinstance(a, EndedCall) for a in answers[:30])
+        assert isinstance(answers[30], asyncpg.DataError)
+        assert answers[31] is None  # the same call's second ending, in the same batch
+        assert sum(statements) == 32 and len(statements) < 10
+        assert await one.fetchval("SELECT count(*) FROM calls WHERE ended_at IS NULL") == 0

@@ -147,7 +147,7 @@ async def test_a_retry_in_another_month_is_recorded_once_even_at_once(database: 
         assert await pool.fetchval("SELECT count(*) FROM call_keys") == 1
         # Endings and statuses find the row through its key, whichever month it is in.
         end = calls.CallEnd("twilio", "CA1", "completed", NOW + timedelta(minutes=2), 120.0)
-        assert await calls.end_call(pool, end) is not None
+        assert (await calls.end_calls(pool, [end]))[0] is not None
         assert (await calls.get_call(pool, ids.pop())).duration_s == 120.0
     finally:
         await pool.close()

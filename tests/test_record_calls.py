@@ -20,13 +20,13 @@ from store.calls import (
     Candidate,
     EndedCall,
     _rounds,
-    end_call,
+    end_calls,
     record_calls,
 )
 from store.channels import Variant
 from store.db import create_pool
 from store.draw import live_variants
-from tests.call_rows import new_call
+from tests.call_rows import STARTED_AT, new_call
 from tests.conftest import AgentFactory, Api, variant
 from tests.router_fixtures import CALLER, CHANNEL, pin
 from tests.sticky_cases import STICKY_CASES, StickyCase
@@ -164,27 +164,47 @@ async def test_an_early_ending_is_applied_on_the_way_in(
     )
 
 
-async def test_an_ending_closes_an_open_call_once_or_waits_for_its_call(
+async def test_endings_in_one_statement_close_open_calls_once_or_wait_for_their_calls(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    """end_call's one statement: the update of an open call, else the ending kept for a call not
-    recorded yet (the first one kept), else nothing for a call already ended."""
+    """END_CALLS as the router sends it, a batch at a time: an open call is closed by the first
+    of its endings (a redelivery in the same batch finds it closed), an ending for a call not
+    recorded yet is kept (the first one), and a closed call stays as it is."""
     a, _ = ab
     recorded = new_call("CA1", "a", ab)
     await record_calls(pool, [recorded])
     ended_at = recorded.started_at + timedelta(seconds=30)
-    ending = CallEnd("twilio", "CA1", "completed", ended_at, None)
-
-    assert await end_call(pool, ending) == EndedCall(a.agent_id, a.version, 30.0)
-    assert await end_call(pool, CallEnd("twilio", "CA1", "failed", ended_at, None)) is None
+    close = CallEnd("twilio", "CA1", "completed", ended_at, None)
     early = CallEnd("twilio", "CA2", "busy", ended_at, 0.0)
-    assert await end_call(pool, early) is None
-    assert await end_call(pool, CallEnd("twilio", "CA2", "failed", ended_at, 1.0)) is None
+    again = CallEnd("twilio", "CA1", "failed", ended_at, 5.0)
+    early_again = CallEnd("twilio", "CA2", "failed", ended_at, 1.0)
 
+    results = await end_calls(pool, [close, early, again, early_again])
+
+    assert results == [EndedCall(a.agent_id, a.version, 30.0), None, None, None]
+    assert await end_calls(pool, [again]) == [None]
     kept = await pool.fetch("SELECT provider_call_id, status FROM call_endings")
     assert [tuple(r) for r in kept] == [("CA2", "busy")]
-    status = await pool.fetchval("SELECT status FROM calls WHERE provider_call_id = 'CA1'")
-    assert status == "completed"
+    row = await pool.fetchrow("SELECT status, duration_s FROM calls WHERE provider_call_id = 'CA1'")
+    assert tuple(row) == ("completed", 30.0)
+
+
+async def test_an_ending_postgres_refuses_does_not_sink_its_batch(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    await record_calls(
+        pool, [new_call("CA1", "a", ab), new_call("CA3", "a", ab, caller=OTHER_CALLER)]
+    )
+    ended_at = STARTED_AT + timedelta(seconds=10)
+    hostile = CallEnd("twilio", "CA2\x00", "completed", ended_at, None)  # text cannot hold NUL
+    endings = [CallEnd("twilio", sid, "completed", ended_at, None) for sid in ("CA1", "CA3")]
+
+    first, refused, last = await end_calls(pool, [endings[0], hostile, endings[1]])
+
+    assert isinstance(first, EndedCall) and isinstance(last, EndedCall)
+    assert isinstance(refused, asyncpg.DataError)
+    assert await pool.fetchval("SELECT count(*) FROM calls WHERE ended_at IS NULL") == 0
+    assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
 
 
 async def test_one_bad_call_does_not_sink_the_batch(

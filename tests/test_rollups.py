@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from store import analytics, rollups
-from store.calls import CallEnd, CallRef, Candidate, end_call, record_calls, set_status
+from store.calls import CallEnd, CallRef, Candidate, end_calls, record_calls, set_status
 from store.calls_analysis import record_analysis
 from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api, variant
@@ -111,11 +111,12 @@ async def lifecycle(pool: asyncpg.Pool, arms: tuple[Candidate, ...], n: int, see
     # An ending that arrives before its call, applied as the call is recorded.
     early = calls[0]
     ending = CallEnd("twilio", early.provider_call_id, "completed", START + timedelta(hours=7), 42)
-    assert await end_call(pool, ending) is None
+    assert await end_calls(pool, [ending]) == [None]
     for batch in (calls[: n // 2], calls[n // 2 :]):
         await record_calls(pool, batch)
     await record_calls(pool, calls[: n // 3])  # a spool replay of calls already recorded
     await record_calls(pool, [calls[1], calls[1]])  # a provider retry, twice in one batch
+    endings = []
     for call in calls[1:]:
         await set_status(pool, "twilio", call.provider_call_id, "in-progress")
         if rng.random() < 0.1:
@@ -123,9 +124,14 @@ async def lifecycle(pool: asyncpg.Pool, arms: tuple[Candidate, ...], n: int, see
         duration = rng.choice([0.0, 0.4, rng.lognormvariate(4.5, 1.0)])
         status = "completed" if rng.random() < 0.9 else "failed"
         end = CallEnd("twilio", call.provider_call_id, status, START + timedelta(hours=8), duration)
-        await end_call(pool, end)
-        if rng.random() < 0.3:
-            await end_call(pool, end)  # a redelivered status callback
+        endings += [end, end] if rng.random() < 0.3 else [end]  # a redelivered status callback
+    # As the router group-commits them: a statement a batch of endings, redeliveries and all,
+    # then each redelivered again on its own.
+    for start in range(0, len(endings), 7):
+        await end_calls(pool, endings[start : start + 7])
+    for end in endings[::5]:
+        await end_calls(pool, [end])
+    for call in calls[1:]:
         await set_status(pool, "twilio", call.provider_call_id, "ringing")  # late, ignored
     for call in calls:
         if rng.random() < 0.2:
