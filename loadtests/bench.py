@@ -189,6 +189,26 @@ async def _db_pids(env: Env) -> list[int]:
     return [r["pid"] for r in rows]
 
 
+# The checkpointer's pid, and when the last checkpoint completed.
+CHECKPOINTER = """
+SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'),
+       (pg_control_checkpoint()).checkpoint_time
+"""
+
+
+async def checkpointer(database_url: str) -> tuple[int, datetime]:
+    """CHECKPOINTER's two figures. A point during which the checkpointer ran (its CPU, from
+    /proc) shared the disk with a checkpoint's writes, and one during which a checkpoint
+    completed with its fsyncs of the data files too: they hold up the WAL's flushes, and so the
+    commits (loadtests/README.md)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid, completed = await conn.fetchrow(CHECKPOINTER)
+    finally:
+        await conn.close()
+    return pid, completed
+
+
 def load(
     env: Env,
     servers: Servers,
@@ -227,6 +247,8 @@ def load(
     window = [str(env.warmup_s), str(env.duration_s), str(speed_path)]
     speed = subprocess.Popen([sys.executable, "-m", "loadtests.speed", *window])  # noqa: S603
     before = _writes(servers.ports) if servers.kind == "router" else None
+    checkpoint = asyncio.run(checkpointer(env.database_url)) if before is not None else None
+    checkpointer_s = procstat.run_seconds(checkpoint[0]) if checkpoint else 0.0
     try:
         subprocess.run(  # noqa: S603
             [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)],
@@ -248,6 +270,15 @@ def load(
             writes = f"  {report['calls_per_batch']} a batch, commits over " + ", ".join(
                 f"{ms} ms {n:.0f}" for ms, n in zip(SLOW_COMMIT_MS, slow, strict=True)
             )
+    if checkpoint is not None:
+        pid, completed = asyncio.run(checkpointer(env.database_url))
+        report["checkpointer"] = {
+            "run_ms": round((procstat.run_seconds(pid) - checkpointer_s) * 1000, 1),
+            "completed": completed != checkpoint[1],
+        }
+        writes += f"  checkpointer ran {report['checkpointer']['run_ms']:.0f} ms" + (
+            ", a checkpoint completed" if report["checkpointer"]["completed"] else ""
+        )
     lat = report["latency_ms"]
     print(
         f"  {label:<28} {report['achieved_rate']:>9.0f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
@@ -640,7 +671,9 @@ def summary(runs: dict[str, Any]) -> list[list[str]]:
             f"p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} p99.9 {lat['p99_9']:.1f} ms, "
             f"{o['errors']} errors; p99 of each second: median {statistics.median(seconds):.1f}, "
             f"worst {max(seconds):.1f} ms; commits over "
-            + ", ".join(f"{ms} ms: {n:.0f}" for ms, n in o["commits_over_ms"].items()),
+            + ", ".join(f"{ms} ms: {n:.0f}" for ms, n in o["commits_over_ms"].items())
+            + f"; checkpointer ran {o['checkpointer']['run_ms']:.0f} ms"
+            + (", a checkpoint completed" if o["checkpointer"]["completed"] else ""),
             f"p99 <= {TARGETS['open_loop_p99_ms']:.0f} ms, no errors",
             _verdict(lat["p99"] <= TARGETS["open_loop_p99_ms"] and o["errors"] == 0),
         ]

@@ -15,9 +15,19 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import asyncpg
 import pytest
 
-from loadtests import loadgen, procstat, profile_buckets, record_cost, speed, workload, writer_bench
+from loadtests import (
+    bench,
+    loadgen,
+    procstat,
+    profile_buckets,
+    record_cost,
+    speed,
+    workload,
+    writer_bench,
+)
 from router import providers, signatures
 from store.calls import CallRecord
 from tests.call_rows import RECORDED_CALL
@@ -163,3 +173,23 @@ def test_a_probe_summary_gives_each_cpu_its_median_and_least() -> None:
         "0": {"median_ms": 2.0, "least_ms": 1.0},
         "2": {"median_ms": 5.0, "least_ms": 5.0},
     }
+
+
+async def test_a_checkpoint_during_a_point_is_seen(database_url: str) -> None:
+    """What the bench reads around each router point: the checkpointer's CPU, and whether a
+    checkpoint completed."""
+    pid, completed = await bench.checkpointer(database_url)
+    ran = procstat.run_seconds(pid)
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE dirtied AS SELECT g FROM generate_series(1, 100000) g")
+        await conn.execute("CHECKPOINT")
+        await conn.execute("DROP TABLE dirtied")
+    finally:
+        await conn.close()
+
+    same_pid, completed_after = await bench.checkpointer(database_url)
+    assert same_pid == pid
+    assert procstat.run_seconds(pid) > ran
+    assert completed_after > completed
