@@ -77,6 +77,7 @@ Pending = tuple[NewCall, "asyncio.Future[CallRecord]"]
 Ending = tuple[CallEnd, "asyncio.Future[EndedCall | None]"]
 Result = CallRecord | Exception
 T = TypeVar("T")
+R = TypeVar("R")
 Item = TypeVar("Item", Pending, Ending)
 
 
@@ -152,6 +153,19 @@ async def _end(kept: KeptConnection, endings: list[CallEnd]) -> list[EndedCall |
     """The endings applied on the endings writer's kept connection, within WRITE_BUDGET_S."""
     async with kept.use(WRITE_BUDGET_S) as conn:
         return await end_calls_on(conn, endings)
+
+
+def _settle(
+    batch: Sequence[tuple[object, asyncio.Future[R]]], results: Sequence[R | Exception]
+) -> None:
+    """Give each call (or ending) of `batch` still waiting its result, or its error."""
+    for (_, done), result in zip(batch, results, strict=True):
+        if done.done():
+            continue
+        if isinstance(result, Exception):
+            done.set_exception(result)
+        else:
+            done.set_result(result)
 
 
 def _fail_waiting(batch: Sequence[tuple[object, asyncio.Future[Any]]]) -> None:
@@ -248,14 +262,10 @@ class CallWriter:
             results = await self._to_spool(calls)
         else:
             self._metrics.commit.observe(time.perf_counter() - started)
-        for (_, done), result in zip(batch, results, strict=True):
-            if done.done():
-                continue
-            if isinstance(result, Exception):
-                done.set_exception(result)
-            else:
+        for result in results:
+            if not isinstance(result, Exception):
                 self.served.remember(result)
-                done.set_result(result)
+        _settle(batch, results)
 
     async def _attempt(self, query: Callable[[], Awaitable[T]], event: str) -> T | _Unavailable:
         """The query's result; UNAVAILABLE (logged as `event`) when Postgres is: its breaker is
@@ -332,16 +342,9 @@ class CallWriter:
             log.warning("call_endings_failed", endings=len(endings), error=type(exc).__name__)
             attempted = [exc] * len(endings)
         if isinstance(attempted, _Unavailable):
-            results = await self._spool_endings(endings)
+            _settle(batch, await self._spool_endings(endings))
         else:
-            results = attempted
-        for (_, done), result in zip(batch, results, strict=True):
-            if done.done():
-                continue
-            if isinstance(result, Exception):
-                done.set_exception(result)
-            else:
-                done.set_result(result)
+            _settle(batch, attempted)
 
     async def _spool_endings(self, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
         """The endings spooled for the replay (one fsync): None each, or the error that kept
