@@ -185,9 +185,8 @@ def _parse(buffer: bytes, routes: _Routes, max_body: int) -> _Parsed | object | 
         headers[name] = value.strip(" \t")
     # Without Content-Length (and transfer coding) a request has no body (RFC 9112, 6.3).
     length = headers.get("content-length", "0")
-    if not (length.isascii() and length.isdigit()) or not headers.keys().isdisjoint(
-        UNUSUAL_HEADERS
-    ):
+    unusual = not headers.keys().isdisjoint(UNUSUAL_HEADERS)
+    if unusual or not (length.isascii() and length.isdigit()):
         return None
     size = int(length)
     if size > max_body:

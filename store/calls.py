@@ -378,7 +378,8 @@ def call_record(row: asyncpg.Record) -> CallRecord:
     return CallRecord(*row[:_RECORD_FIELD_COUNT])
 
 
-# A call's provider key and its caller on its channel, as _rounds compares them.
+# A call's provider key and its caller on its channel, as _rounds compares them; a candidate's
+# label.
 _CALL_KEY = operator.itemgetter(1, 2)
 _CALLER = operator.itemgetter(3, 4)
 _LABEL = operator.attrgetter("label")
