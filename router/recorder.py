@@ -333,14 +333,9 @@ class CallWriter:
 
     async def _write_endings(self, batch: list[Ending], kept: KeptConnection) -> None:
         endings = [ending for ending, _ in batch]
-        attempted: list[EndedCall | Exception | None] | _Unavailable
-        try:
-            attempted = await self._attempt(lambda: _end(kept, endings), "call_ending_unavailable")
-        # end_calls_on pins data errors on their endings: whatever else fails the batch fails
-        # each of its endings, and the writer outlives it.
-        except Exception as exc:
-            log.warning("call_endings_failed", endings=len(endings), error=type(exc).__name__)
-            attempted = [exc] * len(endings)
+        # end_calls_on pins every data error on its ending, and the guard takes any other
+        # failure for Postgres unavailable: nothing raises here.
+        attempted = await self._attempt(lambda: _end(kept, endings), "call_ending_unavailable")
         if isinstance(attempted, _Unavailable):
             _settle(batch, await self._spool_endings(endings))
         else:
