@@ -584,7 +584,8 @@ async def end_calls_on(
     except Exception as exc:
         if not is_data_error(exc):
             raise
-        results = [await _end_alone(conn, end) for end in sent]
+        # A lone ending is the one refused; more are applied one by one to tell which.
+        results = [exc] if len(sent) == 1 else [await _end_alone(conn, end) for end in sent]
     by_index = dict(zip(first.values(), results, strict=True))
     return [by_index.get(i) for i in range(len(endings))]
 
