@@ -233,6 +233,58 @@ async def test_one_bad_call_does_not_sink_the_batch(
     assert [r["caller"] for r in callers] == sorted([CALLER, "+12125550112"])
 
 
+ASSIGNMENTS = "SELECT number, caller, label FROM caller_assignments ORDER BY 1, 2"
+
+
+async def test_a_channel_keeps_its_callers_while_it_lives_and_takes_them_when_deleted(
+    pool: asyncpg.Pool, api: Api, ab: tuple[Candidate, Candidate]
+) -> None:
+    """Migration 0014: triggers on channels, in place of a foreign key, drop a channel's
+    caller assignments with it; an update of the channel (new weights) keeps them."""
+    agent = {"id": ab[0].agent_id}
+    await record_calls(
+        pool, [new_call("CA1", "a", ab), new_call("CA2", "b", ab, caller=OTHER_CALLER)]
+    )
+    other = "+14155550101"
+    await pin(api, {"agent_id": agent["id"], "version": 1}, other)
+    await pool.execute(
+        "INSERT INTO caller_assignments (number, caller, label) VALUES ($1, $2, 'default')",
+        other,
+        CALLER,
+    )
+    kept = [(CHANNEL, OTHER_CALLER, "b"), (CHANNEL, CALLER, "a"), (other, CALLER, "default")]
+
+    await pin(
+        api,
+        {"variants": [variant(agent, "a", 1, 10), variant(agent, "b", 2, 90)], "sticky": "caller"},
+    )
+    assert [tuple(r) for r in await pool.fetch(ASSIGNMENTS)] == sorted(kept)
+
+    await api.ok("DELETE", f"/v1/channels/{CHANNEL}", 204)
+    assert [tuple(r) for r in await pool.fetch(ASSIGNMENTS)] == [(other, CALLER, "default")]
+
+
+async def test_a_call_to_a_channel_deleted_meanwhile_is_recorded_and_forgotten_by_a_new_channel(
+    pool: asyncpg.Pool, api: Api, ab: tuple[Candidate, Candidate]
+) -> None:
+    """A call routed before its channel was deleted and recorded after (in flight, or replayed
+    from the spool) is recorded, where the foreign key refused it; its caller's assignment,
+    left without a channel, is cleared when a channel is created on the number, so that the
+    new channel's callers draw afresh."""
+    agent = {"id": ab[0].agent_id}
+    await api.ok("DELETE", f"/v1/channels/{CHANNEL}", 204)
+
+    (late,) = await record_calls(pool, [new_call("CA1", "b", ab)])
+
+    assert isinstance(late, CallRecord) and late.variant == "b"
+    assert [tuple(r) for r in await pool.fetch(ASSIGNMENTS)] == [(CHANNEL, CALLER, "b")]
+    await pin(
+        api,
+        {"variants": [variant(agent, "a", 1, 50), variant(agent, "b", 2, 50)], "sticky": "caller"},
+    )
+    assert await pool.fetch(ASSIGNMENTS) == []
+
+
 @pytest.mark.parametrize("case", STICKY_CASES)
 async def test_record_call_keeps_or_redraws_as_the_dry_run_does(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate], case: StickyCase
