@@ -1,17 +1,18 @@
 """Postgres CPU per call of the record statement (store/calls.py record_calls).
 
 `python -m loadtests.record_cost`: at batches of 100 as the group commit sends them under load,
-with the rollup triggers on and off in turn; prints a JSON line per measurement, then the
-medians and their ratio. The router's own work is the same either way: the rollups are kept by
-triggers inside Postgres. Half the calls remember their caller (a sticky A/B channel), one in
-ten is a provider retry of a call recorded in an earlier batch, as a provider's redelivery
-would be.
+with the rollup triggers on and off, taking turns batch by batch; prints a JSON line per
+measurement, then the medians and their ratio. The router's own work is the same either way:
+the rollups are kept by triggers inside Postgres. Half the calls remember their caller (a
+sticky A/B channel), one in ten is a provider retry of a call recorded in an earlier batch, as
+a provider's redelivery would be.
 
 `python -m loadtests.record_cost --components`: where the statement's time goes, one thing
-taken away at a time (an index, the rollup trigger, the sticky upsert, a setting), each
-variant in a fresh database and all of them in turn within a round, at each `--sizes` batch
-size; calls as the bench sends them (fresh call ids, 15% sticky, 1,000 channels), then the
-cost of each component as the difference to the whole, and one batch under EXPLAIN ANALYZE.
+taken away (or put back) at a time (an index, the rollup trigger, the sticky upsert, a key, a
+setting), each variant in a fresh database, all of them taking turns batch by batch, at each
+`--sizes` batch size; calls as the bench sends them (fresh call ids, every call sticky by
+caller, 1,000 channels), then the cost of each component as the difference to the whole, and
+one batch under EXPLAIN ANALYZE.
 
 Both run against scratch databases on the local server: they read the backend's CPU from
 /proc, so Postgres must run on this machine.
@@ -25,8 +26,9 @@ import json
 import os
 import secrets
 import statistics
-import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -119,14 +121,14 @@ def _batch(
 @dataclass(frozen=True)
 class Variant:
     """The record path with one thing changed: `setup` run on the migrated database, session
-    `settings`, and the shape of the calls: bench-like by default (fresh call ids, 15% of the
-    calls sticky as the bench's A/B channels are, 1,000 channels, so that a batch's calls touch
-    as many rollup groups and index pages as the bench's do)."""
+    `settings`, and the shape of the calls: bench-like by default (fresh call ids, every call
+    remembering its caller as every bench channel is sticky by caller, 1,000 channels, so that
+    a batch's calls touch as many rollup groups and index pages as the bench's do)."""
 
     setup: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()
     retries: bool = False
-    sticky: int = 7
+    sticky: int = 1
     channels: int = 1000
     agents: int = 50
     explain: bool = False
@@ -137,82 +139,104 @@ class Variant:
 ONE_CHANNEL = Variant(retries=True, sticky=2, channels=1, agents=1)
 
 
-async def measure(
-    database_url: str,
-    batches: int,
-    size: int,
-    rollups: bool,
-    variant: Variant = ONE_CHANNEL,
-) -> dict[str, Any]:
-    """The backend's CPU per call over `batches` batches of `size` calls, after a warm-up, with
-    the `variant`'s schema change and settings applied and calls as it sends them."""
-    # One connection, so that every statement runs in the backend whose CPU is read.
-    pool = await create_pool(
-        database_url, min_size=1, max_size=1, server_settings=dict(variant.settings)
-    )
-    try:
-        if not rollups:
-            await pool.execute(ROLLUPS_OFF)
-        for statement in variant.setup:
-            await pool.execute(statement)
-        offered = await _candidates(pool, variant.agents)
-        await pool.execute(ADD_CHANNELS, variant.channels)
-        backend = await pool.fetchval("SELECT pg_backend_pid()")
-        started = datetime.now(UTC)
+class Subject:
+    """A variant in a scratch database of its own, on one connection, so that every statement
+    runs in the backend whose CPU is read."""
 
-        def batch(n: int) -> list[NewCall]:
-            return _batch(
-                n,
-                size,
-                offered,
-                started,
-                retries=variant.retries,
-                sticky=variant.sticky,
-                channels=variant.channels,
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        backend: int,
+        variant: Variant,
+        offered: list[tuple[Candidate, ...]],
+    ):
+        self.pool, self.backend, self.variant, self.offered = pool, backend, variant, offered
+        self.started = datetime.now(UTC)
+        self.cpu_s = 0.0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, server: str, variant: Variant) -> AsyncIterator[Subject]:
+        async with scratch_database(server, "record_cost") as url:
+            pool = await create_pool(
+                url, min_size=1, max_size=1, server_settings=dict(variant.settings)
             )
+            try:
+                for statement in variant.setup:
+                    await pool.execute(statement)
+                offered = await _candidates(pool, variant.agents)
+                await pool.execute(ADD_CHANNELS, variant.channels)
+                yield cls(pool, await pool.fetchval("SELECT pg_backend_pid()"), variant, offered)
+            finally:
+                await pool.close()
 
-        for n in range(10):  # warm-up: plans cached, pages in memory
-            await record_calls(pool, batch(-1 - n))
-        cpu, wall = run_seconds(backend), time.perf_counter()
-        for n in range(batches):
-            await record_calls(pool, batch(n))
-        cpu, wall = run_seconds(backend) - cpu, time.perf_counter() - wall
-        recorded = await pool.fetchval("SELECT count(*) FROM calls")
-        plans = await pool.fetchrow(PLANS, RECORD_CALLS)
-        explained = None
-        if variant.explain:
+    def batch(self, n: int, size: int) -> list[NewCall]:
+        v = self.variant
+        return _batch(
+            n,
+            size,
+            self.offered,
+            self.started,
+            retries=v.retries,
+            sticky=v.sticky,
+            channels=v.channels,
+        )
+
+    async def record(self, n: int, size: int) -> float:
+        """Record batch `n`; the backend's CPU seconds for it."""
+        cpu = run_seconds(self.backend)
+        await record_calls(self.pool, self.batch(n, size))
+        return run_seconds(self.backend) - cpu
+
+    async def report(self, batches: int, size: int) -> dict[str, Any]:
+        calls = batches * size
+        found: dict[str, Any] = {
+            "batches": batches,
+            "batch_size": size,
+            "calls": calls,
+            "rows": await self.pool.fetchval("SELECT count(*) FROM calls"),
+            "postgres_cpu_us_per_call": round(self.cpu_s / calls * 1e6, 1),
+        }
+        found |= dict(await self.pool.fetchrow(PLANS, RECORD_CALLS))
+        if self.variant.explain:
             # Inside a transaction rolled back: the plan and its timings, nothing recorded.
-            async with pool.acquire() as conn:
+            async with self.pool.acquire() as conn:
                 tx = conn.transaction()
                 await tx.start()
                 plan = await conn.fetch(
-                    EXPLAIN + RECORD_CALLS,
-                    *_parameters(batch(batches)),
+                    EXPLAIN + RECORD_CALLS, *_parameters(self.batch(batches, size))
                 )
                 await tx.rollback()
-            explained = [r[0] for r in plan]
-    finally:
-        await pool.close()
-    calls = batches * size
-    found: dict[str, Any] = {
-        "rollups": rollups,
-        "batches": batches,
-        "batch_size": size,
-        "calls": calls,
-        "rows": recorded,
-        "postgres_cpu_us_per_call": round(cpu / calls * 1e6, 1),
-        "wall_us_per_call": round(wall / calls * 1e6, 1),
-        "generic_plans": plans["generic_plans"],
-        "custom_plans": plans["custom_plans"],
-    }
-    if explained is not None:
-        found["explain"] = explained
-    return found
+            found["explain"] = [r[0] for r in plan]
+        return found
 
 
-# What `--components` takes away, one at a time. The sticky share stays as the bench's but for
-# "no sticky calls"; "synchronous_commit off" is measured only to show what the commit's flush
-# costs in CPU: the record path answers only after a durable commit.
+async def measure(
+    server: str, variants: dict[str, Variant], batches: int, size: int
+) -> dict[str, dict[str, Any]]:
+    """Each variant's backend CPU per call over `batches` batches of `size` calls, after a
+    warm-up. The variants take turns batch by batch, the first of each turn rotating: this
+    host runs a CPU at one speed for seconds at a time, then at up to 1.8x another
+    (loadtests/README.md), so variants measured one after the other compare the host's phases
+    as much as the variants; taking turns, every variant meets every phase."""
+    async with AsyncExitStack() as stack:
+        subjects = {
+            name: await stack.enter_async_context(Subject.open(server, variant))
+            for name, variant in variants.items()
+        }
+        turn = list(subjects.values())
+        for n in range(-10, batches):  # the first ten warm up: plans cached, pages in memory
+            k = n % len(turn)
+            for subject in turn[k:] + turn[:k]:
+                cpu = await subject.record(n, size)
+                if n >= 0:
+                    subject.cpu_s += cpu
+        return {name: await s.report(batches, size) for name, s in subjects.items()}
+
+
+# What `--components` takes away, one at a time; "synchronous_commit off" is measured only to
+# show what the commit's flush costs in CPU: the record path answers only after a durable
+# commit. "with the caller assignments' foreign key" puts back what migration 0014 took away.
 VARIANTS = {
     "as is": Variant(explain=True),
     "no rollup trigger": Variant(setup=(ROLLUPS_OFF,)),
@@ -224,6 +248,12 @@ VARIANTS = {
         setup=("ALTER TABLE call_keys DROP CONSTRAINT call_keys_call_id_key",)
     ),
     "no sticky calls": Variant(sticky=0),
+    "with the caller assignments' foreign key": Variant(
+        setup=(
+            "ALTER TABLE caller_assignments ADD FOREIGN KEY (number) REFERENCES channels"
+            " ON DELETE CASCADE",
+        )
+    ),
     "plan_cache_mode generic": Variant(settings=(("plan_cache_mode", "force_generic_plan"),)),
     "plan_cache_mode custom": Variant(settings=(("plan_cache_mode", "force_custom_plan"),)),
     "synchronous_commit off": Variant(settings=(("synchronous_commit", "off"),)),
@@ -250,9 +280,7 @@ async def components(server: str, batches: int, sizes: list[int], runs: int) -> 
         for size in sizes:
             # Fewer batches of the larger sizes: about the same number of calls at each.
             count = max(batches * 15 // size, 20)
-            for name, variant in VARIANTS.items():
-                async with scratch_database(server, "record_cost") as url:
-                    found = await measure(url, count, size, True, variant)
+            for name, found in (await measure(server, VARIANTS, count, size)).items():
                 print(json.dumps({"variant": name} | found), flush=True)
                 cost.setdefault((size, name), []).append(found["postgres_cpu_us_per_call"])
     for size in sizes:
@@ -279,15 +307,13 @@ async def main() -> None:
     if args.components:
         await components(server, args.batches, args.sizes, args.runs)
         return
-    cost: dict[bool, list[float]] = {True: [], False: []}
+    on_off = {"on": ONE_CHANNEL, "off": replace(ONE_CHANNEL, setup=(ROLLUPS_OFF,))}
+    cost: dict[str, list[float]] = {"on": [], "off": []}
     for _ in range(args.runs):
-        # On and off alternately, so that a change in the machine's load touches both alike.
-        for rollups in (True, False):
-            async with scratch_database(server, "record_cost") as url:
-                found = await measure(url, args.batches, args.size, rollups)
-            print(json.dumps(found), flush=True)
+        for rollups, found in (await measure(server, on_off, args.batches, args.size)).items():
+            print(json.dumps({"rollups": rollups} | found), flush=True)
             cost[rollups].append(found["postgres_cpu_us_per_call"])
-    on, off = statistics.median(cost[True]), statistics.median(cost[False])
+    on, off = statistics.median(cost["on"]), statistics.median(cost["off"])
     summary = {"median_us_rollups_on": on, "median_us_rollups_off": off}
     print(json.dumps(summary | {"rollups_on_to_off": round(on / off, 3)}))
 

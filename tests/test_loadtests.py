@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -30,6 +31,7 @@ from loadtests import (
 )
 from router import providers, signatures
 from store.calls import CallRecord
+from store.settings import DEFAULT_DATABASE_URL
 from tests.call_rows import RECORDED_CALL
 
 
@@ -93,6 +95,37 @@ def test_a_batch_cost_splits_into_a_fixed_part_and_a_part_per_call() -> None:
         "fixed_us_per_batch": 400.0,
         "us_per_call": 30.0,
     }
+
+
+async def test_record_cost_variants_take_turns_each_in_a_database_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    small = record_cost.Variant(channels=3, agents=1)
+    turns: list[tuple[str, int]] = []
+    record = record_cost.Subject.record
+
+    async def logged(subject: record_cost.Subject, n: int, size: int) -> float:
+        turns.append((subject.variant.setup[0] if subject.variant.setup else "as is", n))
+        return await record(subject, n, size)
+
+    monkeypatch.setattr(record_cost.Subject, "record", logged)
+    variants = {
+        "as is": replace(small, explain=True),
+        "no rollup trigger": replace(small, setup=(record_cost.ROLLUPS_OFF,)),
+    }
+
+    found = await record_cost.measure(server, variants, 3, 4)
+
+    # Ten warm-up batches, then three measured, every variant once a batch, the first rotating.
+    off = record_cost.ROLLUPS_OFF
+    assert turns[-6:] == [("as is", 0), (off, 0), (off, 1), ("as is", 1), ("as is", 2), (off, 2)]
+    assert len(turns) == 2 * 13
+    for name, report in found.items():
+        assert report["rows"] == 13 * 4  # every call recorded, in its variant's own database
+        assert report["calls"] == 12 and report["postgres_cpu_us_per_call"] > 0
+        assert report["generic_plans"] + report["custom_plans"] == 13
+        assert ("explain" in report) == (name == "as is")
 
 
 async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> None:
@@ -175,21 +208,22 @@ def test_a_probe_summary_gives_each_cpu_its_median_and_least() -> None:
     }
 
 
-async def test_a_checkpoint_during_a_point_is_seen(database_url: str) -> None:
-    """What the bench reads around each router point: the checkpointer's CPU, and whether a
-    checkpoint completed."""
+async def test_a_point_starts_on_a_checkpoint_of_its_own_and_a_checkpoint_is_seen(
+    database_url: str,
+) -> None:
+    """What the bench reads around each point that writes: the checkpointer's CPU, and whether
+    a checkpoint completed, after one of its own that takes the pages written before."""
     pid, completed = await bench.checkpointer(database_url)
     ran = procstat.run_seconds(pid)
-
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("CREATE TABLE dirtied AS SELECT g FROM generate_series(1, 100000) g")
-        await conn.execute("CHECKPOINT")
+        fresh_pid, fresh = await bench.checkpointer(database_url, fresh=True)
         await conn.execute("DROP TABLE dirtied")
     finally:
         await conn.close()
 
     same_pid, completed_after = await bench.checkpointer(database_url)
-    assert same_pid == pid
+    assert fresh_pid == same_pid == pid
     assert procstat.run_seconds(pid) > ran
-    assert completed_after > completed
+    assert completed_after == fresh > completed
