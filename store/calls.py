@@ -134,8 +134,7 @@ WITH e AS (
 ), kept AS (
     INSERT INTO call_endings (provider, provider_call_id, status, ended_at, duration_s)
     SELECT provider, provider_call_id, status, ended_at, duration_s FROM e
-    WHERE NOT EXISTS (SELECT 1 FROM call_keys k
-                      WHERE k.provider = e.provider AND k.provider_call_id = e.provider_call_id)
+    WHERE NOT EXISTS (SELECT 1 FROM k WHERE k.n = e.n)
     ORDER BY n
     ON CONFLICT (provider, provider_call_id) DO NOTHING
 )
