@@ -251,7 +251,7 @@ def load(
     before = _writes(servers.ports) if servers.kind == "router" else None
     # Every point that writes starts on a checkpoint of its own: Postgres starts one for every
     # ~540 MB of WAL (max_wal_size 1 GB here) or 5 minutes, so no checkpoint runs within a point
-    # (80-90 MB of WAL at the open loop's rates), and no point's figures depend on where the
+    # (80-150 MB of WAL at the bench's rates), and no point's figures depend on where the
     # server's checkpoints fell (loadtests/README.md, "Checkpoints, some of the time").
     checkpoint = (
         asyncio.run(checkpointer(env.database_url, fresh=True))

@@ -337,9 +337,8 @@ class CallWriter:
         # failure for Postgres unavailable: nothing raises here.
         attempted = await self._attempt(lambda: _end(kept, endings), "call_ending_unavailable")
         if isinstance(attempted, _Unavailable):
-            _settle(batch, await self._spool_endings(endings))
-        else:
-            _settle(batch, attempted)
+            attempted = await self._spool_endings(endings)
+        _settle(batch, attempted)
 
     async def _spool_endings(self, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
         """The endings spooled for the replay (one fsync): None each, or the error that kept

@@ -24,9 +24,8 @@ T = TypeVar("T")
 # kept between batches, given back once the writer idles), one for the writer of call endings
 # and one for the spool replay; the rest serve cache misses and runtime lookups, which are
 # single short queries, so the 7 left with one writer absorb a burst of misses without queuing
-# behind the commits. Bounded so many
-# workers never exhaust Postgres' max_connections (100 by default): 8 workers take 80. Admin
-# traffic is light and shares the same bound.
+# behind the commits. Bounded so many workers never exhaust Postgres' max_connections (100 by
+# default): 8 workers take 80. Admin traffic is light and shares the same bound.
 POOL_MIN_SIZE = 4
 POOL_MAX_SIZE = 10
 # Seconds a closing pool waits for its connections to be released: past it they are terminated,
