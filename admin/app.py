@@ -49,8 +49,9 @@ async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_partitions(app: web.Application) -> AsyncIterator[None]:
-    """Keeps the monthly partitions of `calls` ready and drops the expired ones
-    (store/partitions.py); with several admin instances, one maintains at a time."""
+    """Keeps the monthly partitions of `calls` ready, drops the expired ones and keeps
+    `call_endings` to the endings still waiting (store/partitions.py); with several admin
+    instances, one maintains the partitions at a time (settling endings twice is harmless)."""
     task = asyncio.create_task(
         partitions.maintain_forever(app[POOL], app[SETTINGS].call_retention_days)
     )

@@ -140,6 +140,33 @@ WITH e AS (
 )
 SELECT n, agent_id, version, duration_s FROM ended
 """
+# The upkeep of call_endings (store/partitions.py `maintain`), so that it holds only endings still
+# waiting. An ending whose call has a key is spent: the record statement applied it, or left it
+# behind in the one race neither statement can see: END_CALLS kept it, finding no key, while the
+# call's record was being committed, whose own statement had started before the ending was
+# kept, and so recorded the call open. Sent through END_CALLS again, such an ending closes its
+# call; a spent one finds its call closed and changes nothing (once ended, a call is frozen).
+# Oldest first, a batch at a time.
+SPENT_ENDINGS = """
+SELECT e.provider, e.provider_call_id, e.status, e.ended_at, e.duration_s
+FROM call_endings e JOIN call_keys k USING (provider, provider_call_id)
+ORDER BY e.received_at
+LIMIT $1
+"""
+FORGET_ENDINGS = """
+DELETE FROM call_endings e
+USING unnest($1::text[], $2::text[]) AS s(provider, provider_call_id)
+WHERE e.provider = s.provider AND e.provider_call_id = s.provider_call_id
+"""
+# Endings that waited $1 days or more for a call that never came (a call answered with the
+# fallback is never recorded, yet its provider reports its end), how many.
+EXPIRE_ENDINGS = """
+WITH gone AS (
+    DELETE FROM call_endings WHERE received_at <= now() - make_interval(days => $1) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+SPENT_ENDINGS_BATCH = 1000
 # Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
 # overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
@@ -623,6 +650,22 @@ async def end_calls(
     """`end_calls_on` on a pooled connection, within `within_s`."""
     async with connection(pool, within_s) as conn:
         return await end_calls_on(conn, endings)
+
+
+async def settle_endings(pool: asyncpg.Pool, batch: int = SPENT_ENDINGS_BATCH) -> tuple[int, int]:
+    """Apply the spent endings (SPENT_ENDINGS) again, then delete them, `batch` at a time until
+    none is left: how many were deleted, and how many calls they closed. No transaction: an
+    ending applied but not yet deleted is applied again, to no effect, by the next run."""
+    settled = closed = 0
+    while True:
+        rows = await pool.fetch(SPENT_ENDINGS, batch)
+        if rows:
+            results = await end_calls(pool, [CallEnd(*row) for row in rows])
+            closed += sum(isinstance(r, EndedCall) for r in results)
+            await pool.execute(FORGET_ENDINGS, [r[0] for r in rows], [r[1] for r in rows])
+            settled += len(rows)
+        if len(rows) < batch:
+            return settled, closed
 
 
 async def set_status(pool: asyncpg.Pool, provider: str, provider_call_id: str, status: str) -> None:

@@ -1,6 +1,7 @@
 """The monthly partitions of `calls` (migration 0011): created ahead of time, rows that landed in
 the default partition moved into their month, and whole months dropped once past the retention
-period (the hourly rollups keep their aggregates).
+period (the hourly rollups keep their aggregates). The same upkeep keeps `call_endings` to the
+endings still waiting for their calls.
 
 docs/design.md, section 3, says why calls are partitioned this way.
 """
@@ -14,12 +15,18 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from store import calls
+
 # Months of partitions kept ready beyond the current one: the maintenance may fail for that long
 # before a call lands in the default partition (where it is still recorded, and moved later).
 AHEAD_MONTHS = 3
 # How often the admin service maintains them: a new month's partition is due once a month, and a
 # call in the default partition is moved within this delay.
 MAINTENANCE_INTERVAL_S = 3600.0
+# Days an ending waits in call_endings for its call: a call reaches Postgres within seconds of
+# its ending, or when the spool holding it is replayed, once Postgres is back; an outage or a
+# worker down longer than this is out of reach (the call is then recorded open).
+ENDING_WAIT_DAYS = 30
 
 ENSURE = "SELECT ensure_call_partitions($1)"
 # Months that ended `$1` days ago or more, oldest first.
@@ -34,17 +41,22 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True)
 class Maintenance:
-    """What one maintenance run did: partitions created, and the months dropped."""
+    """What one maintenance run did: partitions created, the months dropped, and the endings
+    settled (and calls they closed) and expired (store/calls.py `settle_endings`)."""
 
     created: int
     dropped: list[datetime]
+    endings_settled: int = 0
+    calls_closed: int = 0
+    endings_expired: int = 0
 
 
 async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenance:
     """Create the partitions due (moving any rows of their months out of the default partition),
     then drop every month that ended `retention_days` ago or more (None: keep every call). Each
     step is its own transaction; one that finds another session maintaining the partitions, or
-    waits too long for a lock, is done by a later run."""
+    waits too long for a lock, is done by a later run. Then the endings spent or past waiting
+    leave call_endings."""
     created = await pool.fetchval(ENSURE, AHEAD_MONTHS) or 0
     dropped = []
     if retention_days is not None:
@@ -53,7 +65,12 @@ async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenanc
             if await pool.fetchval(DROP_PARTITION, month):
                 dropped.append(month)
                 log.info("call_partition_dropped", month=month.date().isoformat(), keys=keys)
-    return Maintenance(created, dropped)
+    settled, closed = await calls.settle_endings(pool)
+    expired = await pool.fetchval(calls.EXPIRE_ENDINGS, ENDING_WAIT_DAYS)
+    if closed:
+        # The race SPENT_ENDINGS describes: rare, and worth seeing if it is not.
+        log.info("call_endings_closed_late", calls=closed)
+    return Maintenance(created, dropped, settled, closed, expired)
 
 
 async def maintain_forever(

@@ -236,3 +236,27 @@ async def test_maintenance_is_one_session_at_a_time(database: str) -> None:
         assert sorted(r.created for r in runs) == [0, 0, 0, 1]
     finally:
         await pool.close()
+
+
+async def test_endings_that_waited_too_long_for_their_calls_expire(database: str) -> None:
+    await migrate(database)
+    pool = await create_pool(database)
+    try:
+        # Received the wait ago, and an hour later, by the database's clock.
+        await pool.executemany(
+            "INSERT INTO call_endings (provider, provider_call_id, status, ended_at, received_at)"
+            " SELECT 'twilio', $1, 'completed', t, t"
+            " FROM (SELECT now() - make_interval(days => $2, hours => $3) AS t) w",
+            [
+                ("CA-waited", partitions.ENDING_WAIT_DAYS, 0),
+                ("CA-waiting", partitions.ENDING_WAIT_DAYS, -1),
+            ],
+        )
+
+        done = await partitions.maintain(pool, None)
+
+        assert (done.endings_settled, done.endings_expired) == (0, 1)
+        left = await pool.fetch("SELECT provider_call_id FROM call_endings")
+        assert [r[0] for r in left] == ["CA-waiting"]
+    finally:
+        await pool.close()

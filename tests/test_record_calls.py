@@ -22,6 +22,8 @@ from store.calls import (
     _rounds,
     end_calls,
     record_calls,
+    record_calls_on,
+    settle_endings,
 )
 from store.channels import Variant
 from store.db import create_pool
@@ -187,6 +189,55 @@ async def test_endings_in_one_statement_close_open_calls_once_or_wait_for_their_
     assert [tuple(r) for r in kept] == [("CA2", "busy")]
     row = await pool.fetchrow("SELECT status, duration_s FROM calls WHERE provider_call_id = 'CA1'")
     assert tuple(row) == ("completed", 30.0)
+
+
+async def test_an_ending_kept_while_its_call_was_recorded_closes_the_call_at_the_upkeep(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """The race of store/calls.py SPENT_ENDINGS, as it happens: the record statement runs, the
+    ending arrives and is kept (the call's key is not committed yet), then the record commits,
+    having read call_endings before the ending was there. The call is recorded open, the
+    ending waits for nothing; the upkeep closes the call, and the rollups count it once."""
+    call = new_call("CA1", "a", ab)
+    ending = CallEnd("twilio", "CA1", "completed", call.started_at + timedelta(seconds=42), None)
+    async with pool.acquire() as conn, conn.transaction():
+        [recorded] = await record_calls_on(conn, [call])
+        assert await end_calls(pool, [ending]) == [None]  # kept: no committed key yet
+    assert isinstance(recorded, CallRecord) and recorded.ended_at is None
+    assert await pool.fetchval("SELECT count(*) FROM call_endings") == 1
+
+    settled = await settle_endings(pool)
+
+    assert settled == (1, 1)
+    row = await pool.fetchrow("SELECT status, duration_s FROM calls WHERE call_id = 'call_CA1'")
+    assert tuple(row) == ("completed", 42.0)
+    assert await pool.fetchval("SELECT count(*) FROM call_endings") == 0
+    counted = await pool.fetchrow(
+        "SELECT sum(calls), sum(completed), sum(duration_sum) FROM call_rollups_all"
+    )
+    assert tuple(counted) == (1, 1, 42)
+    assert await settle_endings(pool) == (0, 0)
+
+
+async def test_the_upkeep_forgets_spent_endings_and_keeps_waiting_ones(
+    pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
+) -> None:
+    """An ending applied when its call was recorded goes, changing nothing; one whose call has
+    not come stays; batches smaller than the endings spent take several rounds."""
+    ended_at = STARTED_AT + timedelta(seconds=5)
+    sids = [f"CA{n}" for n in range(5)]
+    await end_calls(pool, [CallEnd("twilio", sid, "busy", ended_at, 0.0) for sid in sids])
+    await record_calls(pool, [new_call(sid, "a", ab, remember=False) for sid in sids[:4]])
+    before = [tuple(r) for r in await pool.fetch("SELECT * FROM calls ORDER BY call_id")]
+    rollups = "SELECT sum(calls), sum(completed), sum(durations) FROM call_rollups_all"
+    counted = tuple(await pool.fetchrow(rollups))
+
+    assert await settle_endings(pool, batch=3) == (4, 0)
+
+    assert [tuple(r) for r in await pool.fetch("SELECT * FROM calls ORDER BY call_id")] == before
+    assert tuple(await pool.fetchrow(rollups)) == counted
+    waiting = await pool.fetch("SELECT provider_call_id FROM call_endings")
+    assert [r[0] for r in waiting] == ["CA4"]
 
 
 async def test_an_ending_postgres_refuses_does_not_sink_its_batch(
