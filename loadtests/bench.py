@@ -8,7 +8,7 @@ propagation itself, prints the ratio table and saves everything under loadtests/
 scratch database and this run's Redis keys are removed at the end, whatever happened.
 
 Durations: BENCH_DURATION_S (default 10) measured seconds per point after BENCH_WARMUP_S
-(default 2); the whole run takes about five minutes on two cores.
+(default 2); the whole run takes about seven minutes on two cores.
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ CALL_REQUESTS = 120_000
 # Seconds a server may take to accept connections.
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# Rounds of the closed-loop points, every server's in each: one point of each, one after the
+# other, put the router at 0.29x to 0.33x the ceiling across three runs of one tree, the
+# ceiling's own rate moving by 15% from run to run (loadtests/README.md). The table takes the
+# median of the rounds' ratios, each between points a minute or two apart.
+WEBHOOK_ROUNDS = 3
+KINDS = ("ceiling", "naive", "router")
 # Groups of points `--only` can select; the table needs them all.
 GROUPS = ("webhooks", "large", "propagation")
 VERSION_PARAM = re.compile(rb'name="version" value="([^"]+)"')
@@ -177,12 +183,13 @@ def serving(env: Env, kind: str, workers: int = 1) -> Iterator[Servers]:
 
 
 async def _db_pids(env: Env) -> list[int]:
-    """The Postgres backends serving this run's database (their CPU is the database's share)."""
+    """The Postgres backends serving this run's database (their CPU is the database's share).
+    Client backends only: not an autovacuum worker that happens to be at work on it."""
     conn = await asyncpg.connect(env.database_url)
     try:
         rows = await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
         )
     finally:
         await conn.close()
@@ -502,29 +509,55 @@ def _spooled(port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report of median rate among a point's rounds (the upper one of an even number)."""
+    return sorted(rounds, key=lambda r: r["achieved_rate"])[len(rounds) // 2]
+
+
 def _webhooks(env: Env, runs: dict[str, Any], seed: Iterator[int]) -> None:
-    """Each server (one worker, 1,000 channels) at every CLOSED_CONNECTIONS; the router also
-    open loop at half its closed-loop maximum, and each its config lookups."""
-    print("1 worker, 1,000 channels", flush=True)
-    for kind in ("ceiling", "naive", "router"):
-        with serving(env, kind) as s:
-            for c in CLOSED_CONNECTIONS:
-                label = f"{kind}_{c}"
-                runs[label] = load(
-                    env, s, twilio(env, SMALL_SET, next(seed)), connections=c, label=label
-                )
-            if kind == "ceiling":
-                runs["ceiling_config"] = load(
-                    env,
-                    s,
-                    {"kind": "config_const", "count": 1},
-                    expect=None,
-                    reuse=True,
-                    label="ceiling_config",
-                )
-            if kind == "router":
-                _router_extras(env, runs, seed, s)
-                runs["router_spooled"] = _spooled(s.ports[0])
+    """WEBHOOK_ROUNDS rounds in which each server (one worker, 1,000 channels, started for the
+    round, so that only its own connections are the database's) runs its closed-loop points at
+    every CLOSED_CONNECTIONS, the first server of a round rotating: `{kind}_{c}_rounds` lists a
+    point's rounds and `{kind}_{c}` is its round of median rate. In the last round, the
+    ceiling's config lookups, and the router's open loop at half its median 32-connection rate
+    and its config lookups."""
+    print(f"1 worker, 1,000 channels, {WEBHOOK_ROUNDS} rounds", flush=True)
+    runs["router_spooled"] = 0.0
+    for round_ in range(WEBHOOK_ROUNDS):
+        k = round_ % len(KINDS)
+        for kind in KINDS[k:] + KINDS[:k]:
+            with serving(env, kind) as s:
+                for c in CLOSED_CONNECTIONS:
+                    report = load(
+                        env,
+                        s,
+                        twilio(env, SMALL_SET, next(seed)),
+                        connections=c,
+                        label=f"{kind}_{c}_{round_ + 1}",
+                    )
+                    runs.setdefault(f"{kind}_{c}_rounds", []).append(report)
+                if round_ == WEBHOOK_ROUNDS - 1:
+                    _last_round(env, runs, seed, s)
+                if kind == "router":
+                    runs["router_spooled"] += _spooled(s.ports[0])
+
+
+def _last_round(env: Env, runs: dict[str, Any], seed: Iterator[int], s: Servers) -> None:
+    """After a server's last closed-loop points: its points of median rate, then the ceiling's
+    config lookups or the router's other points."""
+    for c in CLOSED_CONNECTIONS:
+        runs[f"{s.kind}_{c}"] = median_round(runs[f"{s.kind}_{c}_rounds"])
+    if s.kind == "ceiling":
+        runs["ceiling_config"] = load(
+            env,
+            s,
+            {"kind": "config_const", "count": 1},
+            expect=None,
+            reuse=True,
+            label="ceiling_config",
+        )
+    elif s.kind == "router":
+        _router_extras(env, runs, seed, s)
 
 
 def _router_extras(env: Env, runs: dict[str, Any], seed: Iterator[int], s: Servers) -> None:
@@ -620,6 +653,18 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
+def rounds_ratios(runs: dict[str, Any], kind: str, base: str, c: int) -> list[float]:
+    """Each round's ratio of `kind`'s rate to `base`'s, at `c` connections."""
+    return [
+        _ratio(a["achieved_rate"], b["achieved_rate"])
+        for a, b in zip(runs[f"{kind}_{c}_rounds"], runs[f"{base}_{c}_rounds"], strict=True)
+    ]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -629,33 +674,41 @@ def summary(runs: dict[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     for c in CLOSED_CONNECTIONS:
         router, ceiling, naive = (runs[f"{k}_{c}"] for k in ("router", "ceiling", "naive"))
-        rate = router["achieved_rate"]
-        vs_ceiling = _ratio(rate, ceiling["achieved_rate"])
-        vs_naive = _ratio(rate, naive["achieved_rate"])
+        vs_ceiling, vs_naive = (rounds_ratios(runs, "router", b, c) for b in ("ceiling", "naive"))
         want_ceiling = TARGETS.get(f"webhook_vs_ceiling_{c}", 0.0)
         want_naive = TARGETS[f"webhook_vs_naive_{c}"]
         rows.append(
             [
-                f"webhook/s {c} conn: router {rate:.0f} ({router.get('calls_per_batch')} a batch), "
-                "ceiling "
-                f"{ceiling['achieved_rate']:.0f}, naive {naive['achieved_rate']:.0f}",
-                f"{vs_ceiling:.2f}x ceiling, {vs_naive:.2f}x naive",
+                f"webhook/s {c} conn, medians of {WEBHOOK_ROUNDS} rounds: router "
+                f"{router['achieved_rate']:.0f} ({router.get('calls_per_batch')} a batch), "
+                f"ceiling {ceiling['achieved_rate']:.0f}, naive {naive['achieved_rate']:.0f}",
+                f"{statistics.median(vs_ceiling):.2f}x ceiling ({_spread(vs_ceiling)}), "
+                f"{statistics.median(vs_naive):.2f}x naive ({_spread(vs_naive)})",
                 (f">= {want_ceiling}x ceiling, " if want_ceiling else "")
                 + f">= {want_naive}x naive",
-                _verdict(vs_ceiling >= want_ceiling and vs_naive >= want_naive),
+                _verdict(
+                    statistics.median(vs_ceiling) >= want_ceiling
+                    and statistics.median(vs_naive) >= want_naive
+                ),
             ]
         )
-    router, naive, ceiling = (
-        runs[f"{k}_{CLOSED_CONNECTIONS[0]}"] for k in ("router", "naive", "ceiling")
+    c = CLOSED_CONNECTIONS[0]
+    router, ceiling = runs[f"router_{c}"], runs[f"ceiling_{c}"]
+    cpu, db, naive_cpu, naive_db, bare = (
+        statistics.median(r[figure] for r in runs[f"{kind}_{c}_rounds"])
+        for kind, figure in (
+            ("router", "server_cpu_us_per_call"),
+            ("router", "db_cpu_us_per_call"),
+            ("naive", "server_cpu_us_per_call"),
+            ("naive", "db_cpu_us_per_call"),
+            ("ceiling", "server_cpu_us_per_call"),
+        )
     )
-    cpu, db = router["server_cpu_us_per_call"], router["db_cpu_us_per_call"]
-    bare = ceiling["server_cpu_us_per_call"]
     rows.append(
         [
-            f"CPU per call {CLOSED_CONNECTIONS[0]} conn, router (naive); "
+            f"CPU per call {c} conn, medians of {WEBHOOK_ROUNDS} rounds, router (naive); "
             f"speed probe {_probe_ms(router)} ms (ceiling's {_probe_ms(ceiling)})",
-            f"router {cpu:.0f} us ({naive['server_cpu_us_per_call']:.0f}), "
-            f"Postgres {db:.0f} us ({naive['db_cpu_us_per_call']:.0f}); "
+            f"router {cpu:.0f} us ({naive_cpu:.0f}), Postgres {db:.0f} us ({naive_db:.0f}); "
             f"{_ratio(cpu, bare):.1f}x, {_ratio(db, bare):.1f}x the ceiling's {bare:.0f} us",
             f"router <= {TARGETS['router_cpu_us_per_call']:.0f} us, "
             f"Postgres <= {TARGETS['db_cpu_us_per_call']:.0f} us",

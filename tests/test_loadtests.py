@@ -97,6 +97,20 @@ def test_a_batch_cost_splits_into_a_fixed_part_and_a_part_per_call() -> None:
     }
 
 
+def test_the_table_compares_servers_round_by_round_and_takes_the_medians() -> None:
+    """A round's router against the same round's ceiling: a drift of the machine between rounds
+    moves both. The point shown is its round of median rate."""
+    rates = {"router": [600, 900, 700], "ceiling": [2000, 3000, 2800]}
+    runs = {
+        f"{kind}_32_rounds": [{"achieved_rate": r} for r in rounds]
+        for kind, rounds in rates.items()
+    }
+
+    assert bench.rounds_ratios(runs, "router", "ceiling", 32) == [0.3, 0.3, 0.25]
+    assert bench.median_round(runs["router_32_rounds"]) == {"achieved_rate": 700}
+    assert bench.median_round(runs["ceiling_32_rounds"][:2]) == {"achieved_rate": 3000}
+
+
 async def test_record_cost_variants_take_turns_each_in_a_database_of_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
