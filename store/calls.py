@@ -167,6 +167,9 @@ WITH gone AS (
 SELECT count(*) FROM gone
 """
 SPENT_ENDINGS_BATCH = 1000
+# Seconds a batch of them may take: no call waits on the upkeep, so a busy Postgres slows it
+# rather than failing it (a live batch has WRITE_BUDGET_S).
+SPENT_ENDINGS_BUDGET_S = 10.0
 # Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
 # overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
@@ -660,7 +663,7 @@ async def settle_endings(pool: asyncpg.Pool, batch: int = SPENT_ENDINGS_BATCH) -
     while True:
         rows = await pool.fetch(SPENT_ENDINGS, batch)
         if rows:
-            results = await end_calls(pool, [CallEnd(*row) for row in rows])
+            results = await end_calls(pool, [CallEnd(*row) for row in rows], SPENT_ENDINGS_BUDGET_S)
             closed += sum(isinstance(r, EndedCall) for r in results)
             await pool.execute(FORGET_ENDINGS, [r[0] for r in rows], [r[1] for r in rows])
             settled += len(rows)
