@@ -146,11 +146,19 @@ SELECT n, agent_id, version, duration_s FROM ended
 # call's record was being committed, whose own statement had started before the ending was
 # kept, and so recorded the call open. Sent through END_CALLS again, such an ending closes its
 # call; a spent one finds its call closed and changes nothing (once ended, a call is frozen).
-# Oldest first, a batch at a time.
-SPENT_ENDINGS = """
-SELECT e.provider, e.provider_call_id, e.status, e.ended_at, e.duration_s
-FROM call_endings e JOIN call_keys k USING (provider, provider_call_id)
-ORDER BY e.received_at
+# The endings are read a batch at a time in key order after the last key of the batch before
+# ($2, $3), each with whether it is spent (one probe into call_keys), so that a run reads the
+# table once through its primary key however many endings it holds (the first run after an
+# upgrade finds every ending kept since the table was created). A join with call_keys instead
+# was planned as a nested loop over a range of call_keys, for a misestimated bound: 37 s a
+# batch of 1,000 among 300,000 endings.
+ENDINGS_AFTER = """
+SELECT e.provider, e.provider_call_id, e.status, e.ended_at, e.duration_s,
+       EXISTS (SELECT 1 FROM call_keys k
+               WHERE k.provider = e.provider AND k.provider_call_id = e.provider_call_id)
+FROM call_endings e
+WHERE (e.provider, e.provider_call_id) > ($2, $3)
+ORDER BY e.provider, e.provider_call_id
 LIMIT $1
 """
 FORGET_ENDINGS = """
@@ -166,10 +174,10 @@ WITH gone AS (
 )
 SELECT count(*) FROM gone
 """
-SPENT_ENDINGS_BATCH = 1000
+ENDINGS_BATCH = 1000
 # Seconds a batch of them may take: no call waits on the upkeep, so a busy Postgres slows it
 # rather than failing it (a live batch has WRITE_BUDGET_S).
-SPENT_ENDINGS_BUDGET_S = 10.0
+ENDINGS_BUDGET_S = 10.0
 # Progress only moves forward: a late `ringing` never overwrites `in-progress`, and nothing
 # overwrites an ending. A status outside this list (a provider's new one) is taken as news.
 SET_STATUS = """
@@ -655,20 +663,25 @@ async def end_calls(
         return await end_calls_on(conn, endings)
 
 
-async def settle_endings(pool: asyncpg.Pool, batch: int = SPENT_ENDINGS_BATCH) -> tuple[int, int]:
-    """Apply the spent endings (SPENT_ENDINGS) again, then delete them, `batch` at a time until
-    none is left: how many were deleted, and how many calls they closed. No transaction: an
-    ending applied but not yet deleted is applied again, to no effect, by the next run."""
+async def settle_endings(pool: asyncpg.Pool, batch: int = ENDINGS_BATCH) -> tuple[int, int]:
+    """Apply the spent endings (ENDINGS_AFTER) again, then delete them, reading `batch` endings
+    at a time: how many were deleted, and how many calls they closed. No transaction: an ending
+    applied but not yet deleted is applied again, to no effect, by the next run."""
     settled = closed = 0
+    after = ("", "")
     while True:
-        rows = await pool.fetch(SPENT_ENDINGS, batch)
-        if rows:
-            results = await end_calls(pool, [CallEnd(*row) for row in rows], SPENT_ENDINGS_BUDGET_S)
+        rows = await pool.fetch(ENDINGS_AFTER, batch, *after)
+        spent = [CallEnd(*row[:5]) for row in rows if row[5]]
+        if spent:
+            results = await end_calls(pool, spent, ENDINGS_BUDGET_S)
             closed += sum(isinstance(r, EndedCall) for r in results)
-            await pool.execute(FORGET_ENDINGS, [r[0] for r in rows], [r[1] for r in rows])
-            settled += len(rows)
+            await pool.execute(
+                FORGET_ENDINGS, [e.provider for e in spent], [e.provider_call_id for e in spent]
+            )
+            settled += len(spent)
         if len(rows) < batch:
             return settled, closed
+        after = (rows[-1][0], rows[-1][1])
 
 
 async def set_status(pool: asyncpg.Pool, provider: str, provider_call_id: str, status: str) -> None:

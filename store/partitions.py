@@ -68,7 +68,7 @@ async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenanc
     settled, closed = await calls.settle_endings(pool)
     expired = await pool.fetchval(calls.EXPIRE_ENDINGS, ENDING_WAIT_DAYS)
     if closed:
-        # The race SPENT_ENDINGS describes: rare, and worth seeing if it is not.
+        # The race ENDINGS_AFTER describes: rare, and worth seeing if it is not.
         log.info("call_endings_closed_late", calls=closed)
     return Maintenance(created, dropped, settled, closed, expired)
 

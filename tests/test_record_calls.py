@@ -194,7 +194,7 @@ async def test_endings_in_one_statement_close_open_calls_once_or_wait_for_their_
 async def test_an_ending_kept_while_its_call_was_recorded_closes_the_call_at_the_upkeep(
     pool: asyncpg.Pool, ab: tuple[Candidate, Candidate]
 ) -> None:
-    """The race of store/calls.py SPENT_ENDINGS, as it happens: the record statement runs, the
+    """The race of store/calls.py ENDINGS_AFTER, as it happens: the record statement runs, the
     ending arrives and is kept (the call's key is not committed yet), then the record commits,
     having read call_endings before the ending was there. The call is recorded open, the
     ending waits for nothing; the upkeep closes the call, and the rollups count it once."""
