@@ -88,6 +88,10 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A pooled connection the server closed while it sat idle (a Postgres stop or restart): its
+    # FATAL message is read a loop iteration before its end, and a query sent in between finds
+    # the connection "in another operation".
+    asyncpg.InternalClientError,
 )
 
 
@@ -134,6 +138,19 @@ async def with_pool(database_url: str, work: Callable[[asyncpg.Pool], Awaitable[
         return await work(pool)
     finally:
         await pool.close()
+
+
+async def every(interval_s: float, work: Callable[[], Awaitable[object]], failed: str) -> None:
+    """Run `work` every `interval_s` seconds until cancelled (an admin service's upkeep). A run
+    that fails for any reason is logged as `failed` and the next starts over: Postgres goes away
+    in more ways than DATABASE_UNAVAILABLE names at any one time, and a failure escaping here
+    would end the upkeep until the process restarts."""
+    while True:
+        try:
+            await work()
+        except Exception as exc:
+            log.warning(failed, error=repr(exc))
+        await asyncio.sleep(interval_s)
 
 
 def _discard(conn: asyncpg.Connection) -> None:

@@ -8,7 +8,6 @@ docs/design.md, section 3, says why calls are partitioned this way.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +15,7 @@ import asyncpg
 import structlog
 
 from store import calls
+from store.db import every
 
 # Months of partitions kept ready beyond the current one: the maintenance may fail for that long
 # before a call lands in the default partition (where it is still recorded, and moved later).
@@ -77,9 +77,6 @@ async def maintain_forever(
     pool: asyncpg.Pool, retention_days: int | None, interval_s: float = MAINTENANCE_INTERVAL_S
 ) -> None:
     """Maintain every `interval_s` until cancelled; a failed run is logged and retried."""
-    while True:
-        try:
-            await maintain(pool, retention_days)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("call_partition_maintenance_failed", error=repr(exc))
-        await asyncio.sleep(interval_s)
+    await every(
+        interval_s, lambda: maintain(pool, retention_days), "call_partition_maintenance_failed"
+    )

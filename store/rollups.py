@@ -6,14 +6,14 @@ docs/design.md, section 12, says why rollups are kept this way.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
-import structlog
+
+from store.db import every
 
 # The histogram of migration 0007 (rollup_duration_bucket, rollup_duration_weight): bucket 0
 # holds [0, 1) s, bucket i >= 1 holds [GAMMA^(i-1), GAMMA^i) s, the last one everything longer.
@@ -53,8 +53,6 @@ SELECT * FROM call_rollup_changes(
     ARRAY(SELECT c FROM calls c WHERE c.started_at >= $1 AND c.started_at < $1 + interval '1 hour'),
     '{}')
 """
-
-log = structlog.get_logger()
 
 
 def floor_hour(t: datetime) -> datetime:
@@ -137,12 +135,7 @@ async def compact(pool: asyncpg.Pool) -> int:
 
 async def compact_forever(pool: asyncpg.Pool, interval_s: float = COMPACT_INTERVAL_S) -> None:
     """Compact every `interval_s` until cancelled; a failed run is logged and retried."""
-    while True:
-        try:
-            await compact(pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("rollup_compaction_failed", error=repr(exc))
-        await asyncio.sleep(interval_s)
+    await every(interval_s, lambda: compact(pool), "rollup_compaction_failed")
 
 
 async def _hours_with_calls(conn: asyncpg.Connection) -> AsyncIterator[datetime]:
