@@ -39,8 +39,9 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
-    """Folds the rollup deltas the calls leave behind (store/rollups.py); with several admin
-    instances, one compacts at a time and the others skip."""
+    """Folds the calls recorded since, and the deltas their updates left, into the rollups
+    every second (store/rollups.py); with several admin instances, one compacts at a time and
+    the others skip."""
     task = asyncio.create_task(rollups.compact_forever(app[POOL]))
     yield
     task.cancel()

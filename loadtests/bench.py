@@ -5,7 +5,8 @@ It creates a scratch database (migrated, seeded with 100,000 channels), starts e
 real subprocess (`python -m router`, `python -m loadtests.baselines ceiling|naive`), drives each
 with the load generator in a process of its own (loadtests/loadgen.py), measures pin-change
 propagation itself, prints the ratio table and saves everything under loadtests/results/. The
-scratch database and this run's Redis keys are removed at the end, whatever happened.
+scratch database and this run's Redis keys are removed at the end, whatever happened. The
+admin service (`python -m admin`) runs beside them throughout, as it would in production.
 
 Durations: BENCH_DURATION_S (default 10) measured seconds per point after BENCH_WARMUP_S
 (default 2); the whole run takes about seven minutes on two cores.
@@ -129,8 +130,8 @@ class Servers:
         return [p.pid for p in self.procs]
 
     def _command(self) -> list[str]:
-        if self.kind == "router":
-            return [sys.executable, "-m", "router", "--workers", "1"]
+        if self.kind in ("router", "admin"):
+            return [sys.executable, "-m", self.kind, "--workers", "1"]
         return [sys.executable, "-m", "loadtests.baselines", self.kind]
 
     def start(self) -> None:
@@ -142,6 +143,7 @@ class Servers:
                 "AGENTVER_REDIS_PREFIX": self.env.redis_prefix,
                 "TWILIO_AUTH_TOKEN": self.env.twilio_token,
                 "AGENTVER_ROUTER_PORT": str(port),
+                "AGENTVER_ADMIN_PORT": str(port),
                 "AGENTVER_PUBLIC_BASE_URL": workload.PUBLIC_BASE_URL,
                 "AGENTVER_MEDIA_STREAM_URL": "wss://media.bench.example/stream",
                 "AGENTVER_SPOOL_DIR": str(self.env.workdir / f"spool-{port}"),
@@ -813,7 +815,9 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     machine = procstat.machine()
     print(f"machine: {machine}", flush=True)
-    with scratch_env() as env:
+    # The admin service runs throughout, as deployed: its compaction folds the calls the
+    # routers record into the rollups every second, and its backend's CPU counts with theirs.
+    with scratch_env() as env, serving(env, "admin"):
         runs = run_all(env, tuple(args.only or GROUPS), args.rate)
     if args.only:
         print(json.dumps(runs.get("router_large_l1_hit_ratio")))

@@ -1,18 +1,23 @@
-"""Postgres CPU per call of the record statement (store/calls.py record_calls).
+"""Postgres CPU per call of the record statement (store/calls.py record_calls) and of its share
+of the rollups' compaction, which folds the calls recorded since its last run (migration 0015).
 
 `python -m loadtests.record_cost`: at batches of 100 as the group commit sends them under load,
-with the rollup triggers on and off, taking turns batch by batch; prints a JSON line per
+with the rollups kept by the compaction (as is) and by the insert trigger in the record's
+transaction (as before migration 0015), taking turns batch by batch; prints a JSON line per
 measurement, then the medians and their ratio. The router's own work is the same either way:
-the rollups are kept by triggers inside Postgres. Half the calls remember their caller (a
-sticky A/B channel), one in ten is a provider retry of a call recorded in an earlier batch, as
-a provider's redelivery would be.
+the rollups are kept inside Postgres. Half the calls remember their caller (a sticky A/B
+channel), one in ten is a provider retry of a call recorded in an earlier batch, as a provider's
+redelivery would be.
 
 `python -m loadtests.record_cost --components`: where the statement's time goes, one thing
-taken away (or put back) at a time (an index, the rollup trigger, the sticky upsert, a key, a
+taken away (or put back) at a time (an index, the rollups, the sticky upsert, a key, a
 setting), each variant in a fresh database, all of them taking turns batch by batch, at each
 `--sizes` batch size; calls as the bench sends them (fresh call ids, every call sticky by
 caller, 1,000 channels), then the cost of each component as the difference to the whole, and
 one batch under EXPLAIN ANALYZE.
+
+Every variant runs the compaction on its own connection after every COMPACT_CALLS calls, its
+CPU counted with the record statement's.
 
 Both run against scratch databases on the local server: they read the backend's CPU from
 /proc, so Postgres must run on this machine.
@@ -36,7 +41,7 @@ import asyncpg
 
 from harness.postgres import scratch_database
 from loadtests.procstat import run_seconds
-from store import agents
+from store import agents, rollups
 from store.calls import RECORD_CALLS, Candidate, NewCall, _parameters, record_calls
 from store.db import create_pool
 from store.settings import DEFAULT_DATABASE_URL
@@ -51,7 +56,30 @@ ADD_CHANNELS = """
 INSERT INTO channels (number, salt, updated_by)
 SELECT '+1415555' || lpad(n::text, 4, '0'), 'salt', 'bench' FROM generate_series(0, $1 - 1) n
 """
-ROLLUPS_OFF = "ALTER TABLE calls DISABLE TRIGGER calls_rollups_insert"
+# About a second of the bench's calls on a slow host: the admin service compacts every second
+# (store/rollups.py COMPACT_INTERVAL_S).
+COMPACT_CALLS = 1000
+# The rollups as migration 0012 kept them: the insert trigger, in the record's transaction; every
+# call counted by it, so none is pending for the compaction, and no index on recorded_xid.
+ROLLUPS_IN_TRANSACTION = (
+    "ALTER TABLE calls ALTER COLUMN recorded_xid SET DEFAULT '0'",
+    "DROP INDEX calls_recorded_xid",
+    """
+CREATE FUNCTION call_rollups_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    added calls[];
+BEGIN
+    added := ARRAY(SELECT n::calls FROM new_calls n);
+    INSERT INTO call_rollup_deltas SELECT * FROM call_rollup_changes(added, '{}');
+    RETURN NULL;
+END;
+$$""",
+    """
+CREATE TRIGGER calls_rollups_insert AFTER INSERT ON calls REFERENCING NEW TABLE AS new_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION call_rollups_on_insert()""",
+)
+# No rollups at all: the calls neither counted nor indexed for the compaction.
+NO_ROLLUPS = ("DROP INDEX calls_recorded_xid",)
 # How the connection's prepared record statement was planned: Postgres plans the first five
 # executions for their parameters (custom plans), then keeps the cached generic plan unless its
 # estimated cost is higher than theirs.
@@ -132,6 +160,7 @@ class Variant:
     channels: int = 1000
     agents: int = 50
     explain: bool = False
+    compact: bool = True
 
 
 # The rollups comparison's calls: one channel of one agent, half of them sticky, one in ten a
@@ -153,6 +182,7 @@ class Subject:
         self.pool, self.backend, self.variant, self.offered = pool, backend, variant, offered
         self.started = datetime.now(UTC)
         self.cpu_s = 0.0
+        self.uncompacted = 0
 
     @classmethod
     @asynccontextmanager
@@ -183,9 +213,14 @@ class Subject:
         )
 
     async def record(self, n: int, size: int) -> float:
-        """Record batch `n`; the backend's CPU seconds for it."""
+        """Record batch `n`, and compact if COMPACT_CALLS have been recorded since the last
+        compaction; the backend's CPU seconds for both."""
         cpu = run_seconds(self.backend)
         await record_calls(self.pool, self.batch(n, size))
+        self.uncompacted += size
+        if self.variant.compact and self.uncompacted >= COMPACT_CALLS:
+            await rollups.compact(self.pool)
+            self.uncompacted = 0
         return run_seconds(self.backend) - cpu
 
     async def report(self, batches: int, size: int) -> dict[str, Any]:
@@ -239,7 +274,8 @@ async def measure(
 # commit. "with the caller assignments' foreign key" puts back what migration 0014 took away.
 VARIANTS = {
     "as is": Variant(explain=True),
-    "no rollup trigger": Variant(setup=(ROLLUPS_OFF,)),
+    "the rollups in the record's transaction": Variant(setup=ROLLUPS_IN_TRANSACTION),
+    "no rollups": Variant(setup=NO_ROLLUPS, compact=False),
     "no calls_agent_version_started_outcomes": Variant(
         setup=("DROP INDEX calls_agent_version_started_outcomes",)
     ),
@@ -307,15 +343,18 @@ async def main() -> None:
     if args.components:
         await components(server, args.batches, args.sizes, args.runs)
         return
-    on_off = {"on": ONE_CHANNEL, "off": replace(ONE_CHANNEL, setup=(ROLLUPS_OFF,))}
-    cost: dict[str, list[float]] = {"on": [], "off": []}
+    kept_by = {
+        "compaction": ONE_CHANNEL,
+        "transaction": replace(ONE_CHANNEL, setup=ROLLUPS_IN_TRANSACTION),
+    }
+    cost: dict[str, list[float]] = {name: [] for name in kept_by}
     for _ in range(args.runs):
-        for rollups, found in (await measure(server, on_off, args.batches, args.size)).items():
-            print(json.dumps({"rollups": rollups} | found), flush=True)
-            cost[rollups].append(found["postgres_cpu_us_per_call"])
-    on, off = statistics.median(cost["on"]), statistics.median(cost["off"])
-    summary = {"median_us_rollups_on": on, "median_us_rollups_off": off}
-    print(json.dumps(summary | {"rollups_on_to_off": round(on / off, 3)}))
+        for name, found in (await measure(server, kept_by, args.batches, args.size)).items():
+            print(json.dumps({"rollups_kept_by": name} | found), flush=True)
+            cost[name].append(found["postgres_cpu_us_per_call"])
+    compacted, in_transaction = (statistics.median(cost[name]) for name in kept_by)
+    summary = {"median_us_compaction": compacted, "median_us_transaction": in_transaction}
+    print(json.dumps(summary | {"compaction_to_transaction": round(compacted / in_transaction, 3)}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`python -m store migrate` applies the migrations; `python -m store rollups backfill` builds
-the call rollups from the calls, `python -m store rollups compact` folds their deltas."""
+the call rollups from the calls, `python -m store rollups compact` folds their deltas and the
+calls recorded since."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "action",
         choices=("backfill", "compact"),
         help="backfill: rebuild every hour that has calls from the calls (idempotent, safe "
-        "while calls are recorded); compact: fold pending deltas",
+        "while calls are recorded); compact: fold pending deltas and calls",
     )
     args = parser.parse_args(argv)
     url = Settings.from_env().database_url
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "backfill":
         print(f"rollups rebuilt for {asyncio.run(rollups.backfill(url))} hours")
     else:
-        print(f"rollup deltas folded: {asyncio.run(_compact(url))}")
+        print(f"rollup deltas and calls folded: {asyncio.run(_compact(url))}")
     return 0
 
 

@@ -79,7 +79,7 @@ ORDER BY version NULLS LAST, draft_revision
 """
 )
 # Exact for any window: rollups for its whole hours ($4, $5: rollups.whole_hours_within) and the
-# calls of its partial hours at either end, counted the way the rollup triggers count them, so
+# calls of its partial hours at either end, counted the way the rollups count them, so
 # the cost is bounded by one channel's calls in two hours, not by its history.
 VARIANT_STATS = (
     "SELECT variant, agent_id, version,"  # noqa: S608 (module constants only)

@@ -21,18 +21,18 @@ call_id, provider, provider_call_id, channel, from_number, agent_id, version, dr
 config_hash, variant, routing_revision, status, started_at, ended_at, duration_s, sentiment,
 automated
 """
-# A batch of calls in one set-based statement (one round trip, one commit, statement triggers
-# fire once): the caller assignments of the calls that remember (store/draw.py keep_or_redraw's
-# rule: the remembered variant while it is among the call's live candidates, else the fresh
-# draw), then the calls, each served the chosen candidate. The calls travel as parallel arrays,
-# their candidates flattened into parallel arrays tagged with the call's ordinal `n`. The agent
-# and config blob a call names must exist (migration 0012: the statement checks what the foreign
-# keys did, with the foreign key's error, call_names_nothing's, where one does not). An ending
-# that arrived before the call is applied on the way in. A call's key goes into call_keys first
-# (migration 0011: `calls` is partitioned by time, so its own unique constraints cannot span
-# months); a provider retry inserts no key, hence no row, and returns nothing (`record_calls`
-# reads its row). Only what the router does not already know comes back: the chosen variant
-# and the status an early ending set.
+# A batch of calls in one set-based statement (one round trip, one commit; no trigger: the rollups'
+# compaction counts the calls later, migration 0015): the caller assignments of the calls that
+# remember (store/draw.py keep_or_redraw's rule: the remembered variant while it is among the call's
+# live candidates, else the fresh draw), then the calls, each served the chosen candidate. The calls
+# travel as parallel arrays, their candidates flattened into parallel arrays tagged with the call's
+# ordinal `n`. The agent and config blob a call names must exist (migration 0012: the statement
+# checks what the foreign keys did, with the foreign key's error, call_names_nothing's, where one
+# does not). An ending that arrived before the call is applied on the way in. A call's key goes into
+# call_keys first (migration 0011: `calls` is partitioned by time, so its own unique constraints
+# cannot span months); a provider retry inserts no key, hence no row, and returns nothing
+# (`record_calls` reads its row). Only what the router does not already know comes back: the chosen
+# variant and the status an early ending set.
 #
 # One statement sees its own rows only where it writes them, so `_rounds` never puts two calls
 # with one provider call id, or two remembering calls from one caller to one channel, in one

@@ -14,7 +14,7 @@ from datetime import datetime
 import asyncpg
 import structlog
 
-from store import calls
+from store import calls, rollups
 from store.db import every
 
 # Months of partitions kept ready beyond the current one: the maintenance may fail for that long
@@ -32,6 +32,14 @@ ENSURE = "SELECT ensure_call_partitions($1)"
 # Months that ended `$1` days ago or more, oldest first.
 EXPIRED = """
 SELECT starts FROM call_partitions WHERE ends <= now() - make_interval(days => $1) ORDER BY starts
+"""
+# Whether a month holds calls the rollups do not count yet (migration 0015): such a month is
+# kept, keys and all, until a compaction has folded them (drop_call_partition checks it again
+# under its lock).
+PENDING_IN_MONTH = """
+SELECT EXISTS (SELECT 1 FROM calls
+               WHERE started_at >= $1 AND started_at < call_month($1, 1)
+                 AND recorded_xid >= (SELECT xid FROM call_rollup_horizon))
 """
 EXPIRE_KEYS = "SELECT expire_call_keys($1)"
 DROP_PARTITION = "SELECT drop_call_partition($1)"
@@ -53,14 +61,19 @@ class Maintenance:
 
 async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenance:
     """Create the partitions due (moving any rows of their months out of the default partition),
-    then drop every month that ended `retention_days` ago or more (None: keep every call). Each
-    step is its own transaction; one that finds another session maintaining the partitions, or
-    waits too long for a lock, is done by a later run. Then the endings spent or past waiting
-    leave call_endings."""
+    then drop every month that ended `retention_days` ago or more (None: keep every call) once
+    the rollups count all its calls. Each step is its own transaction; one that finds another
+    session maintaining the partitions, or waits too long for a lock, is done by a later run.
+    Then the endings spent or past waiting leave call_endings."""
     created = await pool.fetchval(ENSURE, AHEAD_MONTHS) or 0
     dropped = []
     if retention_days is not None:
+        # Calls of an expired month still pending (replayed from a spool just now) are folded
+        # first: the rollups outlive the rows only once they count them.
+        await rollups.compact(pool)
         for (month,) in await pool.fetch(EXPIRED, retention_days):
+            if await pool.fetchval(PENDING_IN_MONTH, month):
+                continue
             keys = await pool.fetchval(EXPIRE_KEYS, month)
             if await pool.fetchval(DROP_PARTITION, month):
                 dropped.append(month)

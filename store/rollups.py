@@ -28,9 +28,10 @@ MAX_EXACT_S = GAMMA ** (BUCKETS - 1)
 # Decimal digits per bucket in the packed numeric.
 _DIGITS_BASE = 10**10
 
-# How often the admin service folds deltas into the rollups: readers sum the deltas too, so
-# this bounds only how many delta rows a read may meet (a few per call since the last run).
-COMPACT_INTERVAL_S = 5.0
+# How often the admin service folds deltas and pending calls into the rollups: readers add
+# them up too, so this bounds only what a read meets besides the rollups, the calls recorded
+# since the last run above all, which each read aggregates.
+COMPACT_INTERVAL_S = 1.0
 
 # A whole hour, and the hours the backfill handles per transaction (one hour's calls are
 # gathered into one array, so a chunk must stay well within memory).
@@ -40,7 +41,8 @@ COMPACT = "SELECT compact_call_rollups()"
 # The backfill holds the compaction's lock for a session, then rebuilds one hour per
 # REPEATABLE READ transaction: a delta committed after its snapshot belongs to a change the
 # snapshot does not see, so it survives, and one the snapshot sees is replaced by the call's
-# state. Calls are never locked, so recording goes on meanwhile.
+# state. Calls are never locked, so recording goes on meanwhile. Calls still pending (at or
+# above the horizon, migration 0015) are left to the compaction, which the lock holds off.
 LOCK = "SELECT pg_advisory_lock(hashtext('agentver:call_rollups'))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext('agentver:call_rollups'))"
 CALLS_SPAN = "SELECT min(started_at), max(started_at) FROM calls"
@@ -50,7 +52,9 @@ DROP_HOUR_ROLLUPS = "DELETE FROM call_rollups WHERE hour = $1"
 BUILD_HOUR = """
 INSERT INTO call_rollups
 SELECT * FROM call_rollup_changes(
-    ARRAY(SELECT c FROM calls c WHERE c.started_at >= $1 AND c.started_at < $1 + interval '1 hour'),
+    ARRAY(SELECT c FROM calls c
+          WHERE c.started_at >= $1 AND c.started_at < $1 + interval '1 hour'
+            AND c.recorded_xid < (SELECT xid FROM call_rollup_horizon)),
     '{}')
 """
 
@@ -127,8 +131,8 @@ def percentiles(counts: Sequence[int], quantiles: Sequence[float]) -> list[float
 
 
 async def compact(pool: asyncpg.Pool) -> int:
-    """Fold committed deltas into the rollups; the number folded (0 if another run holds the
-    lock)."""
+    """Fold committed deltas and the calls recorded since the last run into the rollups; the
+    number of deltas and calls folded (0 if another run holds the lock)."""
     folded: int = await pool.fetchval(COMPACT)
     return folded
 

@@ -126,13 +126,13 @@ async def test_record_cost_variants_take_turns_each_in_a_database_of_its_own(
     monkeypatch.setattr(record_cost.Subject, "record", logged)
     variants = {
         "as is": replace(small, explain=True),
-        "no rollup trigger": replace(small, setup=(record_cost.ROLLUPS_OFF,)),
+        "in transaction": replace(small, setup=record_cost.ROLLUPS_IN_TRANSACTION),
     }
 
     found = await record_cost.measure(server, variants, 3, 4)
 
     # Ten warm-up batches, then three measured, every variant once a batch, the first rotating.
-    off = record_cost.ROLLUPS_OFF
+    off = record_cost.ROLLUPS_IN_TRANSACTION[0]
     assert turns[-6:] == [("as is", 0), (off, 0), (off, 1), ("as is", 1), ("as is", 2), (off, 2)]
     assert len(turns) == 2 * 13
     for name, report in found.items():

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from harness.postgres import scratch_database
-from store import agents, calls, partitions
+from store import agents, calls, partitions, rollups
 from store.calls import CallRecord, Candidate
 from store.db import create_pool
 from store.migrate import migrate, migration_files
@@ -94,7 +94,10 @@ async def test_the_migration_moves_every_call_and_counts_none_twice(database: st
         assert await migrate(database) == later
         await pool.expire_connections()  # plans and types cached for the old table
 
-        assert [tuple(r) for r in await pool.fetch(ALL_CALLS)] == before
+        after = [tuple(r) for r in await pool.fetch(ALL_CALLS)]
+        # Migration 0015 adds the transaction that recorded each call: 0 for the calls the
+        # rollups counted before it.
+        assert [row[:-1] for row in after] == before and {row[-1] for row in after} == {0}
         assert [tuple(r) for r in await pool.fetch(ROLLUPS)] == rollups_before
         keys = await pool.fetch(
             "SELECT call_id, provider, provider_call_id, started_at FROM call_keys"
@@ -110,7 +113,7 @@ async def test_the_migration_moves_every_call_and_counts_none_twice(database: st
         assert {month_of(NOW, m) for m in range(partitions.AHEAD_MONTHS + 1)} <= ready
 
         # The record path works on the new table: a retry (a month later) gets the old row, a
-        # new call is recorded and counted by the re-created rollup triggers.
+        # new call is recorded and counted.
         retry = new_call("CA2", "a", _candidate(agent_id, config_hash), remember=False)._replace(
             call_id="call_retry",
             started_at=NOW + timedelta(days=40),
@@ -223,6 +226,37 @@ async def test_retention_drops_whole_expired_months_and_their_keys(database: str
         assert [tuple(r) for r in await pool.fetch(ROLLUPS)] == rollups_before
         names = {r[0] for r in await pool.fetch("SELECT name FROM call_partitions")}
         assert month_of(old) not in names and month_of(NOW) in names
+    finally:
+        await pool.close()
+
+
+async def test_retention_keeps_a_month_until_the_rollups_count_its_calls(database: str) -> None:
+    """A call replayed into an expired month while no compaction can run (another holds its
+    lock) is pending: the month stays, with its keys, until a compaction has folded it."""
+    await migrate(database)
+    pool = await create_pool(database)
+    try:
+        agent_id, config_hash = await _served(pool)
+        this_month = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        old = this_month - timedelta(days=20)
+        late = new_call("CA-late", "a", _candidate(agent_id, config_hash), remember=False)
+        await calls.record_calls(pool, [late._replace(started_at=old)])
+        await partitions.maintain(pool, None)
+        days = (NOW - this_month).days
+        async with pool.acquire() as compacting:
+            await compacting.execute(rollups.LOCK)
+            kept = await partitions.maintain(pool, retention_days=days)
+            await compacting.execute(rollups.UNLOCK)
+        assert kept.dropped == []
+        assert await pool.fetchval("SELECT count(*) FROM call_keys") == 1
+        assert await pool.fetchval("SELECT sum(calls) FROM call_rollups_all") == 1
+
+        done = await partitions.maintain(pool, retention_days=days)
+
+        assert [month_of(m) for m in done.dropped] == [month_of(old)]
+        assert await pool.fetchval("SELECT count(*) FROM calls") == 0
+        assert await pool.fetchval("SELECT count(*) FROM call_keys") == 0
+        assert await pool.fetchval("SELECT sum(calls) FROM call_rollups") == 1
     finally:
         await pool.close()
 
