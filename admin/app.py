@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
 from httpkit.keys import POOL, SETTINGS
 from httpkit.metrics_fanin import EXPOSITION
+from httpkit.tasks import cancel_and_wait
 from store import partitions, rollups
 from store.db import close_pool, create_pool
 from store.settings import Settings
@@ -44,9 +44,7 @@ async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
     the others skip."""
     task = asyncio.create_task(rollups.compact_forever(app[POOL]))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 async def _call_partitions(app: web.Application) -> AsyncIterator[None]:
@@ -57,9 +55,7 @@ async def _call_partitions(app: web.Application) -> AsyncIterator[None]:
         partitions.maintain_forever(app[POOL], app[SETTINGS].call_retention_days)
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -18,6 +18,7 @@ from httpkit.endpoint import endpoint
 from httpkit.errors import ApiError
 from httpkit.json import json_response, read_json
 from httpkit.keys import POOL, PRINCIPAL, SETTINGS
+from httpkit.tasks import cancel_and_wait
 from store import channels, rollouts, schemas
 
 log = structlog.get_logger()
@@ -137,8 +138,7 @@ async def schedule(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_run(app, interval)) if interval > 0 else None
     yield
     if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
 
 async def _run(app: web.Application, interval: float) -> None:

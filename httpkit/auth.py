@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
@@ -11,6 +10,7 @@ from aiohttp import web
 
 from httpkit.errors import ApiError
 from httpkit.keys import GUARD, POOL, PRINCIPAL, TOKENS, USAGE
+from httpkit.tasks import cancel_and_wait
 from httpkit.token_cache import TokenCache
 from httpkit.token_usage import FLUSH_INTERVAL_S, TokenUsage
 from store.channels import Routing
@@ -173,7 +173,5 @@ async def token_usage(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(flush_forever())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
     await usage.flush(app[POOL])

@@ -18,6 +18,7 @@ from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
 from httpkit.metrics_fanin import EXPOSITION
+from httpkit.tasks import cancel_and_wait
 from httpkit.token_cache import TokenCache
 from router.calls import ROUTED_LOG_INTERVAL_S
 from router.claims import CallClaims
@@ -108,12 +109,6 @@ class CacheInvalidation:
         self._metrics.feed_connected.set(1)
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool = await create_pool(app[SETTINGS].database_url)
     # One breaker for all the work done on calls' behalf: commits, endings, replays, cache
@@ -158,7 +153,7 @@ async def _change_feed(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(feed.connected.wait(), FEED_STARTUP_WAIT_S)
     yield
-    await _cancel_and_wait(task)
+    await cancel_and_wait(task)
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
@@ -182,14 +177,14 @@ async def _call_writer(app: web.Application) -> AsyncIterator[None]:
     writer.index(await asyncio.to_thread(app[SPOOL].open))
     task = asyncio.create_task(writer.run())
     yield
-    await _cancel_and_wait(task)
+    await cancel_and_wait(task)
 
 
 async def _spool_flusher(app: web.Application) -> AsyncIterator[None]:
     writer = app[WRITER]
     task = asyncio.create_task(writer.replay_forever())
     yield
-    await _cancel_and_wait(task)
+    await cancel_and_wait(task)
     # In-flight webhooks have finished: whatever they spooled goes to Postgres now if it can.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(writer.try_replay(), SPOOL_SHUTDOWN_REPLAY_S)
