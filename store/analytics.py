@@ -67,8 +67,9 @@ VERSION_STATS = (
     "SELECT version, CASE WHEN $5::boolean THEN draft_revision END AS draft_revision,"
     + _COUNTS
     + _HISTOGRAM
-    + """
-FROM call_rollups_all
+    + "FROM "
+    + rollups.of("$1::text", "$4::text")
+    + """ r
 WHERE agent_id = $1 AND hour >= $2 AND hour < $3
   AND ($4::text IS NULL OR channel = $4)
 GROUP BY 1, 2
@@ -87,7 +88,10 @@ VARIANT_STATS = (
     + _HISTOGRAM
     + """
 FROM (
-    SELECT * FROM call_rollups_all WHERE channel = $1 AND hour >= $4 AND hour < $5
+    SELECT * FROM """
+    + rollups.of("NULL::text", "$1::text")
+    + """ w
+    WHERE channel = $1 AND hour >= $4 AND hour < $5
     UNION ALL
     SELECT * FROM call_rollup_changes(ARRAY(
         SELECT c FROM calls c
@@ -106,8 +110,9 @@ ORDER BY variant, agent_id, version NULLS LAST
 CURRENT_VARIANT_COUNTS = (
     "SELECT r.variant,"  # noqa: S608 (joins module constants only, never input)
     + _COUNTS
-    + """
-FROM call_rollups_all r
+    + "FROM "
+    + rollups.of("NULL::text", "$1::text")
+    + """ r
 JOIN unnest($2::text[], $3::text[], $4::integer[]) AS v(label, agent_id, version)
   ON r.variant = v.label AND r.agent_id = v.agent_id AND r.version IS NOT DISTINCT FROM v.version
 WHERE r.channel = $1

@@ -59,6 +59,15 @@ SELECT * FROM call_rollup_changes(
 """
 
 
+def of(agent: str, channel: str) -> str:
+    """The rollup rows of `agent` and `channel`, SQL expressions from module constants, never
+    input (`NULL::text`: any), as a FROM item: the folded rows, which the reader's own
+    conditions select through their indexes, and the pending calls' aggregate (migration
+    0015), computed for these alone."""
+    pending = f"call_rollups_pending({agent}, {channel})"
+    return f"(SELECT * FROM call_rollups_folded UNION ALL SELECT * FROM {pending})"  # noqa: S608
+
+
 def floor_hour(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 

@@ -25,7 +25,8 @@ MAX_POINTS = 1000
 DRAFT_LABEL = "draft"
 
 # $4 is the interval's date_trunc field ('hour' or 'day'), in UTC.
-SERIES = """
+SERIES = (
+    """
 SELECT version, date_trunc($4::text, hour, 'UTC') AS t,
        sum(calls)::bigint AS calls,
        sum(analysed)::bigint AS analysed,
@@ -34,12 +35,15 @@ SELECT version, date_trunc($4::text, hour, 'UTC') AS t,
        sum(duration_sum)::float8 AS duration_sum,
        sum(positive + neutral + negative)::bigint AS sentiments,
        sum(negative)::bigint AS negative
-FROM call_rollups_all
+FROM """
+    + rollups.of("$1::text", "NULL::text")
+    + """ r
 WHERE agent_id = $1 AND hour >= $2 AND hour < $3
 GROUP BY 1, 2
 HAVING sum(calls) > 0
 ORDER BY version NULLS LAST, t
 """
+)
 
 
 def _ratio(part: int, whole: int) -> float | None:

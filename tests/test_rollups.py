@@ -315,3 +315,18 @@ async def test_updates_racing_the_compaction_count_once(
     await rollups.compact(pool)
     assert await pool.fetchval("SELECT count(*) FROM call_rollup_deltas") == 0
     await assert_exact(pool, arms[0].agent_id, *EVERYTHING)
+
+
+async def test_a_read_aggregates_the_pending_calls_of_its_agent_or_channel(
+    pool: asyncpg.Pool, arms: tuple[Candidate, ...]
+) -> None:
+    await record_calls(pool, spread_calls(random.Random(9), arms, "CA-pending", 12, 60))
+    pending = "SELECT coalesce(sum(calls), 0) FROM call_rollups_pending($1::text, $2::text)"
+    assert await pool.fetchval(pending, None, None) == 12
+    assert await pool.fetchval(pending, None, CHANNEL) == 12
+    assert await pool.fetchval(pending, arms[0].agent_id, CHANNEL) == 12
+    assert await pool.fetchval(pending, None, "+14155550199") == 0
+    assert await pool.fetchval(pending, "agt_other", None) == 0
+    assert await rollups.compact(pool) == 12
+    assert await pool.fetchval(pending, None, None) == 0
+    assert await pool.fetchval("SELECT sum(calls) FROM call_rollups_folded") == 12

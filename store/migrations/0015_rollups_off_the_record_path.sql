@@ -52,24 +52,35 @@ BEGIN
 END;
 $$;
 
--- The pending calls' aggregate, in the calling query's snapshot (STABLE), as call_rollup_changes
--- counts an insert.
-CREATE FUNCTION call_rollups_pending() RETURNS SETOF call_rollup_deltas
-LANGUAGE plpgsql STABLE AS $$
+-- The pending calls' aggregate, as call_rollup_changes counts an insert, in the calling query's
+-- snapshot (STABLE): of one agent, one channel or both (NULL: any). A read aggregates only the
+-- pending calls it reads, found through the horizon's index: a report of one channel, run after
+-- every analysis posted on it, costs the calls of that channel, not every call recorded since
+-- the last compaction.
+CREATE FUNCTION call_rollups_pending(of_agent text, of_channel text)
+RETURNS SETOF call_rollup_deltas LANGUAGE plpgsql STABLE AS $$
 DECLARE
     horizon xid8;
     pending calls[];
 BEGIN
     SELECT xid INTO STRICT horizon FROM call_rollup_horizon;
-    pending := ARRAY(SELECT c FROM calls c WHERE c.recorded_xid >= horizon);
+    pending := ARRAY(SELECT c FROM calls c
+                     WHERE c.recorded_xid >= horizon
+                       AND (of_agent IS NULL OR c.agent_id = of_agent)
+                       AND (of_channel IS NULL OR c.channel = of_channel));
     RETURN QUERY SELECT * FROM call_rollup_changes(pending, '{}');
 END;
 $$;
 
+-- What is folded: the compacted rollups and the deltas not compacted yet. Readers add
+-- call_rollups_pending for what they read (store/rollups.py `of`).
+CREATE VIEW call_rollups_folded AS
+    SELECT * FROM call_rollups UNION ALL SELECT * FROM call_rollup_deltas;
+
+-- Everything, pending calls included: for reads of the whole.
 CREATE OR REPLACE VIEW call_rollups_all AS
-    SELECT * FROM call_rollups
-    UNION ALL SELECT * FROM call_rollup_deltas
-    UNION ALL SELECT * FROM call_rollups_pending();
+    SELECT * FROM call_rollups_folded
+    UNION ALL SELECT * FROM call_rollups_pending(NULL, NULL);
 
 -- Folds every committed delta, and every call between the horizon and the oldest transaction
 -- still running, into call_rollups in one statement, and moves the horizon there. One
