@@ -40,9 +40,14 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
     """Folds the calls recorded since, and the deltas their updates left, into the rollups
-    every second (store/rollups.py); with several admin instances, one compacts at a time and
-    the others skip."""
-    task = asyncio.create_task(rollups.compact_forever(app[POOL]))
+    every AGENTVER_ROLLUP_COMPACT_S seconds (store/rollups.py); with several admin instances,
+    one compacts at a time and the others skip."""
+    interval = app[SETTINGS].rollup_compact_s
+    if interval <= 0:
+        yield
+        return
+    folded = app[METRICS].rollups_folded.inc
+    task = asyncio.create_task(rollups.compact_forever(app[POOL], interval, folded))
     yield
     await cancel_and_wait(task)
 

@@ -25,8 +25,9 @@ from store.snapshots import version_label
 
 
 class AdminMetrics:
-    """Counters of call analyses (per agent and version) and of guardrail trips, and the
-    process's CPU, memory and file descriptors."""
+    """Counters of call analyses (per agent and version), of guardrail trips and of what the
+    rollups' compaction folded; the rollouts' gauges; the process's CPU, memory and file
+    descriptors."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -64,6 +65,13 @@ class AdminMetrics:
             "agentver_rollout_state",
             "1 for the state each channel's latest rollout is in, 0 for the others",
             ["channel", "state"],
+            registry=self.registry,
+        )
+        # Flat while calls are recorded: the compaction is failing or held off (a backfill),
+        # and every rollups read aggregates more pending calls (docs/design.md section 12).
+        self.rollups_folded = Counter(
+            "agentver_rollup_folded",
+            "Recorded calls and update deltas folded into the call rollups by this process",
             registry=self.registry,
         )
         self.rollout_rollbacks = Counter(

@@ -57,7 +57,7 @@ INSERT INTO channels (number, salt, updated_by)
 SELECT '+1415555' || lpad(n::text, 4, '0'), 'salt', 'bench' FROM generate_series(0, $1 - 1) n
 """
 # About a second of the bench's calls on a slow host: the admin service compacts every second
-# (store/rollups.py COMPACT_INTERVAL_S).
+# (AGENTVER_ROLLUP_COMPACT_S).
 COMPACT_CALLS = 1000
 # The rollups as migration 0012 kept them: the insert trigger, in the record's transaction; every
 # call counted by it, so none is pending for the compaction, and no index on recorded_xid.

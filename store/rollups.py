@@ -7,7 +7,7 @@ docs/design.md, section 12, says why rollups are kept this way.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -27,11 +27,6 @@ ZERO_BUCKET_ERROR_S = 0.5
 MAX_EXACT_S = GAMMA ** (BUCKETS - 1)
 # Decimal digits per bucket in the packed numeric.
 _DIGITS_BASE = 10**10
-
-# How often the admin service folds deltas and pending calls into the rollups: readers add
-# them up too, so this bounds only what a read meets besides the rollups, the calls recorded
-# since the last run above all, which each read aggregates.
-COMPACT_INTERVAL_S = 1.0
 
 # A whole hour, and the hours the backfill handles per transaction (one hour's calls are
 # gathered into one array, so a chunk must stay well within memory).
@@ -146,9 +141,18 @@ async def compact(pool: asyncpg.Pool) -> int:
     return folded
 
 
-async def compact_forever(pool: asyncpg.Pool, interval_s: float = COMPACT_INTERVAL_S) -> None:
-    """Compact every `interval_s` until cancelled; a failed run is logged and retried."""
-    await every(interval_s, lambda: compact(pool), "rollup_compaction_failed")
+async def compact_forever(
+    pool: asyncpg.Pool, interval_s: float, folded: Callable[[int], object]
+) -> None:
+    """Compact every `interval_s` until cancelled, telling `folded` how much each run folded; a
+    failed run is logged and retried. The interval bounds only what a read meets besides the
+    rollups: the deltas and the calls recorded since the last run, which each read aggregates
+    (those of its agent or channel)."""
+
+    async def run() -> None:
+        folded(await compact(pool))
+
+    await every(interval_s, run, "rollup_compaction_failed")
 
 
 async def _hours_with_calls(conn: asyncpg.Connection) -> AsyncIterator[datetime]:

@@ -50,6 +50,11 @@ class Settings:
     # Seconds between the admin process's rollout scheduler passes (store/rollouts.py `tick`):
     # how late a broken guardrail may roll back or a due step be taken. 0: no scheduler here.
     rollout_tick_s: float = 5.0
+    # Seconds between the admin process's rollup compactions (store/rollups.py `compact`): each
+    # rollups read aggregates the calls recorded since the last one, and a longer interval
+    # folds more calls a group for less Postgres CPU a call (docs/design.md section 12). 0: no
+    # compaction in this process (another admin process compacts).
+    rollup_compact_s: float = 1.0
     # Group-commit batches a router worker commits at once (router/recorder.py): one keeps the
     # batches large and Postgres' CPU per call low; a Postgres host with cores to spare for a
     # worker's commits may take more (docs/design.md section 6).
@@ -90,6 +95,7 @@ class Settings:
             fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
             rollout_tick_s=float(e.get("AGENTVER_ROLLOUT_TICK_S") or cls.rollout_tick_s),
+            rollup_compact_s=float(e.get("AGENTVER_ROLLUP_COMPACT_S") or cls.rollup_compact_s),
             call_writers=_positive("AGENTVER_CALL_WRITERS", e.get("AGENTVER_CALL_WRITERS"), 1),
             call_retention_days=_positive(
                 "AGENTVER_CALL_RETENTION_DAYS", e.get("AGENTVER_CALL_RETENTION_DAYS"), None

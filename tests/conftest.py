@@ -72,8 +72,10 @@ def settings(database_url: str) -> Settings:
         redis_prefix=f"agentver-test-{secrets.token_hex(6)}:",
         twilio_auth_token="twilio-test-auth-token",
         generic_secret="generic-test-secret",
-        # Tests move rollouts with their own clock (store.rollouts.tick), not a background one.
+        # Tests move rollouts with their own clock (store.rollouts.tick), not a background one,
+        # and compact the rollups when they mean to (store.rollups.compact).
         rollout_tick_s=0,
+        rollup_compact_s=0,
     )
 
 

@@ -20,6 +20,7 @@ from store.db import create_pool
 from store.migrate import migrate, migration_files
 from tests.call_rows import new_call
 from tests.conftest import minimal_config
+from tests.polling import eventually
 
 PARTITIONED = "0011_partition_calls.sql"
 # Calls as the router recorded them before 0011, spread over months (one far back), every
@@ -258,6 +259,44 @@ async def test_retention_keeps_a_month_until_the_rollups_count_its_calls(databas
         assert await pool.fetchval("SELECT count(*) FROM call_keys") == 0
         assert await pool.fetchval("SELECT sum(calls) FROM call_rollups") == 1
     finally:
+        await pool.close()
+
+
+async def test_a_compaction_meeting_pending_calls_moved_into_their_month_folds_them(
+    database: str,
+) -> None:
+    """A compaction whose session plans its first read of the pending calls while a call's
+    month is being created takes the partitions as they were before; the rows the creation
+    moves out of the default partition would then be seen nowhere, and the horizon would pass
+    them unfolded. The creation holds the compaction off instead."""
+    await migrate(database)
+    pool = await create_pool(database)
+    mover = await asyncpg.connect(database)
+    compactor = await asyncpg.connect(database)  # a new session: nothing planned yet
+    try:
+        agent_id, config_hash = await _served(pool)
+        far = NOW + timedelta(days=400)  # past the months kept ahead: the default partition
+        call = new_call("CA-far", "a", _candidate(agent_id, config_hash), remember=False)
+        await calls.record_calls(pool, [call._replace(started_at=far)])
+        month = await pool.fetchval("SELECT call_month($1)", far)
+        async with mover.transaction():
+            assert await mover.fetchval("SELECT create_call_partition($1)", month)
+            compaction = asyncio.create_task(compactor.fetchval(rollups.COMPACT))
+            waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+            backend = compactor.get_server_pid()
+            await eventually(
+                lambda: pool.fetchval(waiting, backend), lambda w: w or compaction.done()
+            )
+        await compaction
+        await rollups.compact(pool)
+
+        assert await pool.fetchval("SELECT count(*) FROM call_rollups_pending(NULL, NULL)") == 0
+        assert await pool.fetchval("SELECT sum(calls) FROM call_rollups") == 1
+        placed = await pool.fetchval("SELECT tableoid::regclass::text FROM calls")
+        assert placed == month_of(far)
+    finally:
+        await compactor.close()
+        await mover.close()
         await pool.close()
 
 

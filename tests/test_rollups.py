@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
+from admin.app import create_app
 from store import analytics, rollups
 from store.calls import (
     CallEnd,
@@ -25,8 +29,10 @@ from store.calls import (
     set_status,
 )
 from store.calls_analysis import record_analysis
+from store.settings import Settings
 from tests.call_rows import new_call
 from tests.conftest import AgentFactory, Api, variant
+from tests.polling import eventually
 from tests.router_fixtures import CHANNEL, pin
 
 # The reference: what the analytics computed from the calls before rollups.
@@ -330,3 +336,28 @@ async def test_a_read_aggregates_the_pending_calls_of_its_agent_or_channel(
     assert await rollups.compact(pool) == 12
     assert await pool.fetchval(pending, None, None) == 0
     assert await pool.fetchval("SELECT sum(calls) FROM call_rollups_folded") == 12
+
+
+async def test_the_admin_service_folds_the_recorded_calls_and_counts_them(
+    settings: Settings, pool: asyncpg.Pool, arms: tuple[Candidate, ...]
+) -> None:
+    """An admin app's own compactor (every AGENTVER_ROLLUP_COMPACT_S) leaves nothing pending
+    and counts what it folded in agentver_rollup_folded_total."""
+    await record_calls(pool, spread_calls(random.Random(11), arms, "CA-admin", 12, 60))
+    app = create_app(replace(settings, rollup_compact_s=0.05))
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+
+    async def folded() -> float:
+        text = await (await client.get("/metrics")).text()
+        (family,) = (
+            f for f in text_string_to_metric_families(text) if f.name == "agentver_rollup_folded"
+        )
+        return sum(s.value for s in family.samples if s.name == "agentver_rollup_folded_total")
+
+    try:
+        assert await eventually(folded, lambda n: n >= 12, within_s=5) == 12
+    finally:
+        await client.close()
+    assert await pool.fetchval("SELECT count(*) FROM call_rollups_pending(NULL, NULL)") == 0
+    assert await pool.fetchval("SELECT sum(calls) FROM call_rollups") == 12

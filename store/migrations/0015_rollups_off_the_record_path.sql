@@ -159,3 +159,39 @@ BEGIN
     RETURN true;
 END;
 $$;
+
+-- A month's partition created while pending calls of that month wait in the default partition
+-- moves them (0011). A compaction planning its read of the pending calls meanwhile takes the
+-- partitions as they were before the attach (Postgres reads a table's partitions without a
+-- snapshot) and its snapshot as after the move: the calls would be seen in neither place, and
+-- the horizon would pass them unfolded. The creation holds the compaction's lock (waiting at
+-- most lock_timeout for one running), so a compaction either precedes it or skips its turn;
+-- a read planned meanwhile may miss the moved calls, that once.
+CREATE OR REPLACE FUNCTION create_call_partition(lo timestamptz) RETURNS boolean
+LANGUAGE plpgsql SET lock_timeout = '2s' AS $$
+DECLARE
+    hi timestamptz := call_month(lo, 1);
+    name text := 'calls_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMM');
+BEGIN
+    IF lo <> call_month(lo) THEN
+        RAISE EXCEPTION 'a call partition starts a UTC month, not at %', lo;
+    END IF;
+    IF to_regclass(name) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('agentver:call_rollups'));
+    LOCK TABLE calls IN SHARE UPDATE EXCLUSIVE MODE;
+    LOCK TABLE calls_default IN ACCESS EXCLUSIVE MODE;
+    EXECUTE format('CREATE TABLE %I (LIKE calls INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+    -- Spares ATTACH its scan of the new table.
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (started_at >= %L AND started_at < %L)',
+                   name, name || '_month', lo, hi);
+    EXECUTE format('WITH moved AS (DELETE FROM calls_default WHERE started_at >= $1'
+                   ' AND started_at < $2 RETURNING *) INSERT INTO %I SELECT * FROM moved', name)
+        USING lo, hi;
+    EXECUTE format('ALTER TABLE calls ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   name, lo, hi);
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', name, name || '_month');
+    RETURN true;
+END;
+$$;
