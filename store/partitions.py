@@ -36,11 +36,7 @@ SELECT starts FROM call_partitions WHERE ends <= now() - make_interval(days => $
 # Whether a month holds calls the rollups do not count yet (migration 0015): such a month is
 # kept, keys and all, until a compaction has folded them (drop_call_partition checks it again
 # under its lock).
-PENDING_IN_MONTH = """
-SELECT EXISTS (SELECT 1 FROM calls
-               WHERE started_at >= $1 AND started_at < call_month($1, 1)
-                 AND recorded_xid >= (SELECT xid FROM call_rollup_horizon))
-"""
+PENDING_IN_MONTH = "SELECT call_month_pending($1)"
 EXPIRE_KEYS = "SELECT expire_call_keys($1)"
 DROP_PARTITION = "SELECT drop_call_partition($1)"
 
@@ -67,11 +63,12 @@ async def maintain(pool: asyncpg.Pool, retention_days: int | None) -> Maintenanc
     Then the endings spent or past waiting leave call_endings."""
     created = await pool.fetchval(ENSURE, AHEAD_MONTHS) or 0
     dropped = []
-    if retention_days is not None:
+    months = [] if retention_days is None else await pool.fetch(EXPIRED, retention_days)
+    if months:
         # Calls of an expired month still pending (replayed from a spool just now) are folded
         # first: the rollups outlive the rows only once they count them.
         await rollups.compact(pool)
-        for (month,) in await pool.fetch(EXPIRED, retention_days):
+        for (month,) in months:
             if await pool.fetchval(PENDING_IN_MONTH, month):
                 continue
             keys = await pool.fetchval(EXPIRE_KEYS, month)

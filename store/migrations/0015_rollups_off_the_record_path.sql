@@ -135,24 +135,29 @@ BEGIN
 END;
 $$;
 
--- Retention's drop leaves a month whose calls are not all folded yet (a spooled call replayed
--- into it just now): the aggregates outlive the rows only once they hold them. `calls` is locked
--- first, as the drop locks it anyway, so that no such call arrives between the check and the
--- drop, and inserts, which lock `calls` before the partition, meet the same order.
+-- Whether the UTC month starting at `lo` holds calls the rollups do not count yet (a spooled
+-- call replayed into it just now). Retention keeps such a month, keys and all: the aggregates
+-- outlive the rows only once they hold them.
+CREATE FUNCTION call_month_pending(lo timestamptz) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM calls
+                   WHERE started_at >= lo AND started_at < call_month(lo, 1)
+                     AND recorded_xid >= (SELECT xid FROM call_rollup_horizon))
+$$;
+
+-- Retention's drop leaves a month with pending calls. `calls` is locked first, as the drop
+-- locks it anyway, so that no such call arrives between the check and the drop, and inserts,
+-- which lock `calls` before the partition, meet the same order.
 CREATE OR REPLACE FUNCTION drop_call_partition(lo timestamptz) RETURNS boolean
 LANGUAGE plpgsql SET lock_timeout = '2s' AS $$
 DECLARE
     name text := 'calls_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMM');
-    pending boolean;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('agentver:call_partitions'))
        OR to_regclass(name) IS NULL THEN
         RETURN false;
     END IF;
     LOCK TABLE calls IN ACCESS EXCLUSIVE MODE;
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE recorded_xid >= '
-                   '(SELECT xid FROM call_rollup_horizon))', name) INTO pending;
-    IF pending THEN
+    IF call_month_pending(lo) THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP TABLE %I', name);
