@@ -16,6 +16,9 @@ setting), each variant in a fresh database, all of them taking turns batch by ba
 caller, 1,000 channels), then the cost of each component as the difference to the whole, and
 one batch under EXPLAIN ANALYZE.
 
+`python -m loadtests.record_cost --compaction`: the compaction alone, folding calls into rollup
+rows that exist, with call_rollups as migration 0016 left it and with its pages full as before.
+
 Every variant runs the compaction on its own connection after every COMPACT_CALLS calls, its
 CPU counted with the record statement's.
 
@@ -271,7 +274,8 @@ async def measure(
 
 # What `--components` takes away, one at a time; "synchronous_commit off" is measured only to
 # show what the commit's flush costs in CPU: the record path answers only after a durable
-# commit. "with the caller assignments' foreign key" puts back what migration 0014 took away.
+# commit. "with the caller assignments' foreign key" puts back what migration 0014 took away,
+# "call_rollups at fillfactor 100" what migration 0016 did.
 VARIANTS = {
     "as is": Variant(explain=True),
     "the rollups in the record's transaction": Variant(setup=ROLLUPS_IN_TRANSACTION),
@@ -289,6 +293,9 @@ VARIANTS = {
             "ALTER TABLE caller_assignments ADD FOREIGN KEY (number) REFERENCES channels"
             " ON DELETE CASCADE",
         )
+    ),
+    "call_rollups at fillfactor 100": Variant(
+        setup=("ALTER TABLE call_rollups RESET (fillfactor)",)
     ),
     "plan_cache_mode generic": Variant(settings=(("plan_cache_mode", "force_generic_plan"),)),
     "plan_cache_mode custom": Variant(settings=(("plan_cache_mode", "force_custom_plan"),)),
@@ -331,6 +338,69 @@ async def components(server: str, batches: int, sizes: list[int], runs: int) -> 
             print(json.dumps({"variant": name} | fixed_and_per_call(medians)))
 
 
+# The updates of rollup rows, and how many were HOT (no new index entries), of this backend's
+# that its statistics have not flushed yet: read before and after a compaction, in its
+# transaction.
+HOT_UPDATES = """
+SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'call_rollups'
+"""
+# Batches of 15 a compaction folds in `--compaction`: 3,000 calls over 1,000 channels, about
+# half a second of the bench's router at 32 connections.
+COMPACTION_BATCHES = 200
+# The compaction as is, and with call_rollups' pages full as before migration 0016.
+FILLFACTORS = {
+    "as is": Variant(compact=False),
+    "call_rollups at fillfactor 100": replace(
+        VARIANTS["call_rollups at fillfactor 100"], compact=False
+    ),
+}
+
+
+async def compactions(
+    server: str, variants: dict[str, Variant], cycles: int, batches: int, size: int
+) -> dict[str, dict[str, Any]]:
+    """The compaction alone, as the admin service runs it beside a busy router: in each variant,
+    `cycles` times, `batches` batches of `size` calls (over the same channels, so that a
+    compaction folds into the same groups each time), then one compaction, its backend's CPU
+    read around it; the variants take turns. Per variant (also printed as a JSON line): the
+    median ms a compaction and µs a call folded, and how many of its updates were HOT, the
+    first two cycles, which insert the groups' rows, left out."""
+    async with AsyncExitStack() as stack:
+        subjects = {
+            name: await stack.enter_async_context(Subject.open(server, variant))
+            for name, variant in variants.items()
+        }
+        spent: dict[str, list[float]] = {name: [] for name in subjects}
+        updates = {name: [0, 0] for name in subjects}
+        for cycle in range(cycles):
+            for subject in subjects.values():
+                for n in range(cycle * batches, (cycle + 1) * batches):
+                    await record_calls(subject.pool, subject.batch(n, size))
+            for name, subject in subjects.items():
+                async with subject.pool.acquire() as conn, conn.transaction():
+                    before = await conn.fetchrow(HOT_UPDATES)
+                    cpu = run_seconds(subject.backend)
+                    await conn.fetchval("SELECT compact_call_rollups()")
+                    spent[name].append(run_seconds(subject.backend) - cpu)
+                    after = await conn.fetchrow(HOT_UPDATES)
+                if cycle >= 2:
+                    for i in (0, 1):
+                        updates[name][i] += after[i] - before[i]
+        found: dict[str, dict[str, Any]] = {}
+        for name, seconds in spent.items():
+            median = statistics.median(seconds[2:])
+            updated, hot = updates[name]
+            found[name] = {
+                "calls_a_compaction": batches * size,
+                "median_ms": round(median * 1e3, 2),
+                "us_per_call": round(median * 1e6 / (batches * size), 1),
+                "updates": updated,
+                "hot_updates": hot,
+            }
+            print(json.dumps({"variant": name} | found[name]))
+        return found
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=300)
@@ -338,8 +408,15 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--components", action="store_true", help="where the time goes")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 15, 100])
+    parser.add_argument(
+        "--compaction", action="store_true", help="the compaction alone, fillfactor 50 and 100"
+    )
+    parser.add_argument("--cycles", type=int, default=14)
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if args.compaction:
+        await compactions(server, FILLFACTORS, args.cycles, COMPACTION_BATCHES, 15)
+        return
     if args.components:
         await components(server, args.batches, args.sizes, args.runs)
         return

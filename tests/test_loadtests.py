@@ -142,6 +142,21 @@ async def test_record_cost_variants_take_turns_each_in_a_database_of_its_own(
         assert ("explain" in report) == (name == "as is")
 
 
+async def test_record_cost_times_the_compaction_and_counts_its_hot_updates() -> None:
+    server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    small = record_cost.Variant(channels=200, agents=1, compact=False)
+    full = record_cost.FILLFACTORS["call_rollups at fillfactor 100"].setup
+    variants = {"as is": small, "full pages": replace(small, setup=full)}
+
+    found = await record_cost.compactions(server, variants, 4, 20, 15)
+
+    for report in found.values():
+        assert report["calls_a_compaction"] == 300 and report["median_ms"] > 0
+        assert report["updates"] > 0  # the last two cycles fold into rows that exist
+    assert found["as is"]["hot_updates"] == found["as is"]["updates"]
+    assert found["full pages"]["hot_updates"] < found["full pages"]["updates"]
+
+
 async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> None:
     started: list[float] = []
 

@@ -61,6 +61,11 @@ COUNTS = (
     *("analysed", "automated"),
 )
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
+# The rollups' updates so far, and how many were HOT, of this backend's that its statistics have
+# not flushed yet: the current transaction's, and possibly earlier ones'.
+HOT_UPDATES = """
+SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'call_rollups'
+"""
 EVERYTHING = (analytics.EARLIEST, analytics.LATEST)
 
 
@@ -321,6 +326,28 @@ async def test_updates_racing_the_compaction_count_once(
     await rollups.compact(pool)
     assert await pool.fetchval("SELECT count(*) FROM call_rollup_deltas") == 0
     await assert_exact(pool, arms[0].agent_id, *EVERYTHING)
+
+
+async def test_the_compaction_updates_the_rollups_in_place(
+    pool: asyncpg.Pool, arms: tuple[Candidate, ...]
+) -> None:
+    """Folding calls into rollup rows that exist updates every row on its own page (a HOT
+    update: no new index entries), however full the pages are of rows (migration 0016)."""
+    calls = spread_calls(random.Random(13), arms, "CA-hot", 300, 300 * 60)
+    await record_calls(pool, calls)
+    await rollups.compact(pool)
+    again = [
+        c._replace(call_id=c.call_id + "-2", provider_call_id=c.provider_call_id + "-2")
+        for c in calls
+    ]
+    await record_calls(pool, again)
+    groups = {(c.drawn, rollups.floor_hour(c.started_at)) for c in calls}
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow(HOT_UPDATES)
+        assert await conn.fetchval("SELECT compact_call_rollups()") == len(again)
+        after = await conn.fetchrow(HOT_UPDATES)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [len(groups), len(groups)]
+    assert await pool.fetchval("SELECT count(*) FROM call_rollups") == len(groups)
 
 
 async def test_a_read_aggregates_the_pending_calls_of_its_agent_or_channel(
