@@ -1,11 +1,13 @@
 -- Room on every page of call_rollups for a new version of each of its rows, so that the
 -- compaction's upserts are HOT updates. The compaction updates the rows of the current hour
--- every second (migration 0015); with the pages full, no update found room on its row's page,
--- so each one wrote a new version elsewhere and an entry into all three indexes, which then
--- needed bottom-up deletion passes to shed the dead entries: about 1 in 30 updates was HOT,
--- and the compaction cost 1.8x what it costs at fillfactor 50, where every update is HOT
--- (loadtests/README.md, "The rollups' updates in place"). A page pruned at the next
--- compaction gets its room back. Rows of past hours, rarely updated again, take twice the
+-- every second (migration 0015). With the pages full, an update found room on its row's page
+-- only where a prune had freed some, so how many were HOT depended on when autovacuum last ran:
+-- 92% over a bench's router points, 3% when the compaction folded into the same 2,000 groups
+-- every cycle with no vacuum in between. Every other update wrote its new version on another
+-- page and an entry into all three indexes, which then needed bottom-up deletion passes to
+-- shed the dead ones; that compaction cost 1.8x what it does at fillfactor 50, where every
+-- update is HOT (loadtests/README.md, "The rollups' updates in place"). A page pruned at the
+-- next compaction gets its room back. Rows of past hours, rarely updated again, take twice the
 -- space: the rollups are a row per group and hour, not per call.
 --
 -- Pages written from now on keep the room; the rows of the current hour move to such pages as
