@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin.app import create_app
+from loadtests.record_cost import HOT_UPDATES
 from store import analytics, rollups
 from store.calls import (
     CallEnd,
@@ -61,11 +62,6 @@ COUNTS = (
     *("analysed", "automated"),
 )
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
-# The rollups' updates so far, and how many were HOT, of this backend's that its statistics have
-# not flushed yet: the current transaction's, and possibly earlier ones'.
-HOT_UPDATES = """
-SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'call_rollups'
-"""
 EVERYTHING = (analytics.EARLIEST, analytics.LATEST)
 
 
