@@ -46,8 +46,8 @@ async def _rollup_compactor(app: web.Application) -> AsyncIterator[None]:
     if interval <= 0:
         yield
         return
-    folded = app[METRICS].rollups_folded.inc
-    task = asyncio.create_task(rollups.compact_forever(app[POOL], interval, folded))
+    counted = app[METRICS].count_compaction
+    task = asyncio.create_task(rollups.compact_forever(app[POOL], interval, counted))
     yield
     await cancel_and_wait(task)
 

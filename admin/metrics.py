@@ -10,6 +10,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     ProcessCollector,
     generate_latest,
 )
@@ -26,8 +27,8 @@ from store.snapshots import version_label
 
 class AdminMetrics:
     """Counters of call analyses (per agent and version), of guardrail trips and of what the
-    rollups' compaction folded; the rollouts' gauges; the process's CPU, memory and file
-    descriptors."""
+    rollups' compaction folded, and how long it took; the rollouts' gauges; the process's CPU,
+    memory and file descriptors."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -74,6 +75,14 @@ class AdminMetrics:
             "Recorded calls and update deltas folded into the call rollups by this process",
             registry=self.registry,
         )
+        # A compaction is a burst of Postgres CPU: a second's calls folded at once, and the
+        # routing latency's tail grows with it (loadtests/README.md, "Latest run").
+        self.rollup_compaction = Histogram(
+            "agentver_rollup_compaction_seconds",
+            "Time a compaction of the call rollups took, by this process",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.rollout_rollbacks = Counter(
             "agentver_rollout_rollbacks",
             "Rollouts rolled back by a broken guardrail (by this process)",
@@ -92,6 +101,10 @@ class AdminMetrics:
             self.automated.labels(call.agent_id, version).inc()
         if call.sentiment is not None:
             self.sentiment.labels(call.agent_id, version, call.sentiment).inc()
+
+    def count_compaction(self, folded: int, seconds: float) -> None:
+        self.rollups_folded.inc(folded)
+        self.rollup_compaction.observe(seconds)
 
     def count_trip(self, channel: str, trip: Trip) -> None:
         self.guardrail_trips.labels(channel, trip.rule.metric).inc()

@@ -7,6 +7,7 @@ docs/design.md, section 12, says why rollups are kept this way.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -142,15 +143,17 @@ async def compact(pool: asyncpg.Pool) -> int:
 
 
 async def compact_forever(
-    pool: asyncpg.Pool, interval_s: float, folded: Callable[[int], object]
+    pool: asyncpg.Pool, interval_s: float, compacted: Callable[[int, float], object]
 ) -> None:
-    """Compact every `interval_s` until cancelled, telling `folded` how much each run folded; a
-    failed run is logged and retried. The interval bounds only what a read meets besides the
-    rollups: the deltas and the calls recorded since the last run, which each read aggregates
-    (those of its agent or channel)."""
+    """Compact every `interval_s` until cancelled, telling `compacted` how much each run folded
+    and in how many seconds; a failed run is logged and retried. The interval bounds only what
+    a read meets besides the rollups: the deltas and the calls recorded since the last run,
+    which each read aggregates (those of its agent or channel)."""
 
     async def run() -> None:
-        folded(await compact(pool))
+        started = time.perf_counter()
+        folded = await compact(pool)
+        compacted(folded, time.perf_counter() - started)
 
     await every(interval_s, run, "rollup_compaction_failed")
 

@@ -364,23 +364,33 @@ async def test_a_read_aggregates_the_pending_calls_of_its_agent_or_channel(
 async def test_the_admin_service_folds_the_recorded_calls_and_counts_them(
     settings: Settings, pool: asyncpg.Pool, arms: tuple[Candidate, ...]
 ) -> None:
-    """An admin app's own compactor (every AGENTVER_ROLLUP_COMPACT_S) leaves nothing pending
-    and counts what it folded in agentver_rollup_folded_total."""
+    """An admin app's own compactor (every AGENTVER_ROLLUP_COMPACT_S) leaves nothing pending,
+    counts what it folded in agentver_rollup_folded_total and times every run in
+    agentver_rollup_compaction_seconds."""
     await record_calls(pool, spread_calls(random.Random(11), arms, "CA-admin", 12, 60))
     app = create_app(replace(settings, rollup_compact_s=0.05))
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
 
-    async def folded() -> float:
+    async def samples() -> dict[str, float]:
         text = await (await client.get("/metrics")).text()
-        (family,) = (
-            f for f in text_string_to_metric_families(text) if f.name == "agentver_rollup_folded"
-        )
-        return sum(s.value for s in family.samples if s.name == "agentver_rollup_folded_total")
+        return {
+            s.name: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name in ("agentver_rollup_folded", "agentver_rollup_compaction_seconds")
+            for s in f.samples
+            if not s.labels
+        }
 
     try:
-        assert await eventually(folded, lambda n: n >= 12, within_s=5) == 12
+        found = await eventually(
+            samples, lambda m: m["agentver_rollup_folded_total"] >= 12, within_s=5
+        )
     finally:
         await client.close()
+    assert found["agentver_rollup_folded_total"] == 12
+    # One observation a run, the one that folded the calls included; each well under a second.
+    runs, seconds = (found[f"agentver_rollup_compaction_seconds_{s}"] for s in ("count", "sum"))
+    assert runs >= 1 and 0 < seconds < runs
     assert await pool.fetchval("SELECT count(*) FROM call_rollups_pending(NULL, NULL)") == 0
     assert await pool.fetchval("SELECT sum(calls) FROM call_rollups") == 12
