@@ -20,6 +20,7 @@ from httpkit.json import json_response, read_json
 from httpkit.keys import POOL, PRINCIPAL, SETTINGS
 from httpkit.tasks import cancel_and_wait
 from store import channels, rollouts, schemas
+from store.db import every
 
 log = structlog.get_logger()
 
@@ -135,23 +136,20 @@ async def schedule(app: web.Application) -> AsyncIterator[None]:
     AGENTVER_ROLLOUT_TICK_S seconds with the real clock. Any number of admin processes may run
     one (the tick is safe to run concurrently)."""
     interval = app[SETTINGS].rollout_tick_s
-    task = asyncio.create_task(_run(app, interval)) if interval > 0 else None
+    if interval <= 0:  # off, as the tests have it, to drive the clock themselves
+        yield
+        return
+    task = asyncio.create_task(every(interval, lambda: _tick(app), "rollout_tick_failed"))
     yield
-    if task is not None:
-        await cancel_and_wait(task)
+    await cancel_and_wait(task)
 
 
-async def _run(app: web.Application, interval: float) -> None:
+async def _tick(app: web.Application) -> None:
+    """One pass: a failed one (Postgres away) is retried at the next, and as the state is all
+    in Postgres, nothing is lost meanwhile."""
     pool, metrics = app[POOL], app[METRICS]
-    while True:
-        try:
-            for outcome in await rollouts.tick(pool, _now()):
-                if outcome.kind:
-                    _log(outcome)
-                    _count(metrics, outcome)
-            metrics.show_rollouts(await rollouts.latest_per_channel(pool))
-        except Exception:
-            # A failed pass (Postgres away) is retried at the next one; the state is all in
-            # Postgres, so nothing is lost meanwhile.
-            log.exception("rollout_tick_failed")
-        await asyncio.sleep(interval)
+    for outcome in await rollouts.tick(pool, _now()):
+        if outcome.kind:
+            _log(outcome)
+            _count(metrics, outcome)
+    metrics.show_rollouts(await rollouts.latest_per_channel(pool))
