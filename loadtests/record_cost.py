@@ -45,7 +45,15 @@ import asyncpg
 from harness.postgres import scratch_database
 from loadtests.procstat import run_seconds
 from store import agents, rollups
-from store.calls import RECORD_CALLS, Candidate, NewCall, _parameters, record_calls
+from store.calls import (
+    RECORD_CALLS,
+    Candidate,
+    Known,
+    NewCall,
+    _parameters,
+    record_calls,
+    record_calls_on,
+)
 from store.db import create_pool
 from store.settings import DEFAULT_DATABASE_URL
 
@@ -154,7 +162,9 @@ class Variant:
     """The record path with one thing changed: `setup` run on the migrated database, session
     `settings`, and the shape of the calls: bench-like by default (fresh call ids, every call
     remembering its caller as every bench channel is sticky by caller, 1,000 channels, so that
-    a batch's calls touch as many rollup groups and index pages as the bench's do)."""
+    a batch's calls touch as many rollup groups and index pages as the bench's do), recorded
+    as the router's call writer records them: each agent and config blob looked up once
+    (store/calls.py `Known`), unless `lookups`."""
 
     setup: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()
@@ -164,6 +174,7 @@ class Variant:
     agents: int = 50
     explain: bool = False
     compact: bool = True
+    lookups: bool = False
 
 
 # The rollups comparison's calls: one channel of one agent, half of them sticky, one in ten a
@@ -186,6 +197,7 @@ class Subject:
         self.started = datetime.now(UTC)
         self.cpu_s = 0.0
         self.uncompacted = 0
+        self.known = None if variant.lookups else Known()
 
     @classmethod
     @asynccontextmanager
@@ -219,7 +231,8 @@ class Subject:
         """Record batch `n`, and compact if COMPACT_CALLS have been recorded since the last
         compaction; the backend's CPU seconds for both."""
         cpu = run_seconds(self.backend)
-        await record_calls(self.pool, self.batch(n, size))
+        async with self.pool.acquire() as conn:
+            await record_calls_on(conn, self.batch(n, size), self.known)
         self.uncompacted += size
         if self.variant.compact and self.uncompacted >= COMPACT_CALLS:
             await rollups.compact(self.pool)
@@ -242,7 +255,7 @@ class Subject:
                 tx = conn.transaction()
                 await tx.start()
                 plan = await conn.fetch(
-                    EXPLAIN + RECORD_CALLS, *_parameters(self.batch(batches, size))
+                    EXPLAIN + RECORD_CALLS, *_parameters(self.batch(batches, size), self.known)
                 )
                 await tx.rollback()
             found["explain"] = [r[0] for r in plan]
@@ -288,6 +301,7 @@ VARIANTS = {
         setup=("ALTER TABLE call_keys DROP CONSTRAINT call_keys_call_id_key",)
     ),
     "no sticky calls": Variant(sticky=0),
+    "every agent and config blob looked up": Variant(lookups=True),
     "with the caller assignments' foreign key": Variant(
         setup=(
             "ALTER TABLE caller_assignments ADD FOREIGN KEY (number) REFERENCES channels"

@@ -27,6 +27,7 @@ from router.keys import (
     CONFIGS,
     FALLBACK,
     FEED,
+    KNOWN,
     METRICS,
     REDIS,
     RESOLVER,
@@ -48,6 +49,7 @@ from router.telnyx import TelnyxApi
 from store import codecs
 from store.breaker import CircuitBreaker
 from store.cache import LayeredCache
+from store.calls import Known
 from store.db import PostgresGuard, close_pool, create_pool
 from store.feed import Change, ChangeFeed
 from store.logs import Sampler
@@ -75,18 +77,20 @@ SPOOL_SHUTDOWN_REPLAY_S = 10.0
 
 
 class CacheInvalidation:
-    """Applies the change feed to the snapshot cache and the token cache (a
-    store.feed.FeedHandler)."""
+    """Applies the change feed to the snapshot cache, the token cache and the call writer's
+    known agents and config blobs (a store.feed.FeedHandler)."""
 
     def __init__(
         self,
         snapshots: LayeredCache,
         tokens: TokenCache,
+        known: Known,
         metrics: RouterMetrics,
         warm: Callable[[], Awaitable[bool]],
     ) -> None:
         self._cache = snapshots
         self._tokens = tokens
+        self._known = known
         self._metrics = metrics
         self._warm = warm
 
@@ -100,10 +104,14 @@ class CacheInvalidation:
             self._metrics.feed_lag.observe(max(0.0, time.time() - change.at))
 
     def lost(self) -> None:
+        # The connection went: the database may come back as another (a restore, a failover).
         self._cache.lose_trust()
+        self._known.forget()
         self._metrics.feed_connected.set(0)
 
     async def resync(self) -> None:
+        # And what was learned while the feed was away may be of the database before.
+        self._known.forget()
         self._tokens.listening()
         await self._cache.resync(self._warm)
         self._metrics.feed_connected.set(1)
@@ -146,7 +154,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _change_feed(app: web.Application) -> AsyncIterator[None]:
-    invalidation = CacheInvalidation(app[SNAPSHOTS], app[TOKENS], app[METRICS], app[RESOLVER].warm)
+    invalidation = CacheInvalidation(
+        app[SNAPSHOTS], app[TOKENS], app[KNOWN], app[METRICS], app[RESOLVER].warm
+    )
     feed = ChangeFeed(app[SETTINGS].feed_url, invalidation)
     app[FEED] = feed
     task = asyncio.create_task(feed.run())
@@ -172,6 +182,7 @@ async def _call_writer(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         app[CLAIMS],
         writers=app[SETTINGS].call_writers,
+        known=app[KNOWN],
     )
     # A previous run's spooled calls: their provider retries get the answer they got then.
     writer.index(await asyncio.to_thread(app[SPOOL].open))
@@ -228,6 +239,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STREAM_TWIML] = StreamTwiml(stream_url)
     app[ROUTED_LOG] = Sampler(ROUTED_LOG_INTERVAL_S)
     app[TOKENS] = TokenCache()
+    app[KNOWN] = Known()
     app.cleanup_ctx.extend(
         [
             _postgres,

@@ -13,6 +13,7 @@ from router.resolver import Resolver
 from router.spool import Spool
 from router.telnyx import TelnyxApi
 from store.cache import LayeredCache
+from store.calls import Known
 from store.feed import ChangeFeed
 from store.logs import Sampler
 
@@ -28,5 +29,6 @@ RESOLVER = web.AppKey("resolver", Resolver)
 FEED = web.AppKey("change_feed", ChangeFeed)
 CLAIMS = web.AppKey("call_claims", CallClaims)
 WRITER = web.AppKey("call_writer", CallWriter)
+KNOWN = web.AppKey("known_pairs", Known)
 SPOOL = web.AppKey("spool", Spool)
 TELNYX = web.AppKey("telnyx", TelnyxApi)

@@ -37,6 +37,7 @@ from store.calls import (
     CallEnd,
     CallRecord,
     EndedCall,
+    Known,
     NewCall,
     end_calls,
     end_calls_on,
@@ -143,10 +144,10 @@ def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
         )
 
 
-async def _record(kept: KeptConnection, calls: list[NewCall]) -> list[Result]:
+async def _record(kept: KeptConnection, calls: list[NewCall], known: Known) -> list[Result]:
     """The calls recorded on the writer's kept connection, within WRITE_BUDGET_S."""
     async with kept.use(WRITE_BUDGET_S) as conn:
-        return await record_calls_on(conn, calls)
+        return await record_calls_on(conn, calls, known)
 
 
 async def _end(kept: KeptConnection, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
@@ -187,6 +188,7 @@ class CallWriter:
         claims: CallClaims | None = None,
         max_batch: int = MAX_BATCH,
         writers: int = WRITERS,
+        known: Known | None = None,
     ) -> None:
         self._pool = pool
         # None for a lone worker: its spool index alone answers provider retries.
@@ -199,6 +201,8 @@ class CallWriter:
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._endings: asyncio.Queue[Ending] = asyncio.Queue()
         self._spooled: dict[CallKey, CallRecord] = {}
+        # The agents and config blobs its calls named: not looked up again (store/calls.py).
+        self._known = known if known is not None else Known()
         self.served = ServedSnapshots()
 
     def index(self, records: list[Record]) -> None:
@@ -291,7 +295,9 @@ class CallWriter:
         (`_spooled`); after it retries, other workers' lookups and the analytics see the record.
         The replay logs each such call (`spooled_call_recorded_otherwise`)."""
         try:
-            results = await self._attempt(lambda: _record(kept, calls), "call_batch_unavailable")
+            results = await self._attempt(
+                lambda: _record(kept, calls, self._known), "call_batch_unavailable"
+            )
         # A data error the batch could not pin on its calls: the writer outlives it, and each
         # waiting call gets the error and falls back.
         except Exception as exc:

@@ -131,3 +131,14 @@ RECORDED_CALL = CallRecord(
     sentiment=None,
     automated=None,
 )
+
+
+async def lose_agent(pool: asyncpg.Pool, agent_id: str) -> None:
+    """The database as a restore from a backup older than the agent would leave it (replica
+    mode skips the triggers that refuse the delete, which only a superuser can do)."""
+    async with pool.acquire() as conn:
+        await conn.execute("SET session_replication_role = replica")
+        try:
+            await conn.execute("DELETE FROM agents WHERE id = $1", agent_id)
+        finally:
+            await conn.execute("RESET session_replication_role")

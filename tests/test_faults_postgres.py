@@ -306,7 +306,7 @@ DATA = [
 def _failing_batch(exc: Exception, backends: list[int]) -> Any:
     """A stand-in for the batch statement that fails with `exc`, noting its backend's pid."""
 
-    async def record_batch(conn: asyncpg.Connection, _calls: Any) -> Any:
+    async def record_batch(conn: asyncpg.Connection, _calls: Any, _known: Any) -> Any:
         backends.append(conn.get_server_pid())
         raise exc
 

@@ -16,9 +16,11 @@ from store.channels import Variant
 from store.draw import draw_point, pick
 from store.feed import APPLICATION_NAME
 from store.settings import Settings
+from tests.call_rows import lose_agent
 from tests.conftest import AgentFactory, Api, variant
 from tests.polling import eventually
 from tests.router_fixtures import (
+    CALLER,
     CHANNEL,
     DRAW_SALT,
     RoutedChannel,
@@ -32,6 +34,9 @@ from tests.router_fixtures import (
     postgres_loads,
 )
 
+FEED_BACKEND = """
+SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()
+"""
 TERMINATE_FEED = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 WHERE application_name = $1 AND datname = current_database()
@@ -145,6 +150,29 @@ async def test_lost_feed_drops_mutable_entries_and_resyncs(
         return routing is not None and routing.variants[0].version is None
 
     await eventually(on_draft)
+
+
+async def test_a_lost_feed_makes_the_writer_look_up_the_agents_it_knew(
+    make_pinned_agent: AgentFactory, router: RouterClient, webhooks: Webhooks, pool: asyncpg.Pool
+) -> None:
+    agent = await make_pinned_agent(versions=1, pinned=1)
+    await webhooks.twilio_call("CA-known")
+    await lose_agent(pool, agent["id"])
+    await webhooks.twilio_call("CA-trusted")  # its agent and config blob known: not looked up
+    feed = await pool.fetchval(FEED_BACKEND, APPLICATION_NAME)
+
+    await pool.execute(TERMINATE_FEED, APPLICATION_NAME)
+
+    async def listening_again() -> bool:
+        backend = await pool.fetchval(FEED_BACKEND, APPLICATION_NAME)
+        return backend not in (None, feed) and router.app[FEED].connected.is_set()
+
+    await eventually(listening_again)
+    params = {"CallSid": "CA-refused", "From": CALLER, "To": CHANNEL, "CallStatus": "ringing"}
+    answer = await (await webhooks.twilio("/webhooks/twilio/voice", params)).text()
+    assert "<Stream" not in answer  # the fallback: the record names an agent that is gone
+    recorded = await pool.fetch("SELECT provider_call_id FROM calls ORDER BY started_at")
+    assert [r["provider_call_id"] for r in recorded] == ["CA-known", "CA-trusted"]
 
 
 # Callers new to the channel, and the variant each draws with DRAW_SALT at a 10 / b 90 (a while
