@@ -144,7 +144,7 @@ def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
         )
 
 
-async def _record(kept: KeptConnection, calls: list[NewCall], known: Known) -> list[Result]:
+async def _record(kept: KeptConnection, calls: list[NewCall], known: Known | None) -> list[Result]:
     """The calls recorded on the writer's kept connection, within WRITE_BUDGET_S."""
     async with kept.use(WRITE_BUDGET_S) as conn:
         return await record_calls_on(conn, calls, known)
@@ -201,8 +201,10 @@ class CallWriter:
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._endings: asyncio.Queue[Ending] = asyncio.Queue()
         self._spooled: dict[CallKey, CallRecord] = {}
-        # The agents and config blobs its calls named: not looked up again (store/calls.py).
-        self._known = known if known is not None else Known()
+        # The agents and config blobs its calls named, not looked up again (store/calls.py),
+        # kept by whoever forgets them when the database may have changed: the router's change
+        # feed. Without one, every call's are looked up.
+        self._known = known
         self.served = ServedSnapshots()
 
     def index(self, records: list[Record]) -> None:
