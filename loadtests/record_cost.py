@@ -10,11 +10,11 @@ channel), one in ten is a provider retry of a call recorded in an earlier batch,
 redelivery would be.
 
 `python -m loadtests.record_cost --components`: where the statement's time goes, one thing
-taken away (or put back) at a time (an index, the rollups, the sticky upsert, a key, a
-setting), each variant in a fresh database, all of them taking turns batch by batch, at each
-`--sizes` batch size; calls as the bench sends them (fresh call ids, every call sticky by
-caller, 1,000 channels), then the cost of each component as the difference to the whole, and
-one batch under EXPLAIN ANALYZE.
+taken away (or put back) at a time (an index, the rollups, the sticky upsert, a key, the
+agents' and config blobs' lookups, a setting), each variant in a fresh database, all of them
+taking turns batch by batch, at each `--sizes` batch size; calls as the bench sends them
+(fresh call ids, every call sticky by caller, 1,000 channels), then the cost of each component
+as the difference to the whole, and one batch under EXPLAIN ANALYZE.
 
 `python -m loadtests.record_cost --compaction`: the compaction alone, folding calls into rollup
 rows that exist, with call_rollups as migration 0016 left it and with its pages full as before.
