@@ -132,6 +132,9 @@ RECORDED_CALL = CallRecord(
     automated=None,
 )
 
+# What the service never runs: agents are archived, never deleted (migration 0012's trigger).
+DELETE_AGENT = "DELETE FROM agents WHERE id = $1"
+
 
 async def lose_agent(pool: asyncpg.Pool, agent_id: str) -> None:
     """The database as a restore from a backup older than the agent would leave it (replica
@@ -139,6 +142,6 @@ async def lose_agent(pool: asyncpg.Pool, agent_id: str) -> None:
     async with pool.acquire() as conn:
         await conn.execute("SET session_replication_role = replica")
         try:
-            await conn.execute("DELETE FROM agents WHERE id = $1", agent_id)
+            await conn.execute(DELETE_AGENT, agent_id)
         finally:
             await conn.execute("RESET session_replication_role")

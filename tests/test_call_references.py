@@ -9,10 +9,8 @@ import asyncpg
 import pytest
 
 from store.calls import Candidate, Known, record_calls, record_calls_on
-from tests.call_rows import lose_agent, new_call
+from tests.call_rows import DELETE_AGENT, lose_agent, new_call
 from tests.conftest import AgentFactory, Api
-
-DELETE_AGENT = "DELETE FROM agents WHERE id = $1"
 
 
 async def _version_1(api: Api, make_agent: AgentFactory) -> Candidate:
