@@ -19,6 +19,10 @@ as the difference to the whole, and one batch under EXPLAIN ANALYZE.
 `python -m loadtests.record_cost --compaction`: the compaction alone, folding calls into rollup
 rows that exist, with call_rollups as migration 0016 left it and with its pages full as before.
 
+`python -m loadtests.record_cost --history N`: the record statement with N keys of earlier calls
+in `call_keys`, its call ids minted as the router mints them (in time order) and at random, as
+before: what a retained history costs each new call's keys.
+
 Every variant runs the compaction on its own connection after every COMPACT_CALLS calls, its
 CPU counted with the record statement's.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import secrets
@@ -51,6 +56,7 @@ from store.calls import (
     Known,
     NewCall,
     _parameters,
+    new_call_id,
     record_calls,
     record_calls_on,
 )
@@ -91,6 +97,19 @@ CREATE TRIGGER calls_rollups_insert AFTER INSERT ON calls REFERENCING NEW TABLE 
 )
 # No rollups at all: the calls neither counted nor indexed for the compaction.
 NO_ROLLUPS = ("DROP INDEX calls_recorded_xid",)
+# The keys of `$1` earlier calls, a millisecond apart up to a second ago, their call ids made
+# as `new_call_id` makes them ($2 'ordered') or at random ('random').
+HISTORY_KEYS = """
+INSERT INTO call_keys (provider, provider_call_id, call_id, started_at)
+SELECT 'twilio', 'CA' || md5(g::text),
+       'call_' || CASE $2::text WHEN 'ordered' THEN lpad(to_hex(ms), 12, '0') ELSE '' END
+               || substr(md5('id' || g), 1, 24),
+       to_timestamp(ms / 1000.0)
+FROM generate_series(1, $1) g,
+     LATERAL (SELECT (extract(epoch FROM now()) * 1000)::bigint - 1000 - $1 + g AS ms) t
+"""
+# Bytes of WAL the server has written so far.
+WAL_POSITION = "SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"
 # How the connection's prepared record statement was planned: Postgres plans the first five
 # executions for their parameters (custom plans), then keeps the cached generic plan unless its
 # estimated cost is higher than theirs.
@@ -123,6 +142,13 @@ async def _candidates(pool: asyncpg.Pool, agent_count: int) -> list[tuple[Candid
     return offered
 
 
+def _call_sid(n: int, i: int) -> str:
+    """Call `i` of batch `n`'s CallSid: `CA` and 32 hex digits that look random, as Twilio's
+    do, and as HISTORY_KEYS' do (rows of another size would leave room for new ones all over
+    a table it seeded)."""
+    return "CA" + hashlib.md5(f"{n}-{i}".encode()).hexdigest()  # noqa: S324 (not a secret)
+
+
 def _batch(
     n: int,
     size: int,
@@ -132,17 +158,19 @@ def _batch(
     retries: bool = True,
     sticky: int = 2,
     channels: int = 1,
+    random_ids: bool = False,
 ) -> list[NewCall]:
     """Batch `n`: with `retries`, one call in ten repeats a call of the previous batch (a
     provider retry); one call in `sticky` remembers its caller (0: none). Calls go to the
-    `channels` in turn, channel k served by agent k modulo the agents `offered`."""
+    `channels` in turn, channel k served by agent k modulo the agents `offered`. Call ids as
+    the router mints them, or with `random_ids` random ones, as it minted them before."""
     calls = []
     for i in range(size):
-        sid = f"CA{n - 1}-{i}" if retries and n and i % 10 == 0 else f"CA{n}-{i}"
+        sid = _call_sid(n - 1 if retries and n and i % 10 == 0 else n, i)
         k = (n * size + i) % channels
         calls.append(
             NewCall(
-                call_id="call_" + secrets.token_hex(12),
+                call_id="call_" + secrets.token_hex(12) if random_ids else new_call_id(),
                 provider="twilio",
                 provider_call_id=sid,
                 channel=_channel(k),
@@ -164,7 +192,8 @@ class Variant:
     remembering its caller as every bench channel is sticky by caller, 1,000 channels, so that
     a batch's calls touch as many rollup groups and index pages as the bench's do), recorded
     as the router's call writer records them: each agent and config blob looked up once
-    (store/calls.py `Known`), unless `lookups`."""
+    (store/calls.py `Known`), unless `lookups`; `history` keys of earlier calls in call_keys
+    (HISTORY_KEYS), their ids and the calls' random with `random_ids`."""
 
     setup: tuple[str, ...] = ()
     settings: tuple[tuple[str, str], ...] = ()
@@ -175,6 +204,8 @@ class Variant:
     explain: bool = False
     compact: bool = True
     lookups: bool = False
+    history: int = 0
+    random_ids: bool = False
 
 
 # The rollups comparison's calls: one channel of one agent, half of them sticky, one in ten a
@@ -196,6 +227,7 @@ class Subject:
         self.pool, self.backend, self.variant, self.offered = pool, backend, variant, offered
         self.started = datetime.now(UTC)
         self.cpu_s = 0.0
+        self.wal_bytes = 0
         self.uncompacted = 0
         self.known = None if variant.lookups else Known()
 
@@ -209,6 +241,10 @@ class Subject:
             try:
                 for statement in variant.setup:
                     await pool.execute(statement)
+                if variant.history:
+                    ids = "random" if variant.random_ids else "ordered"
+                    await pool.execute(HISTORY_KEYS, variant.history, ids)
+                    await pool.execute("VACUUM ANALYZE call_keys")
                 offered = await _candidates(pool, variant.agents)
                 await pool.execute(ADD_CHANNELS, variant.channels)
                 yield cls(pool, await pool.fetchval("SELECT pg_backend_pid()"), variant, offered)
@@ -225,11 +261,14 @@ class Subject:
             retries=v.retries,
             sticky=v.sticky,
             channels=v.channels,
+            random_ids=v.random_ids,
         )
 
     async def record(self, n: int, size: int) -> float:
         """Record batch `n`, and compact if COMPACT_CALLS have been recorded since the last
-        compaction; the backend's CPU seconds for both."""
+        compaction; the backend's CPU seconds for both. The WAL they wrote adds to `wal_bytes`
+        (the server's WAL position before and after: the variants record one at a time)."""
+        wal = await self.pool.fetchval(WAL_POSITION)
         cpu = run_seconds(self.backend)
         async with self.pool.acquire() as conn:
             await record_calls_on(conn, self.batch(n, size), self.known)
@@ -237,7 +276,9 @@ class Subject:
         if self.variant.compact and self.uncompacted >= COMPACT_CALLS:
             await rollups.compact(self.pool)
             self.uncompacted = 0
-        return run_seconds(self.backend) - cpu
+        cpu = run_seconds(self.backend) - cpu
+        self.wal_bytes += await self.pool.fetchval(WAL_POSITION) - wal
+        return cpu
 
     async def report(self, batches: int, size: int) -> dict[str, Any]:
         calls = batches * size
@@ -247,6 +288,7 @@ class Subject:
             "calls": calls,
             "rows": await self.pool.fetchval("SELECT count(*) FROM calls"),
             "postgres_cpu_us_per_call": round(self.cpu_s / calls * 1e6, 1),
+            "wal_bytes_per_call": round(self.wal_bytes / calls),
         }
         found |= dict(await self.pool.fetchrow(PLANS, RECORD_CALLS))
         if self.variant.explain:
@@ -262,6 +304,17 @@ class Subject:
         return found
 
 
+async def take_turns(subjects: list[Subject], first: int, batches: int, size: int) -> None:
+    """Batches `first` to `first + batches - 1` on every subject, taking turns batch by batch,
+    the first of each turn rotating; each subject counts the CPU of those numbered from 0."""
+    for n in range(first, first + batches):
+        k = n % len(subjects)
+        for subject in subjects[k:] + subjects[:k]:
+            cpu = await subject.record(n, size)
+            if n >= 0:
+                subject.cpu_s += cpu
+
+
 async def measure(
     server: str, variants: dict[str, Variant], batches: int, size: int
 ) -> dict[str, dict[str, Any]]:
@@ -275,13 +328,8 @@ async def measure(
             name: await stack.enter_async_context(Subject.open(server, variant))
             for name, variant in variants.items()
         }
-        turn = list(subjects.values())
-        for n in range(-10, batches):  # the first ten warm up: plans cached, pages in memory
-            k = n % len(turn)
-            for subject in turn[k:] + turn[:k]:
-                cpu = await subject.record(n, size)
-                if n >= 0:
-                    subject.cpu_s += cpu
+        # The first ten batches warm up: plans cached, pages in memory.
+        await take_turns(list(subjects.values()), -10, batches + 10, size)
         return {name: await s.report(batches, size) for name, s in subjects.items()}
 
 
@@ -415,6 +463,37 @@ async def compactions(
         return found
 
 
+async def history(server: str, keys: int, batches: int, size: int, runs: int) -> None:
+    """The record statement's cost a call with `keys` keys of earlier calls, call ids in time
+    order against random ones, taking turns: Postgres' CPU and the WAL written a call, and the
+    ratio of the CPU, in `runs` runs of `batches` batches, each from a checkpoint, over the same
+    two databases (seeding ten million keys takes minutes); a JSON line each."""
+    variants = {
+        "ordered": Variant(history=keys),
+        "random": Variant(history=keys, random_ids=True),
+    }
+    async with AsyncExitStack() as stack:
+        subjects = {
+            name: await stack.enter_async_context(Subject.open(server, variant))
+            for name, variant in variants.items()
+        }
+        turn = list(subjects.values())
+        await take_turns(turn, -10, 10, size)
+        for run in range(runs):
+            # Each run from a checkpoint: every index page's first change after it is written
+            # whole into the WAL, so where the keys land decides how much WAL they write.
+            await turn[0].pool.execute("CHECKPOINT")
+            for subject in turn:
+                subject.cpu_s, subject.wal_bytes = 0.0, 0
+            await take_turns(turn, run * batches, batches, size)
+            calls = batches * size
+            us = {name: round(s.cpu_s / calls * 1e6, 1) for name, s in subjects.items()}
+            wal = {name: round(s.wal_bytes / calls) for name, s in subjects.items()}
+            ratio = round(us["ordered"] / us["random"], 3)
+            found = {"us_per_call": us, "wal_bytes_per_call": wal, "ratio": ratio}
+            print(json.dumps({"keys": keys, "run": run} | found), flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=300)
@@ -426,8 +505,12 @@ async def main() -> None:
         "--compaction", action="store_true", help="the compaction alone, fillfactor 50 and 100"
     )
     parser.add_argument("--cycles", type=int, default=14)
+    parser.add_argument("--history", type=int, help="keys of earlier calls: ordered or random ids")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    if args.history:
+        await history(server, args.history, args.batches, args.size, args.runs)
+        return
     if args.compaction:
         await compactions(server, FILLFACTORS, args.cycles, COMPACTION_BATCHES, 15)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import structlog
@@ -10,12 +9,11 @@ from aiohttp import web
 
 from router.keys import METRICS, RESOLVER, ROUTED_LOG, WRITER
 from store.call_routing import Unroutable
-from store.calls import CallRecord
+from store.calls import CallRecord, new_call_id
 from store.snapshots import version_label
 
 log = structlog.get_logger()
 
-CALL_ID_BYTES = 12
 # Seconds between two `call_routed` lines: each call's row in Postgres holds what the line
 # would, and a line per call cost a twentieth of the router's CPU per webhook; one a second
 # still shows a worker routing, and what it routed lately. Warnings and errors are all logged.
@@ -36,7 +34,7 @@ async def route_call(
 ) -> CallRecord | Unroutable:
     """Resolve and durably record one call; Unroutable (counted) when it gets the fallback."""
     started = time.perf_counter()
-    call_id = "call_" + secrets.token_hex(CALL_ID_BYTES)
+    call_id = new_call_id()
     try:
         call = await app[RESOLVER].plan(call_id, provider, to, raw_from, provider_call_id)
         if isinstance(call, Unroutable):

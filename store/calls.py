@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import operator
+import secrets
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -307,6 +309,18 @@ class NewCall(NamedTuple):
     drawn: str
     remember: bool
     candidates: tuple[Candidate, ...]
+
+
+# Bytes of chance in a call id, after the millisecond it was minted.
+CALL_ID_BYTES = 12
+
+
+def new_call_id() -> str:
+    """A fresh call id: `call_`, the millisecond (12 hex digits), CALL_ID_BYTES of chance.
+    Ids in time order put each new key of call_keys' unique index at its right edge, in pages
+    already in memory; random ids put it anywhere in an index as large as the retained
+    history (loadtests/README.md, "Call ids in time order")."""
+    return "call_" + format(time.time_ns() // 1_000_000, "012x") + secrets.token_hex(CALL_ID_BYTES)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,8 +139,34 @@ async def test_record_cost_variants_take_turns_each_in_a_database_of_its_own(
     for name, report in found.items():
         assert report["rows"] == 13 * 4  # every call recorded, in its variant's own database
         assert report["calls"] == 12 and report["postgres_cpu_us_per_call"] > 0
+        assert report["wal_bytes_per_call"] > 0
         assert report["generic_plans"] + report["custom_plans"] == 13
         assert ("explain" in report) == (name == "as is")
+
+
+async def test_record_cost_history_seeds_earlier_keys_with_ids_ordered_or_random(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    keys = "SELECT call_id FROM call_keys WHERE started_at < $1 ORDER BY started_at"
+    new = "SELECT call_id FROM call_keys WHERE started_at >= $1"
+    for random_ids, shape in ((False, "[0-9a-f]{36}"), (True, "[0-9a-f]{24}")):
+        variant = record_cost.Variant(history=50, random_ids=random_ids, channels=3, agents=1)
+        async with record_cost.Subject.open(server, variant) as subject:
+            await subject.record(0, 4)
+            seeded = [r[0] for r in await subject.pool.fetch(keys, subject.started)]
+            recorded = [r[0] for r in await subject.pool.fetch(new, subject.started)]
+        assert len(seeded) == 50 and len(recorded) == 4
+        assert all(re.fullmatch("call_" + shape, i) for i in seeded + recorded)
+        # Ordered ids sort as their calls started, and before the calls recorded after them.
+        assert (seeded == sorted(seeded) and max(seeded) < min(recorded)) != random_ids
+
+    await record_cost.history(server, 20, 2, 3, 2)
+
+    runs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run"] for r in runs] == [0, 1] and all(r["keys"] == 20 for r in runs)
+    for figure in ("us_per_call", "wal_bytes_per_call"):
+        assert all(r[figure]["ordered"] > 0 and r[figure]["random"] > 0 for r in runs)
 
 
 async def test_record_cost_times_the_compaction_and_counts_its_hot_updates() -> None:

@@ -5,6 +5,8 @@ is the dry run's (tests/sticky_cases.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from datetime import timedelta
 
 import asyncpg
@@ -21,6 +23,7 @@ from store.calls import (
     EndedCall,
     _rounds,
     end_calls,
+    new_call_id,
     record_calls,
     record_calls_on,
     settle_endings,
@@ -34,6 +37,17 @@ from tests.router_fixtures import CALLER, CHANNEL, pin
 from tests.sticky_cases import STICKY_CASES, StickyCase
 
 OTHER_CALLER = "+12125550199"
+
+
+def test_call_ids_sort_by_the_millisecond_they_were_minted() -> None:
+    first = new_call_id()
+    time.sleep(0.002)
+    later = [new_call_id() for _ in range(1000)]
+
+    assert re.fullmatch("call_[0-9a-f]{36}", first)
+    assert int(first[5:17], 16) <= time.time_ns() // 1_000_000
+    assert all(first < i for i in later)
+    assert len(set(later)) == len(later)  # the same millisecond, told apart by chance
 
 
 def test_call_columns_are_the_record_fields_in_order() -> None:
