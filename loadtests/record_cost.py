@@ -51,6 +51,7 @@ from harness.postgres import scratch_database
 from loadtests.procstat import run_seconds
 from store import agents, rollups
 from store.calls import (
+    CALL_ID_BYTES,
     RECORD_CALLS,
     Candidate,
     Known,
@@ -170,7 +171,7 @@ def _batch(
         k = (n * size + i) % channels
         calls.append(
             NewCall(
-                call_id="call_" + secrets.token_hex(12) if random_ids else new_call_id(),
+                call_id="call_" + secrets.token_hex(CALL_ID_BYTES) if random_ids else new_call_id(),
                 provider="twilio",
                 provider_call_id=sid,
                 channel=_channel(k),
@@ -251,6 +252,18 @@ class Subject:
             finally:
                 await pool.close()
 
+    @classmethod
+    @asynccontextmanager
+    async def each(
+        cls, server: str, variants: dict[str, Variant]
+    ) -> AsyncIterator[dict[str, Subject]]:
+        """A subject for each variant, by name, each in a scratch database of its own."""
+        async with AsyncExitStack() as stack:
+            yield {
+                name: await stack.enter_async_context(cls.open(server, variant))
+                for name, variant in variants.items()
+            }
+
     def batch(self, n: int, size: int) -> list[NewCall]:
         v = self.variant
         return _batch(
@@ -323,11 +336,7 @@ async def measure(
     host runs a CPU at one speed for seconds at a time, then at up to 1.8x another
     (loadtests/README.md), so variants measured one after the other compare the host's phases
     as much as the variants; taking turns, every variant meets every phase."""
-    async with AsyncExitStack() as stack:
-        subjects = {
-            name: await stack.enter_async_context(Subject.open(server, variant))
-            for name, variant in variants.items()
-        }
+    async with Subject.each(server, variants) as subjects:
         # The first ten batches warm up: plans cached, pages in memory.
         await take_turns(list(subjects.values()), -10, batches + 10, size)
         return {name: await s.report(batches, size) for name, s in subjects.items()}
@@ -427,11 +436,7 @@ async def compactions(
     read around it; the variants take turns. Per variant (also printed as a JSON line): the
     median ms a compaction and µs a call folded, and how many of its updates were HOT, the
     first two cycles, which insert the groups' rows, left out."""
-    async with AsyncExitStack() as stack:
-        subjects = {
-            name: await stack.enter_async_context(Subject.open(server, variant))
-            for name, variant in variants.items()
-        }
+    async with Subject.each(server, variants) as subjects:
         spent: dict[str, list[float]] = {name: [] for name in subjects}
         updates = {name: [0, 0] for name in subjects}
         for cycle in range(cycles):
@@ -472,11 +477,7 @@ async def history(server: str, keys: int, batches: int, size: int, runs: int) ->
         "ordered": Variant(history=keys),
         "random": Variant(history=keys, random_ids=True),
     }
-    async with AsyncExitStack() as stack:
-        subjects = {
-            name: await stack.enter_async_context(Subject.open(server, variant))
-            for name, variant in variants.items()
-        }
+    async with Subject.each(server, variants) as subjects:
         turn = list(subjects.values())
         await take_turns(turn, -10, 10, size)
         for run in range(runs):
