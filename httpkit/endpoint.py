@@ -15,7 +15,6 @@ JSON = "application/json"
 # What reading a JSON body with httpkit.json and validating it may answer: malformed, too large,
 # not sent as JSON, invalid.
 JSON_BODY_ERRORS = (400, 413, 415, 422)
-_KEY = "endpoint"
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,11 @@ class Endpoint:
     body_errors: tuple[int, ...] = JSON_BODY_ERRORS
     # Error statuses beyond those implied by the role (401, 403) and the body.
     errors: tuple[int, ...] = ()
+
+
+# Each described handler's description. Not an attribute of the handler: a handler compiled
+# with mypyc (the Makefile's COMPILED) has no __dict__ to hold one.
+_DESCRIBED: dict[object, Endpoint] = {}
 
 
 def endpoint(
@@ -84,7 +88,7 @@ def endpoint(
 
     def decorate(view: View) -> View:
         handler = requires(*roles)(view) if roles and not checks_role_itself else view
-        vars(handler)[_KEY] = described
+        _DESCRIBED[handler] = described
         return handler
 
     return decorate
@@ -92,5 +96,4 @@ def endpoint(
 
 def endpoint_of(handler: object) -> Endpoint | None:
     """The description a handler was declared with, if any."""
-    found = getattr(handler, "__dict__", {}).get(_KEY)
-    return found if isinstance(found, Endpoint) else None
+    return _DESCRIBED.get(handler)

@@ -103,7 +103,7 @@ def route(app: web.Application, method: str, path: str, lane: Lane, view: View) 
 def lane_view(lane: Lane) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The aiohttp handler for a lane's route: the requests the lane hands over."""
 
-    @functools.wraps(lane)  # its name, doc and endpoint description (httpkit/endpoint.py)
+    @functools.wraps(lane)  # its name and doc
     async def view(request: web.Request) -> web.Response:
         body = await request.read()
         request_ = LaneRequest(request.raw_path, request.headers, body, request.match_info)
@@ -377,12 +377,3 @@ class FastLaneServer(Server):
         for connection in list(self.lane_connections):
             connection.close()
         await self.inner.shutdown(timeout)
-
-
-class FastLaneRunner(web.AppRunner):
-    """An AppRunner whose sites serve the app's lanes (LANES) first, when it has any."""
-
-    async def _make_server(self) -> Server:
-        inner = await super()._make_server()
-        lanes = self.app.get(LANES)
-        return FastLaneServer(inner, self.app, lanes) if lanes else inner

@@ -24,9 +24,10 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_server import Server
 
 from httpkit import metrics_fanin
-from httpkit.fastlane import FastLaneRunner
+from httpkit.fastlane import LANES, FastLaneServer
 
 log = structlog.get_logger()
 
@@ -226,6 +227,17 @@ def run(
         return 0
     command = [sys.executable, "-m", module]
     return Supervisor(command, taken.sockets, lambda: bind(options.host, options.port)).run()
+
+
+class FastLaneRunner(web.AppRunner):
+    """An AppRunner whose sites serve the app's lanes (httpkit/fastlane.py) first, when it has
+    any. Here, not beside the lanes: aiohttp's runner has __slots__, and a module compiled with
+    mypyc (the Makefile's COMPILED) cannot subclass it."""
+
+    async def _make_server(self) -> Server:
+        inner = await super()._make_server()
+        lanes = self.app.get(LANES)
+        return FastLaneServer(inner, self.app, lanes) if lanes else inner
 
 
 async def serve_app(

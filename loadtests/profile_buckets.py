@@ -9,6 +9,12 @@ together (loadtests/README.md, "What bounds the router now").
 A sample belongs to the innermost frame that names a part: a Redis or asyncpg call made while
 resolving counts as resolving, aiohttp's socket write under our handler as the response. py-spy
 often cannot unwind a coroutine to the event loop, so a sample is judged by the frames it has.
+
+The modules compiled with mypyc (scripts/compile) run no Python frames: py-spy sees their work
+only with `--native` (which cannot be `--nonblocking`: it stops the router for each sample, so
+take fewer), as C functions named after their module (`CPyDef_signatures___verify_twilio`).
+`--native` also samples threads blocked on a lock (the default executor's idle workers): those
+samples are no work, and are left out.
 """
 
 from __future__ import annotations
@@ -20,26 +26,43 @@ from pathlib import Path
 # (part, substrings of a frame that put a sample in it): a frame naming two parts (none does
 # today) goes to the first listed.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("signature check (HMAC-SHA1 over the sorted fields)", ("router/signatures.py",)),
+    (
+        "signature check (HMAC-SHA1 over the sorted fields)",
+        ("router/signatures.py", "signatures___"),
+    ),
     ("form read and parse", ("form_fields", "unquote", "web_request.py", "streams.py")),
-    ("metrics (tallies, cache observations)", ("router/metrics.py",)),
+    ("metrics (tallies, cache observations)", ("router/metrics.py", "metrics___")),
     (
         "resolve: L1 lookups, routing, draw",
-        ("store/cache.py", "router/resolver.py", "store/call_routing.py", "store/draw.py"),
+        (
+            "store/cache.py",
+            "router/resolver.py",
+            "store/call_routing.py",
+            "store/draw.py",
+            "cache___",
+            "resolver___",
+            "call_routing___",
+            "draw___",
+        ),
     ),
     (
         "record: writer, batch columns, asyncpg",
-        ("router/recorder.py", "store/calls.py", "asyncpg/", "store/db.py"),
+        ("router/recorder.py", "store/calls.py", "asyncpg/", "store/db.py", "recorder___"),
     ),
-    ("TwiML answer", ("router/providers.py",)),
+    ("TwiML answer", ("router/providers.py", "providers___")),
     ("token check", ("httpkit/auth.py", "httpkit/token_cache.py", "httpkit/token_usage.py")),
-    ("config lookup: served snapshot, config bytes", ("router/views.py",)),
-    ("fast lane: HTTP parsing and the answer's write", ("httpkit/fastlane.py",)),
+    ("config lookup: served snapshot, config bytes", ("router/views.py", "views___")),
+    ("fast lane: HTTP parsing and the answer's write", ("httpkit/fastlane.py", "fastlane___")),
     ("response building and writing (aiohttp)", ("http_writer.py", "web_response.py")),
-    ("our handler and its glue", ("router/webhooks.py", "router/calls.py", "httpkit/")),
+    (
+        "our handler and its glue",
+        ("router/webhooks.py", "router/calls.py", "httpkit/", "webhooks___", "calls___"),
+    ),
     ("aiohttp request parsing and dispatch", ("aiohttp/",)),
     ("event loop (uvloop, asyncio)", ("asyncio/", "uvloop")),
 )
+# A native frame of a thread blocked on a lock: not running.
+BLOCKED = "PyThread_acquire_lock_timed"
 OTHER = "other"
 
 
@@ -57,7 +80,7 @@ def buckets(lines: list[str]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for line in lines:
         stack, _, count = line.rstrip().rpartition(" ")
-        if stack:
+        if stack and BLOCKED not in stack:
             counts[part_of(stack.split(";"))] += int(count)
     return counts
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,6 +38,22 @@ DO $$ DECLARE t text; BEGIN
 END $$;
 RESET session_replication_role
 """
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test an edited module through the extension compiled from its old source
+    (scripts/compile): Python imports the extension, not the source beside it."""
+    stale = [
+        str(extension.relative_to(ROOT))
+        for extension in ROOT.glob("*/*.so")
+        if (source := extension.with_name(extension.name.split(".")[0] + ".py")).exists()
+        and source.stat().st_mtime > extension.stat().st_mtime
+    ]
+    if stale:
+        listed = ", ".join(stale)
+        pytest.exit(f"compiled before their sources changed: {listed}; run make compiled", 2)
 
 
 def minimal_config(**overrides: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from nacl.signing import SigningKey
 from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
-from httpkit.fastlane import FastLaneRunner
+from httpkit.serve import FastLaneRunner
 from router import signatures, testcall
 from router.app import create_app
 from router.claims import CallClaims

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from httpkit import fastlane
 from httpkit.errors import ApiError, error_middleware
-from httpkit.fastlane import MAX_HEAD_BYTES, FastLaneRunner, LaneAnswer, LaneRequest, lane_view
+from httpkit.fastlane import MAX_HEAD_BYTES, LaneAnswer, LaneRequest, lane_view
+from httpkit.serve import FastLaneRunner
 
 MAX_BODY = 1024
 HOST = "127.0.0.1"

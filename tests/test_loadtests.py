@@ -77,10 +77,17 @@ def test_a_profile_sample_goes_to_the_innermost_part_its_frames_name() -> None:
         "_commit (router/recorder.py:237);_do_execute (asyncpg/connection.py:2066) 4",
         "run (asyncio/runners.py:118) 1",
         "somewhere (elsewhere.py:1) 1",
+        # py-spy --native: the compiled modules' C functions, and an idle executor thread.
+        "run (uvloop/__init__.py:92);CPyDef_webhooks___twilio_voice_lane_gen (__native.c:1);"
+        "CPyDef_signatures___verify_twilio (__native.c:2);HMAC.copy (hmac.py:1) 5",
+        "run (uvloop/__init__.py:92);CPyDef_fastlane____serve__Connection_gen (__native.c:3);"
+        "write (libc.so.6) 6",
+        "_worker (concurrent/futures/thread.py:81);PyThread_acquire_lock_timed (libpython.so) 7",
     ]
 
     assert profile_buckets.buckets(raw) == {
-        "signature check (HMAC-SHA1 over the sorted fields)": 3,
+        "signature check (HMAC-SHA1 over the sorted fields)": 3 + 5,
+        "fast lane: HTTP parsing and the answer's write": 6,
         "response building and writing (aiohttp)": 2,
         "record: writer, batch columns, asyncpg": 4,
         "event loop (uvloop, asyncio)": 1,
