@@ -1,7 +1,7 @@
 # One image for both services: `docker run IMAGE router` (the default) or `docker run IMAGE admin`.
 
 # The modules on every webhook's path compiled with mypyc (scripts/compile), in an image with a
-# C compiler, with the project's dependencies installed for the type check that compiling is.
+# C compiler. Compiling type-checks them, against the project's dependencies installed here.
 FROM python:3.11 AS compiled
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

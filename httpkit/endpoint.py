@@ -48,7 +48,7 @@ class Endpoint:
 
 
 # Each described handler's description. Not an attribute of the handler: a handler compiled
-# with mypyc (the Makefile's COMPILED) has no __dict__ to hold one.
+# with mypyc (scripts/compile) has no __dict__ to hold one.
 _DESCRIBED: dict[object, Endpoint] = {}
 
 

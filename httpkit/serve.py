@@ -232,7 +232,7 @@ def run(
 class FastLaneRunner(web.AppRunner):
     """An AppRunner whose sites serve the app's lanes (httpkit/fastlane.py) first, when it has
     any. Here, not beside the lanes: aiohttp's runner has __slots__, and a module compiled with
-    mypyc (the Makefile's COMPILED) cannot subclass it."""
+    mypyc (scripts/compile) cannot subclass it."""
 
     async def _make_server(self) -> Server:
         inner = await super()._make_server()

@@ -42,15 +42,19 @@ RESET session_replication_role
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Refuse to test an edited module through the extension compiled from its old source
-    (scripts/compile): Python imports the extension, not the source beside it."""
-    stale = [
-        str(extension.relative_to(ROOT))
-        for extension in ROOT.glob("*/*.so")
+def stale_extensions(root: Path) -> list[str]:
+    """The extension modules under `root`'s packages (scripts/compile) older than the source
+    beside them: Python imports the extension, so an edited module would run its old code."""
+    return [
+        str(extension.relative_to(root))
+        for extension in sorted(root.glob("*/*.so"))
         if (source := extension.with_name(extension.name.split(".")[0] + ".py")).exists()
         and source.stat().st_mtime > extension.stat().st_mtime
     ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stale = stale_extensions(ROOT)
     if stale:
         listed = ", ".join(stale)
         pytest.exit(f"compiled before their sources changed: {listed}; run make compiled", 2)
