@@ -182,9 +182,9 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
 @dataclass
 class Snapshot:
     at: float
-    server_cpu: float
+    server_cpu: dict[int, float]
     server_wait: float
-    db_cpu: float
+    db_cpu: dict[int, float]
     client_cpu: float
     done: int
 
@@ -192,9 +192,9 @@ class Snapshot:
 def _snapshot(run: Run) -> Snapshot:
     return Snapshot(
         time.perf_counter(),
-        procstat.total_cpu_seconds(run.spec.server_pids),
+        procstat.cpu_by_pid(run.spec.server_pids),
         sum(procstat.wait_seconds(pid) for pid in run.spec.server_pids),
-        procstat.total_cpu_seconds(run.spec.db_pids),
+        procstat.cpu_by_pid(run.spec.db_pids),
         time.process_time(),
         len(run.done),
     )
@@ -230,8 +230,8 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         measured = [d for d in run.done if first.at <= d[1] < last.at]
     ok = [done - sent for sent, done, good in measured if good]
     completed = len(ok)
-    server_cpu = last.server_cpu - first.server_cpu
-    db_cpu = last.db_cpu - first.db_cpu
+    server_cpu = procstat.cpu_spent(first.server_cpu, last.server_cpu)
+    db_cpu = procstat.cpu_spent(first.db_cpu, last.db_cpu)
     client_cpu = last.client_cpu - first.client_cpu
     cpus = os.cpu_count() or 1
     per_call = 1e6 / completed if completed else 0.0
@@ -253,6 +253,8 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         # Runnable but off the CPU: the open loop's tail follows it (loadtests/README.md).
         "server_wait_us_per_call": round((last.server_wait - first.server_wait) * per_call, 1),
         "db_cpu_us_per_call": round(db_cpu * per_call, 1),
+        # Backends that exited within the window: their CPU in it is not counted.
+        "db_backends_gone": len(first.db_cpu.keys() - last.db_cpu.keys()),
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_share_of_machine": round(client_cpu / (window * cpus), 3) if window else 0,
         "client_cpu_us_per_call": round(client_cpu * per_call, 1),

@@ -16,12 +16,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` in seconds (0 once the process is gone)."""
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of `pid` in seconds (None once the process is gone)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return None
     # The command name (field 2) may hold spaces; every field after it follows its ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -47,8 +47,17 @@ def wait_seconds(pid: int) -> float:
     return _schedstat(pid, 1)
 
 
-def total_cpu_seconds(pids: Iterable[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    """cpu_seconds of each of `pids` still running."""
+    return {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes alive at both readings (`cpu_by_pid`) ran between them. A
+    process gone by `after` took its count with it: summed whole, its CPU up to `before` would
+    come off the interval (an idle pooled connection that Postgres closes mid-point read
+    -553 µs a call)."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 def rss_bytes(pid: int) -> int:
