@@ -184,20 +184,6 @@ def serving(env: Env, kind: str, workers: int = 1) -> Iterator[Servers]:
         servers.stop()
 
 
-async def _db_pids(env: Env) -> list[int]:
-    """The Postgres backends serving this run's database (their CPU is the database's share).
-    Client backends only: not an autovacuum worker that happens to be at work on it."""
-    conn = await asyncpg.connect(env.database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-        )
-    finally:
-        await conn.close()
-    return [r["pid"] for r in rows]
-
-
 # The checkpointer's pid, and when the last checkpoint completed.
 CHECKPOINTER = """
 SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'),
@@ -247,7 +233,7 @@ def load(
         "max_requests": CEILING_REQUESTS if servers.kind == "ceiling" else CALL_REQUESTS,
         "reuse": reuse or servers.kind == "ceiling",
         "server_pids": servers.pids,
-        "db_pids": asyncio.run(_db_pids(env)) if servers.kind != "ceiling" else [],
+        "database_url": env.database_url if servers.kind != "ceiling" else None,
     }
     spec_path = env.workdir / f"{label}.spec.json"
     out_path = env.workdir / f"{label}.out.json"

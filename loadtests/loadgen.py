@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvloop
 
 from loadtests import procstat, workload
@@ -55,7 +56,8 @@ class Spec:
     expect: str | None = None
     reuse: bool = False
     server_pids: list[int] = field(default_factory=list)
-    db_pids: list[int] = field(default_factory=list)
+    # The servers' database: the CPU of its client backends is theirs.
+    database_url: str | None = None
     max_requests: int = DEFAULT_CLOSED_REQUESTS
 
     @classmethod
@@ -189,12 +191,22 @@ class Snapshot:
     done: int
 
 
-def _snapshot(run: Run) -> Snapshot:
+# The database's client backends (not an autovacuum worker at work on it), this generator's
+# own connection left out. Listed at each reading: a pool may close a connection and open
+# another within a point.
+BACKENDS = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
+
+
+async def _snapshot(run: Run, db: asyncpg.Connection | None) -> Snapshot:
+    backends = [row[0] for row in await db.fetch(BACKENDS)] if db is not None else []
     return Snapshot(
         time.perf_counter(),
         procstat.cpu_by_pid(run.spec.server_pids),
         sum(procstat.wait_seconds(pid) for pid in run.spec.server_pids),
-        procstat.cpu_by_pid(run.spec.db_pids),
+        procstat.cpu_by_pid(backends),
         time.process_time(),
         len(run.done),
     )
@@ -206,16 +218,19 @@ async def _measure(run: Run) -> dict[str, Any]:
     # The first open-loop request is due once every worker is set.
     start = time.perf_counter() + 0.05
     window_start, stop = start + spec.warmup_s, start + spec.warmup_s + spec.duration_s
+    db = await asyncpg.connect(spec.database_url) if spec.database_url else None
     workers = [asyncio.ensure_future(_worker(run, n, start, stop)) for n in range(spec.connections)]
     await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-    first = _snapshot(run)
+    first = await _snapshot(run, db)
     if run.started_file is not None:
         run.started_file.touch()  # for a profiler to attach to the server now
     finished = asyncio.gather(*workers)
     # Closed loop: the window ends at `stop` or when the requests run out.
     while not finished.done() and time.perf_counter() < stop:
         await asyncio.wait([finished], timeout=min(0.05, max(0.0, stop - time.perf_counter())))
-    last = _snapshot(run)
+    last = await _snapshot(run, db)
+    if db is not None:
+        await db.close()
     await asyncio.wait_for(finished, REQUEST_TIMEOUT_S + 1)
     return _report(run, first, last)
 
@@ -255,6 +270,7 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         "db_cpu_us_per_call": round(db_cpu * per_call, 1),
         # Backends that exited within the window: their CPU in it is not counted.
         "db_backends_gone": len(first.db_cpu.keys() - last.db_cpu.keys()),
+        "db_backends_new": len(last.db_cpu.keys() - first.db_cpu.keys()),
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_share_of_machine": round(client_cpu / (window * cpus), 3) if window else 0,
         "client_cpu_us_per_call": round(client_cpu * per_call, 1),

@@ -53,11 +53,12 @@ def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
 
 
 def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds the processes alive at both readings (`cpu_by_pid`) ran between them. A
-    process gone by `after` took its count with it: summed whole, its CPU up to `before` would
-    come off the interval (an idle pooled connection that Postgres closes mid-point read
-    -553 µs a call)."""
-    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
+    """CPU seconds run between two readings (`cpu_by_pid`) by the processes running at the
+    second: all of it for a process started since the first. A process gone by the second took
+    its count with it, and adds nothing: subtracting the readings' sums would take its CPU
+    before the first off the interval (a pooled connection Postgres closed mid-point read -553
+    µs a call)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def rss_bytes(pid: int) -> int:

@@ -250,24 +250,29 @@ def test_a_process_sharing_its_cpu_is_counted_as_waiting_for_it() -> None:
     assert procstat.wait_seconds(children[0].pid) == 0.0  # reaped: no /proc entry
 
 
-def test_cpu_spent_counts_the_processes_alive_at_both_readings() -> None:
-    """A process that exits between the readings takes its count with it, so it adds nothing,
-    where subtracting sums would take all it ran before the first off the interval."""
+def test_cpu_spent_is_what_the_processes_at_the_second_reading_ran_since_the_first() -> None:
+    """A process that exits between the readings takes its count with it and adds nothing
+    (subtracting sums would take what it ran before the first off the interval); one started
+    between them adds all it ran."""
     busy = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass"
-    short, long = (
-        subprocess.Popen([sys.executable, "-c", busy.format(s=s)])  # noqa: S603
-        for s in (0.3, 0.6)
-    )
-    time.sleep(0.25)
-    before = procstat.cpu_by_pid([short.pid, long.pid])
-    short.wait()
-    time.sleep(0.1)
-    after = procstat.cpu_by_pid([short.pid, long.pid])
-    long.wait()
 
-    assert set(before) == {short.pid, long.pid} and set(after) == {long.pid}
-    assert procstat.cpu_spent(before, after) == after[long.pid] - before[long.pid] >= 0.0
-    assert procstat.cpu_by_pid([long.pid]) == {}  # reaped: no /proc entry
+    def start(seconds: float) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", busy.format(s=seconds)])  # noqa: S603
+
+    gone, stays = start(0.3), start(0.8)
+    time.sleep(0.25)
+    before = procstat.cpu_by_pid([gone.pid, stays.pid])
+    late = start(0.8)
+    gone.wait()
+    time.sleep(0.2)
+    after = procstat.cpu_by_pid([gone.pid, stays.pid, late.pid])
+    for child in (stays, late):
+        child.wait()
+
+    assert set(before) == {gone.pid, stays.pid} and set(after) == {stays.pid, late.pid}
+    ran = after[stays.pid] - before[stays.pid] + after[late.pid]
+    assert procstat.cpu_spent(before, after) == ran and after[late.pid] > 0.0
+    assert procstat.cpu_by_pid([stays.pid]) == {}  # reaped: no /proc entry
 
 
 def test_the_speed_probe_times_its_work_on_every_cpu_in_turn(tmp_path: Path) -> None:
