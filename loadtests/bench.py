@@ -275,6 +275,7 @@ def load(
             writes = f"  {report['calls_per_batch']} a batch, commits over " + ", ".join(
                 f"{ms} ms {n:.0f}" for ms, n in zip(SLOW_COMMIT_MS, slow, strict=True)
             )
+            writes += f", WAL {report['wal_bytes_per_call'] / 1000:.1f} KB a call"
     if checkpoint is not None:
         pid, completed = asyncio.run(checkpointer(env.database_url))
         report["checkpointer"] = {

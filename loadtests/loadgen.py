@@ -9,8 +9,9 @@ Every request is built (and signed) before the timed window. Two modes:
   during it: coordinated omission cannot hide it. Timers have 1 ms resolution: a send may leave
   up to 1 ms late, and that lateness is counted too.
 
-The report gives offered and achieved rates, errors, latency percentiles, and the CPU seconds of
-the server processes, of the database backends serving them and of this generator in the window.
+The report gives offered and achieved rates, errors, latency percentiles, the CPU seconds of
+the server processes, of the database backends serving them and of this generator in the window,
+and the WAL the database server wrote in it.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ class Snapshot:
     server_cpu: dict[int, float]
     server_wait: float
     db_cpu: dict[int, float]
+    wal: int  # bytes of WAL the server has written (the whole server's: nothing else writes)
     client_cpu: float
     done: int
 
@@ -194,19 +196,23 @@ class Snapshot:
 # The database's client backends (not an autovacuum worker at work on it), this generator's
 # own connection left out. Listed at each reading: a pool may close a connection and open
 # another within a point.
+# With the WAL's insert position, as bytes from its start.
 BACKENDS = """
-SELECT pid FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+SELECT array(SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND backend_type = 'client backend'),
+       pg_current_wal_insert_lsn() - '0/0'
 """
 
 
 async def _snapshot(run: Run, db: asyncpg.Connection | None) -> Snapshot:
-    backends = [row[0] for row in await db.fetch(BACKENDS)] if db is not None else []
+    backends, wal = await db.fetchrow(BACKENDS) if db is not None else ([], 0)
     return Snapshot(
         time.perf_counter(),
         procstat.cpu_by_pid(run.spec.server_pids),
         sum(procstat.wait_seconds(pid) for pid in run.spec.server_pids),
         procstat.cpu_by_pid(backends),
+        int(wal),
         time.process_time(),
         len(run.done),
     )
@@ -271,6 +277,7 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         # Backends that exited within the window: their CPU in it is not counted.
         "db_backends_gone": len(first.db_cpu.keys() - last.db_cpu.keys()),
         "db_backends_new": len(last.db_cpu.keys() - first.db_cpu.keys()),
+        "wal_bytes_per_call": round((last.wal - first.wal) / completed) if completed else 0,
         "client_cpu_s": round(client_cpu, 2),
         "client_cpu_share_of_machine": round(client_cpu / (window * cpus), 3) if window else 0,
         "client_cpu_us_per_call": round(client_cpu * per_call, 1),
