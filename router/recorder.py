@@ -146,14 +146,12 @@ def _check_served_as_recorded(spooled: NewCall, recorded: CallRecord) -> None:
 
 async def _record(kept: KeptConnection, calls: list[NewCall], known: Known | None) -> list[Result]:
     """The calls recorded on the writer's kept connection, within WRITE_BUDGET_S."""
-    async with kept.use(WRITE_BUDGET_S) as conn:
-        return await record_calls_on(conn, calls, known)
+    return await kept.run(WRITE_BUDGET_S, lambda conn: record_calls_on(conn, calls, known))
 
 
 async def _end(kept: KeptConnection, endings: list[CallEnd]) -> list[EndedCall | Exception | None]:
     """The endings applied on the endings writer's kept connection, within WRITE_BUDGET_S."""
-    async with kept.use(WRITE_BUDGET_S) as conn:
-        return await end_calls_on(conn, endings)
+    return await kept.run(WRITE_BUDGET_S, lambda conn: end_calls_on(conn, endings))
 
 
 def _settle(

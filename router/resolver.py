@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
-from store import call_routing, channels, codecs, snapshots
+from store import call_routing, codecs, snapshots
 from store.cache import LayeredCache
 from store.call_routing import Unroutable
 from store.calls import Candidate, NewCall, find_assignment
 from store.channels import Routing, Variant, find_channel
-from store.db import DatabaseUnavailable, PostgresGuard, connection
+from store.db import DatabaseUnavailable, PostgresGuard
 from store.draw import live_variants
 from store.errors import StoreError
 from store.snapshots import Snapshot
@@ -61,12 +61,14 @@ class Resolver:
         (consistent: the feed listens) and the rest to be loaded on first use.
         """
         started, loaded = time.perf_counter(), 0
+
+        def preload(routing: Routing) -> None:
+            nonlocal loaded
+            self._cache.preload(codecs.ROUTING, routing.number, routing)
+            loaded += 1
+
         try:
-            async with connection(self._pool, WARM_UP_BUDGET_S) as conn:
-                async for routing in channels.all_routings(conn):
-                    self._cache.preload(codecs.ROUTING, routing.number, routing)
-                    loaded += 1
-                served = await snapshots.served_snapshots(conn)
+            served = await snapshots.warm_up(self._pool, WARM_UP_BUDGET_S, preload)
         # Whatever failed (Postgres may go away again mid-warm-up, with any error class),
         # the resync goes on: the cache is consistent, only colder.
         except Exception as exc:

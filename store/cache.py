@@ -171,17 +171,21 @@ class LayeredCache:
         except Exception as exc:
             if is_data_error(exc):
                 raise
-            stale = await self._last_known(codec, full, cacheable)
-            if stale is _MISSING:
-                raise
-            return stale, False
-        self._observe(codec.kind, "postgres", "hit")
-        if full not in self._invalidated:
-            if cacheable:
-                self._to_l1(codec, full, value)
-            else:
-                self._keep_stale(full, value)
-        return value, True
+            failure = exc
+        else:
+            self._observe(codec.kind, "postgres", "hit")
+            if full not in self._invalidated:
+                if cacheable:
+                    self._to_l1(codec, full, value)
+                else:
+                    self._keep_stale(full, value)
+            return value, True
+        # Out of the except block: this module is compiled, and mypyc corrupts an exception
+        # re-raised by a bare `raise` after an await in its handler (docs/design.md, section 4).
+        stale = await self._last_known(codec, full, cacheable)
+        if stale is _MISSING:
+            raise failure
+        return stale, False
 
     async def _last_known(self, codec: Codec[Any], full: str, redis_read: bool) -> Any:
         """An entry for when the loader is unavailable, or _MISSING: L1's (a warm-up's preload,
@@ -327,8 +331,7 @@ class LayeredCache:
         # Still suspect while the wipe runs: an entry it has not reached yet may be stale.
         failed_deletes = self._failed_deletes
         try:
-            async with asyncio.timeout(WIPE_TIMEOUT_S):
-                await self._unlink_mutable()
+            await asyncio.wait_for(self._unlink_mutable(), WIPE_TIMEOUT_S)
         except REDIS_UNAVAILABLE as exc:  # TimeoutError included
             self.breaker.failed()
             self._observe("any", "redis", "error")
@@ -347,16 +350,17 @@ class LayeredCache:
             log.info("cache_redis_readable", prefix=self._prefix)
 
     async def _unlink_mutable(self) -> None:
+        # SCAN's cursor by hand, not `async for` over scan_iter: this module is compiled
+        # (docs/design.md, section 4). A batch of keys found is unlinked before the next SCAN.
         for prefix in MUTABLE_KEYS:
             pattern = _glob_escape(self._prefix + prefix) + "*"
-            batch: list[bytes] = []
-            async for found in self._redis.scan_iter(match=pattern, count=SCAN_BATCH):
-                batch.append(found)
-                if len(batch) >= SCAN_BATCH:
-                    await self._redis.unlink(*batch)
-                    batch.clear()
-            if batch:
-                await self._redis.unlink(*batch)
+            cursor = 0
+            while True:
+                cursor, found = await self._redis.scan(cursor, match=pattern, count=SCAN_BATCH)
+                if found:
+                    await self._redis.unlink(*found)
+                if cursor == 0:
+                    break
 
     async def close(self) -> None:
         """Stop a wipe and the Redis writes in progress (before the Redis client closes)."""

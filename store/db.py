@@ -267,6 +267,14 @@ class KeptConnection:
         self._conn = conn
         self._idle = loop.call_later(self._idle_s, self._give_back)
 
+    async def run(self, within_s: float, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`work` on the kept connection (`use`), within `within_s`. For compiled callers
+        (scripts/compile), which must not hold the `async with` themselves: mypyc corrupts an
+        exception from an awaited future that a compiled `async with` re-raises after its exit
+        awaited, as `use`'s release does (docs/design.md, section 4)."""
+        async with self.use(within_s) as conn:
+            return await work(conn)
+
     def _give_back(self) -> None:
         """Release the kept connection to the pool: no work came for `idle_s`."""
         conn, self._conn, self._idle = self._conn, None, None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 
-from store.channels import Variant
+from store import channels
+from store.channels import Routing, Variant
+from store.db import connection
 from store.errors import AgentNotFound, VersionNotFound
 
 SELECT_DRAFT_SNAPSHOT = "SELECT revision, config_hash FROM drafts WHERE agent_id = $1"
@@ -69,3 +72,16 @@ async def load_variant(pool: asyncpg.Pool, variant: Variant) -> Snapshot:
 async def served_snapshots(conn: asyncpg.Connection) -> list[Snapshot]:
     """Every snapshot some channel serves now."""
     return [Snapshot(*row) for row in await conn.fetch(SERVED_SNAPSHOTS)]
+
+
+async def warm_up(
+    pool: asyncpg.Pool, within_s: float, each: Callable[[Routing], None]
+) -> list[Snapshot]:
+    """A router's warm-up, on one pooled connection within `within_s`: every channel's routing
+    given to `each` as it is read (`channels.all_routings`), then every snapshot some channel
+    serves. Here rather than in router/resolver.py, which is compiled: a compiled module holds
+    no `async with` or `async for` (docs/design.md, section 4)."""
+    async with connection(pool, within_s) as conn:
+        async for routing in channels.all_routings(conn):
+            each(routing)
+        return await served_snapshots(conn)

@@ -4,12 +4,14 @@ deletes fail and whose scans wait on demand (the moments a real network makes un
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gc
 from typing import cast
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from store import cache as cache_module
 from store.cache import LayeredCache
 from store.codecs import ROUTING_KEY, Codec
 from store.db import DatabaseUnavailable
@@ -32,10 +34,12 @@ class FlakyRedis:
         self.commands: list[str] = []  # each write and delete that landed, in order
         self.failing_deletes = 0
         self.writes, self.deletes, self.scans = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._scanned: list[str] = []
         for gate in (self.writes, self.deletes, self.scans):
             gate.set()
 
     async def get(self, key: str) -> bytes | None:
+        await asyncio.sleep(0)  # a round trip: the reader waits for it
         return self.data.get(key)
 
     async def set(self, key: str, value: bytes, ex: int) -> None:
@@ -52,11 +56,15 @@ class FlakyRedis:
         self.commands.append("UNLINK " + " ".join(names))
         return sum(self.data.pop(k, None) is not None for k in names)
 
-    async def scan_iter(self, match: str, count: int) -> AsyncIterator[bytes]:
-        found = [k.encode() for k in self.data if k.startswith(match.rstrip("*"))]
+    async def scan(self, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
+        """`count` keys at a time, from the keys there when the scan began (cursor 0), as a
+        real SCAN returns every key present throughout, whatever is deleted meanwhile."""
+        if cursor == 0:
+            self._scanned = sorted(k for k in self.data if k.startswith(match.rstrip("*")))
+        page = [k for k in self._scanned[cursor : cursor + count] if k in self.data]
+        after = cursor + count if cursor + count < len(self._scanned) else 0
         await self.scans.wait()
-        for key in found:
-            yield key
+        return after, [k.encode() for k in page]
 
 
 def _cache(redis: FlakyRedis) -> LayeredCache:
@@ -221,3 +229,48 @@ async def test_a_load_failing_after_the_resync_ended_gets_what_the_warm_up_prelo
 
     await cache.resync(warm)
     assert await calls[0] == FRESH
+
+
+async def test_a_wipe_deletes_every_mutable_key_over_many_scans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wipe follows SCAN's cursor page by page, deleting each page before the next."""
+    monkeypatch.setattr(cache_module, "SCAN_BATCH", 2)
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    for key in "abcde":
+        redis.data[cache.key(ENTRY, key)] = ENTRY.encode(STALE)
+    await _changed_but_not_deleted(redis, cache, "f")
+    assert await _read(cache, "f") == FRESH  # starts the wipe
+
+    async def wiped() -> bool:
+        return not any(key.startswith(cache.key(ENTRY, "")) for key in redis.data)
+
+    await eventually(wiped)
+    pages = [" ".join(cache.key(ENTRY, k) for k in page) for page in ("ab", "cd", "ef")]
+    unlinked = [c for c in redis.commands if c.startswith("UNLINK")]
+    assert unlinked == [f"UNLINK {page}" for page in pages]
+    assert await _read(cache, "a") == FRESH
+    await cache.close()
+
+
+async def test_a_failed_load_with_nothing_to_fall_back_on_raises_its_own_error() -> None:
+    """Postgres' failure arrives through an awaited future; the untrusted cache then looks in
+    Redis for a last known entry (an await) and finds none: the caller gets that failure,
+    intact (this module is compiled: docs/design.md, section 4)."""
+    redis = FlakyRedis()
+    cache = _cache(redis)
+    cache.trusted = False
+
+    async def unavailable_later() -> str:
+        failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(
+            failed.set_exception, DatabaseUnavailable("Postgres is gone")
+        )
+        return await failed
+
+    for _ in range(3):
+        with pytest.raises(DatabaseUnavailable, match="Postgres is gone"):
+            await cache.get(ENTRY, "a", unavailable_later)
+        gc.collect()
+    await cache.close()

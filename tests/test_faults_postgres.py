@@ -346,6 +346,39 @@ async def test_only_a_batch_failing_for_want_of_a_server_is_spooled(
     assert (await _backend(writer.pool) != backends[0]) == lost
 
 
+async def test_a_data_error_no_call_can_be_blamed_for_reaches_every_call_and_the_writer_goes_on(
+    writer: Writer, call_to: Callable[[str], NewCall], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch refused on data whose calls, redone one by one, are refused as a whole too (the
+    error escapes the record path): each call gets Postgres' own error (its handler answers
+    with the fallback), it is logged, and the next batch is recorded. The error comes through
+    the writer's compiled code (scripts/compile) and into the calls' futures intact."""
+    refused: list[Exception] = []
+
+    async def division_by_zero(conn: asyncpg.Connection, *_: Any) -> Any:
+        try:
+            await conn.fetchval("SELECT 1 / 0")
+        except asyncpg.DivisionByZeroError as exc:
+            refused.append(exc)
+            raise
+
+    monkeypatch.setattr("store.calls._record_batch", division_by_zero)
+    monkeypatch.setattr("store.calls._record_each", division_by_zero)
+    with capture_logs() as logs:
+        answers = await asyncio.gather(
+            *(writer.writer.record(call_to(f"CA-{n}")) for n in range(3)), return_exceptions=True
+        )
+    monkeypatch.undo()
+
+    assert len(refused) == 2  # the batch, then its calls one by one
+    assert all(answer is refused[1] for answer in answers), answers
+    assert "division by zero" in repr(answers[0])
+    assert [e["calls"] for e in logs if e["event"] == "call_batch_failed"] == [3]
+    assert writer.writer.spooled == 0
+    committed = await writer.writer.record(call_to("CA-next"))
+    assert committed.call_id == "call_CA-next"
+
+
 async def test_work_past_its_budget_is_cut_off_at_once_and_its_connection_discarded(
     database_url: str,
 ) -> None:

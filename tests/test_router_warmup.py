@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from router.keys import RESOLVER, SNAPSHOTS
 from store import channels
@@ -57,3 +58,27 @@ async def test_change_committed_during_warm_up_is_not_lost(
         return routing is not None and routing.variants[0].version == 2
 
     await eventually(on_v2)
+
+
+async def test_a_warm_up_cut_off_by_postgres_keeps_what_it_read_and_says_why(
+    make_pinned_agent: AgentFactory, start_router: RouterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres' error reaches the resolver (compiled: scripts/compile) from an awaited query
+    in the middle of the stream, intact, and the routings read before it stay loaded."""
+    await make_pinned_agent(versions=1, pinned=1)
+    router = await start_router()
+    real = channels.all_routings
+
+    async def cut_off(conn: asyncpg.Connection) -> AsyncIterator[Routing]:
+        async for routing in real(conn):
+            yield routing
+        await conn.fetchval("SELECT 1 / 0")
+
+    monkeypatch.setattr(channels, "all_routings", cut_off)
+    with capture_logs() as logs:
+        assert await router.app[RESOLVER].warm() is False
+
+    [failed] = [e for e in logs if e["event"] == "routing_warmup_failed"]
+    assert (failed["error"], failed["loaded"]) == ("DivisionByZeroError", 1)
+    assert (await router.app[RESOLVER].routing(CHANNEL)) is not None
+    assert postgres_loads(router, "routing") == 0
