@@ -193,11 +193,11 @@ class Snapshot:
     done: int
 
 
-# The database's client backends (not an autovacuum worker at work on it), this generator's
-# own connection left out. Listed at each reading: a pool may close a connection and open
-# another within a point.
-# With the WAL's insert position, as bytes from its start.
-BACKENDS = """
+# What the database tells at each reading of a window: its client backends (not an autovacuum
+# worker at work on it; this generator's own connection left out), listed anew each time as a
+# pool may close a connection and open another within a point; and the WAL's insert position,
+# in bytes from its start.
+DATABASE_READING = """
 SELECT array(SELECT pid FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
                AND backend_type = 'client backend'),
@@ -206,7 +206,7 @@ SELECT array(SELECT pid FROM pg_stat_activity
 
 
 async def _snapshot(run: Run, db: asyncpg.Connection | None) -> Snapshot:
-    backends, wal = await db.fetchrow(BACKENDS) if db is not None else ([], 0)
+    backends, wal = await db.fetchrow(DATABASE_READING) if db is not None else ([], 0)
     return Snapshot(
         time.perf_counter(),
         procstat.cpu_by_pid(run.spec.server_pids),

@@ -41,24 +41,20 @@ def _mishandled(tree: ast.AST) -> list[str]:
     its handler is corrupted, and the process crashes. An `async with` re-raises so when the
     manager's exit awaits (asyncpg's release, a rollback); an `async for` may, through its
     iterator's; an except block may, with a bare `raise` after an `await`."""
-    found = []
-    for node in ast.walk(tree):
-        inside = list(ast.walk(node))
-        awaits = any(isinstance(n, ast.Await) for n in inside)
-        if (
-            isinstance(node, ast.AsyncWith | ast.AsyncFor)
-            or (
-                isinstance(node, ast.AsyncFunctionDef)
-                and any(isinstance(n, ast.Yield | ast.YieldFrom) for n in inside)
-            )
-            or (
-                isinstance(node, ast.ExceptHandler)
-                and awaits
-                and any(isinstance(n, ast.Raise) and n.exc is None for n in inside)
-            )
-        ):
-            found.append(f"line {node.lineno}: {type(node).__name__}")
-    return found
+
+    def holds(node: ast.AST, kind: type[ast.AST] | tuple[type[ast.AST], ...]) -> bool:
+        return any(isinstance(n, kind) for n in ast.walk(node))
+
+    def bare_raise(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Raise) and n.exc is None for n in ast.walk(node))
+
+    return [
+        f"line {node.lineno}: {type(node).__name__}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncWith | ast.AsyncFor)
+        or (isinstance(node, ast.AsyncFunctionDef) and holds(node, (ast.Yield, ast.YieldFrom)))
+        or (isinstance(node, ast.ExceptHandler) and holds(node, ast.Await) and bare_raise(node))
+    ]
 
 
 @pytest.mark.parametrize("module", compiled_modules())
