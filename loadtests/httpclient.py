@@ -9,6 +9,7 @@ Content-Length for these answers; chunked bodies are refused).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -26,6 +27,9 @@ class ProtocolError(Exception):
 class Response:
     status: int
     body: bytes
+    # time.perf_counter() when its last byte was read: its latency ends there, not when the
+    # generator's task next runs, a few callbacks later on a busy loop.
+    at: float
 
 
 class _Protocol(asyncio.Protocol):
@@ -67,7 +71,7 @@ class _Protocol(asyncio.Protocol):
             return
         body = bytes(self._buffer[head_end + 4 : total])
         del self._buffer[:total]
-        waiter.set_result(Response(int(head[9:12]), body))
+        waiter.set_result(Response(int(head[9:12]), body, time.perf_counter()))
 
     def send(self, request: bytes) -> asyncio.Future[Response]:
         if self._closed is not None or self.transport is None:
@@ -89,8 +93,9 @@ class Connection:
         _, protocol = await loop.create_connection(_Protocol, host, port)
         return cls(protocol)
 
-    async def request(self, raw: bytes) -> Response:
-        return await self._protocol.send(raw)
+    def request(self, raw: bytes) -> asyncio.Future[Response]:
+        """Send `raw` now, not when a task wrapping it first runs; the future gets the answer."""
+        return self._protocol.send(raw)
 
     def close(self) -> None:
         if self._protocol.transport is not None:

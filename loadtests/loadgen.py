@@ -7,7 +7,9 @@ Every request is built (and signed) before the timed window. Two modes:
 - open loop: request i is due at start + i / rate whatever happened before it, and its latency is
   measured from that intended time, so a stall delays (and is charged to) every request due
   during it: coordinated omission cannot hide it. Timers have 1 ms resolution: a send may leave
-  up to 1 ms late, and that lateness is counted too.
+  up to 1 ms early or late, and that is counted too (the report's `send_late_ms`).
+
+A request's latency ends when its answer's last byte is read (loadtests/httpclient.py).
 
 The report gives offered and achieved rates, errors, latency percentiles, the CPU seconds of
 the server processes, of the database backends serving them and of this generator in the window,
@@ -115,6 +117,8 @@ class Run:
         self.expect = spec.expect.encode() if spec.expect else None
         self.next = 0
         self.done: list[Done] = []
+        # Open loop: (intended time, seconds the send left after it) of each request sent.
+        self.late: list[tuple[float, float]] = []
         self.errors: dict[str, int] = {}
         self.exhausted = False
 
@@ -166,6 +170,8 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
                 intended = time.perf_counter()
                 if intended >= stop:
                     return
+            if rate is not None:
+                run.late.append((intended, time.perf_counter() - intended))
             try:
                 response = await asyncio.wait_for(
                     conn.request(run.requests[i % len(run.requests)]), REQUEST_TIMEOUT_S
@@ -177,7 +183,7 @@ async def _worker(run: Run, n: int, start: float, stop: float) -> None:
                 conn.close()
                 conn = await _connect(spec, n)
                 continue
-            run.done.append((intended, time.perf_counter(), run.judge(response)))
+            run.done.append((intended, response.at, run.judge(response)))
     finally:
         conn.close()
 
@@ -269,6 +275,13 @@ def _report(run: Run, first: Snapshot, last: Snapshot) -> dict[str, Any]:
         "exhausted_requests": run.exhausted,
         "latency_ms": {k: round(v, 3) for k, v in percentiles(ok).items()},
         "p99_ms_by_second": _p99_by_second(measured, first.at, spec.rate is not None),
+        # Open loop: how late this generator sent the requests due in the window (its timers
+        # fire on whole milliseconds, and its process waits for a CPU like the servers'), a
+        # part of their latencies that no server caused.
+        "send_late_ms": {
+            k: round(v, 3)
+            for k, v in percentiles([s for at, s in run.late if first.at <= at < last.at]).items()
+        },
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_us_per_call": round(server_cpu * per_call, 1),
         # Runnable but off the CPU: the open loop's tail follows it (loadtests/README.md).

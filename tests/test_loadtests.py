@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl
 
 import asyncpg
 import pytest
+from prometheus_client import generate_latest
 
 from loadtests import (
     bench,
@@ -31,6 +33,7 @@ from loadtests import (
     writer_bench,
 )
 from router import providers, signatures
+from router.metrics import RouterMetrics
 from store.calls import CallRecord
 from store.settings import DEFAULT_DATABASE_URL
 from tests.call_rows import RECORDED_CALL
@@ -206,6 +209,86 @@ async def test_the_open_loop_starts_calls_on_time_and_times_them_from_then() -> 
     assert started[-1] - started[0] < 0.095 + 0.03  # not one after the other
     assert math.isnan(latencies[2])
     assert all(0.03 <= x < 0.2 for i, x in enumerate(latencies) if i != 2)
+
+
+def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte() -> None:
+    """A server answering every request ANSWER_S after it arrived, the answer's last byte
+    written a moment after its first: the generator keeps to the rate, its sends leave within
+    its timers' millisecond of their time, and each latency runs to the last byte."""
+    answer_s, pause_s = 0.02, 0.005
+    loop = asyncio.new_event_loop()
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Slow(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            accepted.append(transport)
+
+        def data_received(self, data: bytes) -> None:
+            for _ in range(data.count(b"\r\n\r\n")):
+                loop.call_later(answer_s, self.transport.write, b"HTTP/1.1 200 OK\r\n")  # type: ignore[attr-defined]
+                loop.call_later(
+                    answer_s + pause_s,
+                    self.transport.write,  # type: ignore[attr-defined]
+                    b"Content-Length: 2\r\n\r\nok",
+                )
+
+    server = loop.run_until_complete(loop.create_server(Slow, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    serving = threading.Thread(target=loop.run_forever, daemon=True)
+    serving.start()
+    spec = loadgen.Spec(
+        mode="open",
+        targets=[("127.0.0.1", port)],
+        connections=16,
+        duration_s=1.0,
+        warmup_s=0.2,
+        requests={"kind": "config_const", "count": 1},
+        rate=200,
+        reuse=True,
+        server_pids=[os.getpid()],
+    )
+
+    async def shut() -> None:
+        for transport in accepted:
+            transport.close()
+        server.close()
+        await server.wait_closed()
+
+    try:
+        report = loadgen.run_spec(spec)
+    finally:
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join(5)
+        loop.close()
+
+    assert report["errors"] == 0 and 180 <= report["achieved_rate"] <= 220, report
+    late = report["send_late_ms"]
+    assert -1.5 <= late["p50"] <= 1.5 and late["p99"] < 10, late
+    assert answer_s + pause_s - 0.0015 <= report["latency_ms"]["p50"] / 1000 < 0.06, report
+
+
+def test_a_point_reads_its_writes_and_the_routers_own_tail_from_a_metrics_page() -> None:
+    """Summed over every label set: two agents' webhooks, one of three over the open loop's
+    target."""
+    metrics = RouterMetrics()
+    for seconds, agent in ((0.002, "agent_a"), (0.004, "agent_b"), (0.030, "agent_a")):
+        metrics.resolution.observe(seconds, "twilio", agent, "3")
+    for size, seconds in ((2, 0.003), (1, 0.020)):
+        metrics.batch_size.observe(size)
+        metrics.commit.observe(seconds)
+
+    found = bench.router_counts(generate_latest(metrics.registry).decode())
+
+    assert found == {
+        "calls": 3,
+        "batches": 2,
+        "commits_within_10": 1,
+        "commits_within_50": 2,
+        "resolved": 3,
+        "resolved_within_target": 2,
+    }
 
 
 def test_each_second_of_a_point_gets_its_own_p99() -> None:
