@@ -215,26 +215,24 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
     tmp_path: Path,
 ) -> None:
     """A server answering every request 20 ms after it arrived, the answer's last byte 5 ms
-    after its first: the generator keeps to the rate, its sends leave within its timers'
-    millisecond of their time, each latency runs to the last byte, and the run, its collector
-    off, left no garbage in reference cycles."""
+    after its first: the generator keeps to the rate, its sends leave on time (its timers fire
+    on whole milliseconds), each latency runs to the last byte, and the run, its collector off,
+    left no garbage in reference cycles."""
     answer_s, pause_s = 0.02, 0.005
     loop = asyncio.new_event_loop()
     accepted: list[asyncio.BaseTransport] = []
 
     class Slow(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
             self.transport = transport
             accepted.append(transport)
 
         def data_received(self, data: bytes) -> None:
+            write = self.transport.write
             for _ in range(data.count(b"\r\n\r\n")):
-                loop.call_later(answer_s, self.transport.write, b"HTTP/1.1 200 OK\r\n")  # type: ignore[attr-defined]
-                loop.call_later(
-                    answer_s + pause_s,
-                    self.transport.write,  # type: ignore[attr-defined]
-                    b"Content-Length: 2\r\n\r\nok",
-                )
+                loop.call_later(answer_s, write, b"HTTP/1.1 200 OK\r\n")
+                loop.call_later(answer_s + pause_s, write, b"Content-Length: 2\r\n\r\nok")
 
     server = loop.run_until_complete(loop.create_server(Slow, "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
