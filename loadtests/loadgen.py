@@ -197,7 +197,6 @@ class Snapshot:
     db_cpu: dict[int, float]
     wal: int  # bytes of WAL the server has written (the whole server's: nothing else writes)
     client_cpu: float
-    done: int
 
 
 # What the database tells at each reading of a window: its client backends (not an autovacuum
@@ -221,7 +220,6 @@ async def _snapshot(run: Run, db: asyncpg.Connection | None) -> Snapshot:
         procstat.cpu_by_pid(backends),
         int(wal),
         time.process_time(),
-        len(run.done),
     )
 
 
