@@ -2,9 +2,10 @@
 (`py-spy record --format raw`) summed into the parts of a webhook's (or a config lookup's) work,
 each as a share of the samples and, given the router's µs per call from the same run, as µs per
 call. py-spy samples a thread that is runnable but waiting for a CPU as if it ran, at the line
-where it was preempted (mostly where it woke another process: a send, the event loop): give the
-router's CPU plus its wait (the bench's `waited`), and read those lines as wait and native code
-together (loadtests/README.md, "What bounds the router now").
+where it was preempted: on the way back from a system call (a send, the event loop's wait, even
+a `getpid()`). Give the router's CPU plus its wait (the bench's `waited`), and read those lines
+as wait and native code together (loadtests/README.md, "The router under perf" and "What bounds
+the router now").
 
 A sample belongs to the innermost frame that names a part: a Redis or asyncpg call made while
 resolving counts as resolving, aiohttp's socket write under our handler as the response. py-spy
