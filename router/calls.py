@@ -48,7 +48,7 @@ async def route_call(
     outcome = "routed" if record.call_id == call_id else "retry"
     metrics = app[METRICS]
     metrics.calls.inc(provider, record.variant, outcome, record.agent_id, version)
-    metrics.resolution.observe(time.perf_counter() - started, provider, record.agent_id, version)
+    metrics.resolution.observe(time.perf_counter() - started, provider)
     calls = app[ROUTED_LOG].tick()
     if calls:
         log.info(

@@ -1,9 +1,9 @@
-"""The router's Prometheus metrics, in a registry of its own per application."""
+"""The router's Prometheus metrics: prometheus_client's in a registry of its own per application,
+the per-call ones as plain numbers that render themselves."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
 from itertools import accumulate
 
 from prometheus_client import (
@@ -13,11 +13,6 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
-)
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
 )
 from prometheus_client.utils import floatToGoString
 
@@ -33,46 +28,78 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
-class Tally:
-    """A labelled counter kept as plain integers and read when scraped: counting is one dict
-    update, where a prometheus_client child takes a lock on every increment (a tenth of the
-    router's CPU per webhook went to the per-call counters). The router counts from one thread,
-    its event loop; a scrape copies the counts first."""
+def _escaped(text: str) -> str:
+    """A label value as the text format writes it."""
+    return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
-    def __init__(
-        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry
-    ) -> None:
-        self._name, self._documentation, self._labelnames = name, documentation, labelnames
+
+class _Tallied:
+    """What Tally and TallyHistogram share: plain numbers, counted from the event loop, that a
+    scrape renders as text itself. prometheus_client formats every sample anew (its labels
+    sorted and escaped, its value through floatToGoString), 10 µs a line, and the per-call
+    families hold a series for each agent version a worker served, 15 lines each for the
+    resolution histogram: 190 ms of the event loop a scrape, every call waiting meanwhile,
+    at 1,150 series (loadtests/README.md, "The scrape"). Here a series' labels are rendered
+    once."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str], kind: str) -> None:
+        if "le" in labelnames:
+            raise ValueError("`le` is the histogram buckets' label")
+        self._name, self._labelnames = name, labelnames
+        exposed = name + "_total" if kind == "counter" else name
+        help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
+        self._header = f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n"
+        self._labels: dict[tuple[str, ...], tuple[str, str, str]] = {}
+
+    def _labels_of(self, values: tuple[str, ...]) -> tuple[str, str, str]:
+        """The series' labels as the text format writes them, sorted by name as prometheus_client
+        writes them (`a="1",b="2"`): all of them, those before `le`, those after it."""
+        text = self._labels.get(values)
+        if text is None:
+            pairs = [
+                (name, f'{name}="{_escaped(value)}"')
+                for name, value in sorted(zip(self._labelnames, values, strict=True))
+            ]
+            text = self._labels[values] = (
+                ",".join(pair for _, pair in pairs),
+                ",".join(pair for name, pair in pairs if name < "le"),
+                ",".join(pair for name, pair in pairs if name > "le"),
+            )
+        return text
+
+
+class Tally(_Tallied):
+    """A labelled counter kept as plain integers: counting is one dict update, where a
+    prometheus_client child takes a lock on every increment (a tenth of the router's CPU per
+    webhook went to the per-call counters)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: list[str]) -> None:
+        super().__init__(name, documentation, labelnames, "counter")
         self._counts: dict[tuple[str, ...], int] = {}
-        registry.register(self)
 
     def inc(self, *values: str) -> None:
         self._counts[values] = self._counts.get(values, 0) + 1
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        for values, count in list(self._counts.items()):
-            family.add_metric(values, count)
-        yield family
+    def render(self) -> str:
+        """The counter in the text format, as `<name>_total`."""
+        name = self._name + "_total"
+        return self._header + "".join(
+            f"{name}{{{self._labels_of(values)[0]}}} {count}\n"
+            for values, count in list(self._counts.items())
+        )
 
 
-class TallyHistogram:
+class TallyHistogram(_Tallied):
     """A labelled histogram kept as plain numbers, like Tally: per series, the count of each
     bucket (the last one +Inf) and then the sum."""
 
     def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: list[str],
-        buckets: tuple[float, ...],
-        registry: CollectorRegistry,
+        self, name: str, documentation: str, labelnames: list[str], buckets: tuple[float, ...]
     ) -> None:
-        self._name, self._documentation, self._labelnames = name, documentation, labelnames
+        super().__init__(name, documentation, labelnames, "histogram")
         self._bounds = buckets
         self._les = [*(floatToGoString(b) for b in buckets), "+Inf"]  # type: ignore[no-untyped-call]
         self._series: dict[tuple[str, ...], list[float]] = {}
-        registry.register(self)
 
     def observe(self, value: float, *values: str) -> None:
         series = self._series.get(values)
@@ -82,14 +109,23 @@ class TallyHistogram:
         series[bisect_left(self._bounds, value)] += 1
         series[-1] += value
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    def render(self) -> str:
+        """The histogram in the text format: per series its cumulative buckets, count, sum."""
+        name = self._name
+        lines = [self._header]
         for values, series in list(self._series.items()):
-            cumulative = accumulate(series[:-1])
-            family.add_metric(
-                list(values), list(zip(self._les, cumulative, strict=True)), series[-1]
+            labels, before, after = self._labels_of(values)
+            head = f'{name}_bucket{{{before}{"," if before else ""}le="'
+            tail = f'"{"," if after else ""}{after}}} '
+            cumulative = list(accumulate(series[:-1]))
+            lines.extend(
+                f"{head}{le}{tail}{count}\n"
+                for le, count in zip(self._les, cumulative, strict=True)
             )
-        yield family
+            lines.append(
+                f"{name}_count{{{labels}}} {cumulative[-1]}\n{name}_sum{{{labels}}} {series[-1]}\n"
+            )
+        return "".join(lines)
 
 
 class RouterMetrics:
@@ -101,25 +137,26 @@ class RouterMetrics:
         r = self.registry
         # CPU seconds, resident memory, open file descriptors (process_*), from /proc.
         ProcessCollector(registry=r)
-        # The per-call ones, counted on every webhook or cache lookup.
+        # The per-call ones, counted on every webhook or cache lookup, outside the registry:
+        # they render themselves (`exposition`).
         self.calls = Tally(
             "agentver_calls_routed",
             "Provider calls answered, by outcome (routed, retry, fallback).",
             ["provider", "variant", "outcome", "agent_id", "version"],
-            r,
         )
+        # By provider alone: fifteen series an agent version, which a worker serving thousands
+        # of versions would render at every scrape, while its calls wait, to tell apart what
+        # the router does the same way for every version (loadtests/README.md, "The scrape").
         self.resolution = TallyHistogram(
             "agentver_resolution_seconds",
             "Webhook arrival to answer, signature check excluded.",
-            ["provider", "agent_id", "version"],
+            ["provider"],
             LATENCY_BUCKETS,
-            r,
         )
         self.cache = Tally(
             "agentver_cache_lookups",
             "Cache lookups by entry kind, tier (l1, redis, postgres) and result.",
             ["kind", "tier", "result"],
-            r,
         )
         self.rejected = Counter(
             "agentver_webhooks_rejected_total",
@@ -204,4 +241,6 @@ class RouterMetrics:
         self.cache.inc(kind, tier, result)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Every metric in the text format: prometheus_client's, then the tallies."""
+        tallied = (self.calls.render(), self.resolution.render(), self.cache.render())
+        return generate_latest(self.registry) + "".join(tallied).encode()

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from nacl.signing import SigningKey
+from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
 from harness.redis import delete_prefixed
@@ -261,8 +262,14 @@ async def redis_client(settings: Settings, clean_redis: None) -> AsyncIterator[a
 
 
 def metric(router: RouterClient, name: str, labels: dict[str, str]) -> float:
-    """A sample of the router's metrics; 0.0 for a series never observed."""
-    return router.app[METRICS].registry.get_sample_value(name, labels) or 0.0
+    """A sample of the router's metrics, as a scrape reads it; 0.0 for a series never
+    observed."""
+    exposition = router.app[METRICS].exposition().decode()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
 
 
 def postgres_loads(router: RouterClient, kind: str) -> float:

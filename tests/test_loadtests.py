@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl
 
 import asyncpg
 import pytest
-from prometheus_client import generate_latest
 
 from loadtests import (
     bench,
@@ -284,16 +283,16 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
 
 
 def test_a_point_reads_its_writes_and_the_routers_own_tail_from_a_metrics_page() -> None:
-    """Summed over every label set: two agents' webhooks, one of three over the open loop's
+    """Summed over every label set: two providers' webhooks, one of three over the open loop's
     target."""
     metrics = RouterMetrics()
-    for seconds, agent in ((0.002, "agent_a"), (0.004, "agent_b"), (0.030, "agent_a")):
-        metrics.resolution.observe(seconds, "twilio", agent, "3")
+    for seconds, provider in ((0.002, "twilio"), (0.004, "telnyx"), (0.030, "twilio")):
+        metrics.resolution.observe(seconds, provider)
     for size, seconds in ((2, 0.003), (1, 0.020)):
         metrics.batch_size.observe(size)
         metrics.commit.observe(seconds)
 
-    found = bench.router_counts(generate_latest(metrics.registry).decode())
+    found = bench.router_counts(metrics.exposition().decode())
 
     assert found == {
         "calls": 3,
