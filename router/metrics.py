@@ -39,8 +39,8 @@ class _Tallied:
     sorted and escaped, its value through floatToGoString), 10 µs a line, and the per-call
     families hold a series for each agent version a worker served, 15 lines each for the
     resolution histogram: 190 ms of the event loop a scrape, every call waiting meanwhile,
-    at 1,150 series (loadtests/README.md, "The scrape"). Here a series' labels are rendered
-    once."""
+    after 1,150 agent versions (loadtests/README.md, "The scrape"). Here a series' labels are
+    rendered once."""
 
     def __init__(self, name: str, documentation: str, labelnames: list[str], kind: str) -> None:
         if "le" in labelnames:
