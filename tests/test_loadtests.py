@@ -215,11 +215,13 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
 ) -> None:
     """A server answering every request 20 ms after it arrived, the answer's last byte 5 ms
     after its first: the generator keeps to the rate, its sends leave on time (its timers fire
-    on whole milliseconds), each latency runs to the last byte, and the run, its collector off,
-    left no garbage in reference cycles."""
+    on whole milliseconds), each latency runs to the last byte, the server's /metrics page is
+    read before the window and after it, and the run, its collector off, left no garbage in
+    reference cycles."""
     answer_s, pause_s = 0.02, 0.005
     loop = asyncio.new_event_loop()
     accepted: list[asyncio.BaseTransport] = []
+    scrapes: list[float] = []
 
     class Slow(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -228,6 +230,7 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
             accepted.append(transport)
 
         def data_received(self, data: bytes) -> None:
+            scrapes.extend([time.perf_counter()] * data.count(b"GET /metrics "))
             write = self.transport.write
             for _ in range(data.count(b"\r\n\r\n")):
                 loop.call_later(answer_s, write, b"HTTP/1.1 200 OK\r\n")
@@ -247,6 +250,7 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
         "rate": 200,
         "reuse": True,
         "server_pids": [os.getpid()],
+        "metrics": True,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
 
@@ -277,6 +281,8 @@ def test_an_open_loop_point_sends_on_time_and_times_each_answer_to_its_last_byte
 
     assert report["errors"] == 0 and 180 <= report["achieved_rate"] <= 220, report
     assert report["cyclic_garbage_objects"] == 0
+    assert report["metrics_pages"] == [["ok"], ["ok"]]
+    assert len(scrapes) == 2 and scrapes[1] - scrapes[0] >= 1.0, scrapes  # the window
     late = report["send_late_ms"]
     assert -1.5 <= late["p50"] <= 1.5 and late["p99"] < 10, late
     assert answer_s + pause_s - 0.0015 <= report["latency_ms"]["p50"] / 1000 < 0.06, report
@@ -297,6 +303,7 @@ def test_a_point_reads_its_writes_and_the_routers_own_tail_from_a_metrics_page()
     assert found == {
         "calls": 3,
         "batches": 2,
+        "commits": 2,
         "commits_within_10": 1,
         "commits_within_50": 2,
         "resolved": 3,
