@@ -201,6 +201,20 @@ async def _spool_flusher(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(writer.try_replay(), SPOOL_SHUTDOWN_REPLAY_S)
 
 
+async def _forget_idle_series(metrics: RouterMetrics, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        metrics.forget_idle_series()
+
+
+async def _metric_series(app: web.Application) -> AsyncIterator[None]:
+    every_s = app[SETTINGS].metric_series_idle_s
+    task = asyncio.create_task(_forget_idle_series(app[METRICS], every_s)) if every_s else None
+    yield
+    if task is not None:
+        await cancel_and_wait(task)
+
+
 async def _telnyx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with aiohttp.ClientSession() as session:
@@ -249,6 +263,7 @@ def create_app(settings: Settings) -> web.Application:
             _spool,
             _call_writer,
             _spool_flusher,
+            _metric_series,
             _telnyx,
         ]
     )

@@ -50,6 +50,30 @@ class _Tallied:
         help_text = documentation.replace("\\", r"\\").replace("\n", r"\n")
         self._header = f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n"
         self._labels: dict[tuple[str, ...], tuple[str, str, str]] = {}
+        # Each series' observations at the last `forget_idle`.
+        self._seen: dict[tuple[str, ...], float] = {}
+
+    def _observations(self) -> dict[tuple[str, ...], float]:
+        """Each series' count of observations."""
+        raise NotImplementedError
+
+    def _drop(self, values: tuple[str, ...]) -> None:
+        raise NotImplementedError
+
+    def forget_idle(self) -> int:
+        """Drop the series that observed nothing since the last call, and return how many.
+        Families labelled by agent version get a series for every version a worker serves, and
+        a worker serves each version for a while: kept for good, they would make every scrape
+        longer and the worker bigger for as long as it runs. Prometheus reads a series that
+        comes back as a counter reset."""
+        counts = self._observations()
+        idle = [values for values, n in counts.items() if self._seen.get(values) == n]
+        for values in idle:
+            self._drop(values)
+            self._labels.pop(values, None)
+            del counts[values]
+        self._seen = counts
+        return len(idle)
 
     def _labels_of(self, values: tuple[str, ...]) -> tuple[str, str, str]:
         """The series' labels as the text format writes them, sorted by name as prometheus_client
@@ -80,6 +104,12 @@ class Tally(_Tallied):
     def inc(self, *values: str) -> None:
         self._counts[values] = self._counts.get(values, 0) + 1
 
+    def _observations(self) -> dict[tuple[str, ...], float]:
+        return dict(self._counts)
+
+    def _drop(self, values: tuple[str, ...]) -> None:
+        del self._counts[values]
+
     def render(self) -> str:
         """The counter in the text format, as `<name>_total`."""
         name = self._name + "_total"
@@ -108,6 +138,12 @@ class TallyHistogram(_Tallied):
         # A value on a bound counts in that bound's bucket (le), as prometheus_client counts it.
         series[bisect_left(self._bounds, value)] += 1
         series[-1] += value
+
+    def _observations(self) -> dict[tuple[str, ...], float]:
+        return {values: sum(series[:-1]) for values, series in self._series.items()}
+
+    def _drop(self, values: tuple[str, ...]) -> None:
+        del self._series[values]
 
     def render(self) -> str:
         """The histogram in the text format: per series its cumulative buckets, count, sum."""
@@ -170,12 +206,11 @@ class RouterMetrics:
             ["provider", "reason"],
             registry=r,
         )
-        self.call_duration = Histogram(
+        self.call_duration = TallyHistogram(
             "agentver_call_duration_seconds",
             "Length of ended calls, by the agent and version that served them.",
             ["agent_id", "version"],
-            buckets=CALL_DURATION_BUCKETS_S,
-            registry=r,
+            CALL_DURATION_BUCKETS_S,
         )
         self.feed_lag = Histogram(
             "agentver_change_feed_lag_seconds",
@@ -233,14 +268,20 @@ class RouterMetrics:
     def observe_ended(self, ended: EndedCall | None) -> None:
         """Count a call's duration once, when an ending closes it (repeats return None)."""
         if ended is not None:
-            self.call_duration.labels(ended.agent_id, version_label(ended.version)).observe(
-                ended.duration_s
+            self.call_duration.observe(
+                ended.duration_s, ended.agent_id, version_label(ended.version)
             )
 
     def observe_cache(self, kind: str, tier: str, result: str) -> None:
         self.cache.inc(kind, tier, result)
 
+    def forget_idle_series(self) -> None:
+        """Drop the per-version series (calls routed, call durations) that counted nothing
+        since the last call: the router calls this every AGENTVER_METRIC_SERIES_IDLE_S."""
+        for family in (self.calls, self.call_duration):
+            family.forget_idle()
+
     def exposition(self) -> bytes:
         """Every metric in the text format: prometheus_client's, then the tallies."""
-        tallied = (self.calls.render(), self.resolution.render(), self.cache.render())
-        return generate_latest(self.registry) + "".join(tallied).encode()
+        tallied = (self.calls, self.resolution, self.call_duration, self.cache)
+        return generate_latest(self.registry) + "".join(t.render() for t in tallied).encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,11 @@ class Settings:
     # batches large and Postgres' CPU per call low; a Postgres host with cores to spare for a
     # worker's commits may take more (docs/design.md section 6).
     call_writers: int = 1
+    # Seconds a router worker keeps a per-version metric series that counts nothing (calls
+    # routed, call durations): dropped after one to two of these (router/metrics.py
+    # `forget_idle`), so a worker's scrape does not grow with every version it ever served.
+    # 0 keeps every series.
+    metric_series_idle_s: float = 3600.0
     # Days a call is kept at least: whole months are dropped once they ended this long ago
     # (store/partitions.py); the rollups keep their aggregates. None keeps every call.
     call_retention_days: int | None = None
@@ -94,13 +100,31 @@ class Settings:
             bootstrap_token=opt("AGENTVER_BOOTSTRAP_TOKEN"),
             fallback=e.get("AGENTVER_FALLBACK") or cls.fallback,
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
-            rollout_tick_s=float(e.get("AGENTVER_ROLLOUT_TICK_S") or cls.rollout_tick_s),
-            rollup_compact_s=float(e.get("AGENTVER_ROLLUP_COMPACT_S") or cls.rollup_compact_s),
+            rollout_tick_s=_seconds(e, "AGENTVER_ROLLOUT_TICK_S", cls.rollout_tick_s),
+            rollup_compact_s=_seconds(e, "AGENTVER_ROLLUP_COMPACT_S", cls.rollup_compact_s),
             call_writers=_positive("AGENTVER_CALL_WRITERS", e.get("AGENTVER_CALL_WRITERS"), 1),
+            metric_series_idle_s=_seconds(
+                e, "AGENTVER_METRIC_SERIES_IDLE_S", cls.metric_series_idle_s
+            ),
             call_retention_days=_positive(
                 "AGENTVER_CALL_RETENTION_DAYS", e.get("AGENTVER_CALL_RETENTION_DAYS"), None
             ),
         )
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    """A duration setting of 0 or more seconds, `default` when unset; ValueError naming the
+    variable otherwise."""
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number of seconds, 0 or more, not {raw!r}")
+    return value
 
 
 def _positive(name: str, raw: str | None, default: T) -> int | T:

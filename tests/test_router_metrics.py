@@ -82,6 +82,37 @@ def test_a_tally_histogram_exports_what_a_histogram_would() -> None:
     assert bucket.value == 3
 
 
+@pytest.mark.parametrize("counted", ["tally", "histogram"])
+def test_a_series_that_observed_nothing_since_the_last_sweep_is_dropped(counted: str) -> None:
+    """Swept twice without an observation between: gone, rendered as if never observed; the
+    series that kept counting stay as they were, and one that comes back counts from zero."""
+
+    def made() -> Tally | TallyHistogram:
+        if counted == "tally":
+            return Tally("agentver_x", HELP, LABELS)
+        return TallyHistogram("agentver_y_seconds", HELP, LABELS, LATENCY_BUCKETS)
+
+    def observe(into: Tally | TallyHistogram, values: tuple[str, ...]) -> None:
+        if isinstance(into, Tally):
+            into.inc(*values)
+        else:
+            into.observe(0.002, *values)
+
+    family, theirs = made(), made()
+    kept, idle, hostile = OBSERVED[0][1], OBSERVED[3][1], OBSERVED[5][1]
+    for values in (kept, idle, hostile, kept):
+        observe(family, values)
+
+    assert family.forget_idle() == 0  # nothing seen before
+    observe(family, kept)
+    assert family.forget_idle() == 2
+    observe(family, idle)
+    for values in (kept, kept, kept, idle):
+        observe(theirs, values)
+    assert family.render() == theirs.render()
+    assert family.forget_idle() == 1  # `kept` counted nothing since
+
+
 def test_a_tally_with_nothing_counted_exports_its_family_alone() -> None:
     assert _samples(Tally("agentver_x", HELP, LABELS).render()) == {
         "agentver_x": ("counter", HELP, [])

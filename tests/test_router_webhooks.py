@@ -347,6 +347,42 @@ async def test_twilio_status_callback_closes_the_call(
     assert f"agentver_call_duration_seconds_sum{{{labels}}} 42.0" in exposition
 
 
+async def test_a_version_s_series_go_once_it_serves_no_call_and_come_back_from_zero(
+    api: Api,
+    make_pinned_agent: AgentFactory,
+    start_router: RouterFactory,
+    webhooks_to: WebhooksTo,
+) -> None:
+    """A worker drops the per-version series that counted nothing for a while, so its scrape
+    does not grow with every version it ever served."""
+    agent = await make_pinned_agent()
+    router = await start_router(metric_series_idle_s=1.0)
+    webhooks = webhooks_to(router)
+    routed = {
+        "provider": "twilio",
+        "variant": "default",
+        "outcome": "routed",
+        "agent_id": agent["id"],
+        "version": "draft",
+    }
+    ended = {"agent_id": agent["id"], "version": "draft"}
+    status = {"CallStatus": "completed", "CallDuration": "42"}
+
+    await webhooks.twilio_call("CA-idle-1")
+    resp = await webhooks.twilio("/webhooks/twilio/status", {**status, "CallSid": "CA-idle-1"})
+    assert resp.status == 204
+    assert metric(router, "agentver_calls_routed_total", routed) == 1
+    assert metric(router, "agentver_call_duration_seconds_count", ended) == 1
+
+    async def gone() -> bool:
+        page = (await (await router.get("/metrics")).read()).decode()
+        return agent["id"] not in page
+
+    await eventually(gone, within_s=5)
+    await webhooks.twilio_call("CA-idle-2")
+    assert metric(router, "agentver_calls_routed_total", routed) == 1
+
+
 async def test_progress_statuses_only_move_forward(
     api: Api, make_pinned_agent: AgentFactory, webhooks: Webhooks
 ) -> None:

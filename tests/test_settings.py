@@ -32,3 +32,21 @@ def test_calls_are_kept_for_good_unless_a_retention_is_set() -> None:
 def test_a_retention_below_a_day_or_not_a_number_is_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="AGENTVER_CALL_RETENTION_DAYS"):
         Settings.from_env({"AGENTVER_CALL_RETENTION_DAYS": raw})
+
+
+def test_durations_default_and_read_in_seconds() -> None:
+    assert Settings.from_env({}).metric_series_idle_s == 3600
+    read = Settings.from_env(
+        {"AGENTVER_METRIC_SERIES_IDLE_S": "0", "AGENTVER_ROLLUP_COMPACT_S": "2.5"}
+    )
+    assert (read.metric_series_idle_s, read.rollup_compact_s) == (0, 2.5)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["AGENTVER_METRIC_SERIES_IDLE_S", "AGENTVER_ROLLOUT_TICK_S", "AGENTVER_ROLLUP_COMPACT_S"],
+)
+@pytest.mark.parametrize("raw", ["-1", "nan", "inf", "an hour", " ", "1e400"])
+def test_a_duration_below_zero_or_not_a_number_is_refused(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env({name: raw})
