@@ -13,9 +13,9 @@ from admin.routes import setup_routes
 from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
 from httpkit.guards import reject_nul_in_url
-from httpkit.keys import POOL, SETTINGS
+from httpkit.keys import FORGET_IDLE_SERIES, POOL, SETTINGS
 from httpkit.metrics_fanin import EXPOSITION
-from httpkit.tasks import cancel_and_wait
+from httpkit.tasks import cancel_and_wait, forget_idle_series
 from store import partitions, rollups
 from store.db import close_pool, create_pool
 from store.settings import Settings
@@ -71,8 +71,16 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = AdminMetrics()
     app[EXPOSITION] = app[METRICS].exposition
+    app[FORGET_IDLE_SERIES] = app[METRICS].forget_idle_series
     app.cleanup_ctx.extend(
-        [_postgres, token_usage, _rollup_compactor, _call_partitions, rollouts.schedule]
+        [
+            _postgres,
+            token_usage,
+            _rollup_compactor,
+            _call_partitions,
+            rollouts.schedule,
+            forget_idle_series,
+        ]
     )
     setup_routes(app)
     return app

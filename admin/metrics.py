@@ -18,6 +18,7 @@ from prometheus_client import (
 from httpkit import health
 from httpkit.endpoint import endpoint
 from httpkit.keys import POOL
+from httpkit.tally import Tally
 from store import db
 from store.calls import CallRecord
 from store.guardrails import Trip
@@ -33,21 +34,17 @@ class AdminMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        # By agent version, outside the registry: they render themselves and drop the series
+        # of versions no longer analysed (httpkit/tally.py), as the router's per-version ones do.
         labels = ["agent_id", "version"]
-        self.analyses = Counter(
-            "agentver_call_analyses", "Call analyses received", labels, registry=self.registry
-        )
-        self.automated = Counter(
+        self.analyses = Tally("agentver_call_analyses", "Call analyses received", labels)
+        self.automated = Tally(
             "agentver_calls_automated",
             "Call analyses reporting the call fully automated (no human needed)",
             labels,
-            registry=self.registry,
         )
-        self.sentiment = Counter(
-            "agentver_call_sentiment",
-            "Call analyses by caller sentiment",
-            [*labels, "sentiment"],
-            registry=self.registry,
+        self.sentiment = Tally(
+            "agentver_call_sentiment", "Call analyses by caller sentiment", [*labels, "sentiment"]
         )
         self.guardrail_trips = Counter(
             "agentver_guardrail_trips",
@@ -91,16 +88,27 @@ class AdminMetrics:
         )
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        tallied = "".join(t.render() for t in self._per_version)
+        return generate_latest(self.registry) + tallied.encode()
+
+    def forget_idle_series(self) -> None:
+        """Drop the per-version series that counted nothing since the last call
+        (FORGET_IDLE_SERIES)."""
+        for family in self._per_version:
+            family.forget_idle()
+
+    @property
+    def _per_version(self) -> tuple[Tally, ...]:
+        return (self.analyses, self.automated, self.sentiment)
 
     def count_analysis(self, call: CallRecord) -> None:
         """Count one posted analysis (a re-post counts again: these count analyses received)."""
         version = version_label(call.version)
-        self.analyses.labels(call.agent_id, version).inc()
+        self.analyses.inc(call.agent_id, version)
         if call.automated:
-            self.automated.labels(call.agent_id, version).inc()
+            self.automated.inc(call.agent_id, version)
         if call.sentiment is not None:
-            self.sentiment.labels(call.agent_id, version, call.sentiment).inc()
+            self.sentiment.inc(call.agent_id, version, call.sentiment)
 
     def count_compaction(self, folded: int, seconds: float) -> None:
         self.rollups_folded.inc(folded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 from aiohttp import web
 
@@ -20,3 +22,6 @@ TOKENS = web.AppKey("token_cache", TokenCache)
 GUARD = web.AppKey("postgres_guard", PostgresGuard)
 # Optional: when set, each authenticated request marks its token's last use (written in batches).
 USAGE = web.AppKey("token_usage", TokenUsage)
+# Optional: when set, called every AGENTVER_METRIC_SERIES_IDLE_S to drop the metric series
+# labelled by agent version that counted nothing since the call before (httpkit/tasks.py).
+FORGET_IDLE_SERIES = web.AppKey[Callable[[], None]]("forget_idle_series")

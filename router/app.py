@@ -16,9 +16,9 @@ from redis.backoff import NoBackoff
 
 from httpkit.auth import token_usage
 from httpkit.errors import error_middleware
-from httpkit.keys import GUARD, POOL, SETTINGS, TOKENS
+from httpkit.keys import FORGET_IDLE_SERIES, GUARD, POOL, SETTINGS, TOKENS
 from httpkit.metrics_fanin import EXPOSITION
-from httpkit.tasks import cancel_and_wait
+from httpkit.tasks import cancel_and_wait, forget_idle_series
 from httpkit.token_cache import TokenCache
 from router.calls import ROUTED_LOG_INTERVAL_S
 from router.claims import CallClaims
@@ -201,20 +201,6 @@ async def _spool_flusher(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(writer.try_replay(), SPOOL_SHUTDOWN_REPLAY_S)
 
 
-async def _forget_idle_series(metrics: RouterMetrics, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
-        metrics.forget_idle_series()
-
-
-async def _metric_series(app: web.Application) -> AsyncIterator[None]:
-    every_s = app[SETTINGS].metric_series_idle_s
-    task = asyncio.create_task(_forget_idle_series(app[METRICS], every_s)) if every_s else None
-    yield
-    if task is not None:
-        await cancel_and_wait(task)
-
-
 async def _telnyx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with aiohttp.ClientSession() as session:
@@ -248,6 +234,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = RouterMetrics()
     app[EXPOSITION] = app[METRICS].exposition
+    app[FORGET_IDLE_SERIES] = app[METRICS].forget_idle_series
     app[FALLBACK] = parse_fallback(settings.fallback)
     app[STREAM_URL] = stream_url = check_stream_url(settings.media_stream_url)
     app[STREAM_TWIML] = StreamTwiml(stream_url)
@@ -263,7 +250,7 @@ def create_app(settings: Settings) -> web.Application:
             _spool,
             _call_writer,
             _spool_flusher,
-            _metric_series,
+            forget_idle_series,
             _telnyx,
         ]
     )

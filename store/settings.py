@@ -60,10 +60,10 @@ class Settings:
     # batches large and Postgres' CPU per call low; a Postgres host with cores to spare for a
     # worker's commits may take more (docs/design.md section 6).
     call_writers: int = 1
-    # Seconds a router worker keeps a per-version metric series that counts nothing (calls
-    # routed, call durations): dropped after one to two of these (router/metrics.py
-    # `forget_idle`), so a worker's scrape does not grow with every version it ever served.
-    # 0 keeps every series.
+    # Seconds a worker keeps a per-version metric series that counts nothing (the router's
+    # calls routed and call durations, the admin service's analyses): dropped after one to two
+    # of these (httpkit/tally.py `forget_idle`), so a worker's scrape does not grow with every
+    # version it ever served. 0 keeps every series.
     metric_series_idle_s: float = 3600.0
     # Days a call is kept at least: whole months are dropped once they ended this long ago
     # (store/partitions.py); the rollups keep their aggregates. None keeps every call.

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from router.metrics import LATENCY_BUCKETS, Tally, TallyHistogram
+from httpkit.tally import Tally, TallyHistogram
+from router.metrics import LATENCY_BUCKETS
 from store import logs
 
 LABELS = ["provider", "agent_id", "version"]
