@@ -41,7 +41,7 @@ from harness.net import HOST, free_port
 from harness.postgres import create_database, drop_database
 from harness.processes import spawn, stop, wait_until
 from harness.redis import delete_prefixed
-from loadtests import dataset, procstat, workload
+from loadtests import dataset, procstat, speed, workload
 from loadtests.httpclient import Connection, build_request
 from loadtests.loadgen import ROUTED_MARK, percentiles
 from store.channels import Variant, set_channel
@@ -245,9 +245,6 @@ def load(
     speed_path = env.workdir / f"{label}.speed.json"
     spec_path.write_text(json.dumps(spec))
     limit = env.duration_s + env.warmup_s + 120
-    # How fast the machine ran Python during the measured window (loadtests/speed.py).
-    window = [str(env.warmup_s), str(env.duration_s), str(speed_path)]
-    speed = subprocess.Popen([sys.executable, "-m", "loadtests.speed", *window])  # noqa: S603
     # Every point that writes starts on a checkpoint of its own: Postgres starts one for every
     # ~540 MB of WAL (max_wal_size 1 GB here) or 5 minutes, so no checkpoint runs within a point
     # (80-150 MB of WAL at the bench's rates), and no point's figures depend on where the
@@ -258,17 +255,27 @@ def load(
         else None
     )
     checkpointer_s = procstat.run_seconds(checkpoint[0]) if checkpoint else 0.0
-    try:
-        subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)],
-            check=True,
-            timeout=limit,
+    generator = [sys.executable, "-m", "loadtests.loadgen", str(spec_path), str(out_path)]
+    with subprocess.Popen(generator) as loadgen:  # noqa: S603
+        probe = _speed_probe(
+            out_path.with_suffix(".measuring"), loadgen, env.duration_s, speed_path
         )
-    finally:
-        speed.wait(timeout=limit)
+        try:
+            failed = loadgen.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            loadgen.kill()
+            raise
+        if failed:
+            raise subprocess.CalledProcessError(failed, generator)
+    if probe is not None:
+        probe.wait(timeout=limit)
     report: dict[str, Any] = json.loads(out_path.read_text())
     report["server"] = f"{servers.kind} x{len(servers.ports)}"
     report["cpu_speed"] = json.loads(speed_path.read_text())
+    # Beside p99_ms_by_second: whether a point's slow seconds were the host's.
+    report["probe_ms_by_second"] = speed.by_second(
+        report["cpu_speed"], report["window_started_at"], len(report["p99_ms_by_second"])
+    )
     writes = ""
     if (pages := report.pop("metrics_pages", None)) is not None:
         before, after = (_router_counts(p) for p in pages)
@@ -310,6 +317,20 @@ def load(
         flush=True,
     )
     return report
+
+
+def _speed_probe(
+    measuring: Path, loadgen: subprocess.Popen[bytes], duration_s: float, out: Path
+) -> subprocess.Popen[bytes] | None:
+    """The speed probe (loadtests/speed.py), started as the load generator starts measuring
+    (it first builds its requests, for up to seconds), to time how fast the machine ran Python
+    in the window; None if the generator exits first."""
+    while not measuring.exists():
+        if loadgen.poll() is not None:
+            return None
+        time.sleep(0.01)
+    probe = [sys.executable, "-m", "loadtests.speed", "0", str(duration_s), str(out)]
+    return subprocess.Popen(probe)  # noqa: S603
 
 
 def _open_tail(report: dict[str, Any]) -> str:

@@ -258,6 +258,7 @@ async def _measure(run: Run) -> dict[str, Any]:
         pages_before = await _metrics_pages(spec)
     await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
     first = await _snapshot(run, db)
+    window_started_at = time.time()
     if run.started_file is not None:
         run.started_file.touch()  # for a profiler to attach to the server now
     finished = asyncio.gather(*workers)
@@ -270,6 +271,8 @@ async def _measure(run: Run) -> dict[str, Any]:
         await db.close()
     await asyncio.wait_for(finished, REQUEST_TIMEOUT_S + 1)
     report = _report(run, first, last)
+    # Wall-clock, for what other processes timed in the window (loadtests/speed.py).
+    report["window_started_at"] = window_started_at
     if pages is not None:
         report["metrics_pages"] = pages
     return report

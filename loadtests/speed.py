@@ -5,10 +5,11 @@ A shared host does not run a virtual CPU at one speed: on an idle machine, 20 ro
 took 16.2-18.5 ms of CPU in some seconds and 27-30 ms in others, on either CPU, flipping within
 seconds; and under a point's load, where each CPU switches between the servers, Postgres and
 the client, the same work costs more again (loadtests/README.md).
-A point's CPU µs per call moves with both, so the bench runs this probe beside every point:
-after DELAY_S (the warm-up), every INTERVAL_S it pins itself to the next CPU and times one
-round of `work`, for DURATION_S, about 1% of one CPU. OUT gets, per CPU, the median and the
-least milliseconds of the work.
+A point's CPU µs per call moves with both, so the bench runs this probe beside every point,
+from when the load generator starts measuring (DELAY_S 0): every INTERVAL_S it pins itself to
+the next CPU and times one round of `work`, for DURATION_S, about 1% of one CPU. OUT gets, per
+CPU, the median and the least milliseconds of the work, and every round with its wall-clock
+time (`rounds`: a point's slow seconds set beside the host's speed then).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 INTERVAL_S = 0.1
 # Rounds of the work a probe times: about 1 ms at the host's fast speed.
@@ -35,29 +37,48 @@ def work(rounds: int = ROUNDS) -> None:
         seen[name] = hashlib.sha256(value.replace("+", " ").encode()).digest()
 
 
-def probe(cpus: list[int], duration_s: float) -> dict[int, list[float]]:
-    """Milliseconds of CPU the work took, per CPU, the CPUs taken in turn."""
-    taken: dict[int, list[float]] = {cpu: [] for cpu in cpus}
+# (wall-clock seconds when it started, milliseconds of CPU the work took) of one round.
+Timed = tuple[float, float]
+
+
+def probe(cpus: list[int], duration_s: float) -> dict[int, list[Timed]]:
+    """Each round of the work, per CPU, the CPUs taken in turn."""
+    taken: dict[int, list[Timed]] = {cpu: [] for cpu in cpus}
     deadline = time.monotonic() + duration_s
     turn = 0
     while time.monotonic() < deadline:
         cpu = cpus[turn % len(cpus)]
         turn += 1
         os.sched_setaffinity(0, {cpu})
-        started = time.thread_time()
+        at, started = time.time(), time.thread_time()
         work()
-        taken[cpu].append((time.thread_time() - started) * 1000)
+        taken[cpu].append((at, (time.thread_time() - started) * 1000))
         time.sleep(INTERVAL_S)
     return taken
 
 
-def summary(taken: dict[int, list[float]]) -> dict[str, dict[str, float]]:
-    """Per CPU: the median and the least ms of the work."""
+def summary(taken: dict[int, list[Timed]]) -> dict[str, dict[str, Any]]:
+    """Per CPU: the median and the least ms of the work, and its rounds."""
     return {
-        str(cpu): {"median_ms": round(statistics.median(runs), 2), "least_ms": round(min(runs), 2)}
+        str(cpu): {
+            "median_ms": round(statistics.median(m for _, m in runs), 2),
+            "least_ms": round(min(m for _, m in runs), 2),
+            "rounds": [[round(at, 3), round(m, 3)] for at, m in runs],
+        }
         for cpu, runs in taken.items()
         if runs
     }
+
+
+def by_second(speeds: dict[str, dict[str, Any]], start: float, seconds: int) -> list[float | None]:
+    """The median ms of the rounds of every CPU in each second from the wall-clock `start`
+    (None for a second without one)."""
+    found: list[list[float]] = [[] for _ in range(seconds)]
+    for cpu in speeds.values():
+        for at, ms in cpu["rounds"]:
+            if at >= start and (second := int(at - start)) < seconds:
+                found[second].append(ms)
+    return [round(statistics.median(ms), 2) if ms else None for ms in found]
 
 
 def main(argv: list[str]) -> int:

@@ -390,13 +390,24 @@ def test_the_speed_probe_times_its_work_on_every_cpu_in_turn(tmp_path: Path) -> 
     assert sorted(found) == [str(cpu) for cpu in sorted(os.sched_getaffinity(0))]
     for cpu in found.values():
         assert 0 < cpu["least_ms"] <= cpu["median_ms"]
+        assert cpu["rounds"]
 
 
-def test_a_probe_summary_gives_each_cpu_its_median_and_least() -> None:
-    assert speed.summary({0: [1.0, 3.0, 2.0], 1: [], 2: [5.0]}) == {
-        "0": {"median_ms": 2.0, "least_ms": 1.0},
-        "2": {"median_ms": 5.0, "least_ms": 5.0},
+def test_a_probe_summary_gives_each_cpu_its_median_least_and_rounds() -> None:
+    taken = {0: [(100.1, 1.0), (100.7, 3.0), (101.2, 2.0)], 1: [], 2: [(103.5, 5.0)]}
+    assert speed.summary(taken) == {
+        "0": {
+            "median_ms": 2.0,
+            "least_ms": 1.0,
+            "rounds": [[100.1, 1.0], [100.7, 3.0], [101.2, 2.0]],
+        },
+        "2": {"median_ms": 5.0, "least_ms": 5.0, "rounds": [[103.5, 5.0]]},
     }
+
+
+def test_the_probe_s_seconds_are_those_of_a_window_over_every_cpu() -> None:
+    found = speed.summary({0: [(99.9, 9.0), (100.6, 1.0), (101.7, 4.0)], 1: [(100.8, 3.0)]})
+    assert speed.by_second(found, 100.5, 3) == [2.0, 4.0, None]
 
 
 async def test_a_point_starts_on_a_checkpoint_of_its_own_and_a_checkpoint_is_seen(
