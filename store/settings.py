@@ -102,13 +102,11 @@ class Settings:
             spool_dir=Path(e.get("AGENTVER_SPOOL_DIR") or cls.spool_dir),
             rollout_tick_s=_seconds(e, "AGENTVER_ROLLOUT_TICK_S", cls.rollout_tick_s),
             rollup_compact_s=_seconds(e, "AGENTVER_ROLLUP_COMPACT_S", cls.rollup_compact_s),
-            call_writers=_positive("AGENTVER_CALL_WRITERS", e.get("AGENTVER_CALL_WRITERS"), 1),
+            call_writers=_positive(e, "AGENTVER_CALL_WRITERS", 1),
             metric_series_idle_s=_seconds(
                 e, "AGENTVER_METRIC_SERIES_IDLE_S", cls.metric_series_idle_s
             ),
-            call_retention_days=_positive(
-                "AGENTVER_CALL_RETENTION_DAYS", e.get("AGENTVER_CALL_RETENTION_DAYS"), None
-            ),
+            call_retention_days=_positive(e, "AGENTVER_CALL_RETENTION_DAYS", None),
         )
 
 
@@ -127,9 +125,10 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def _positive(name: str, raw: str | None, default: T) -> int | T:
+def _positive(env: dict[str, str], name: str, default: T) -> int | T:
     """An integer setting of at least 1, `default` when unset; ValueError naming the variable
     otherwise."""
+    raw = env.get(name)
     if not raw:
         return default
     try:
